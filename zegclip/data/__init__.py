@@ -1,0 +1,100 @@
+"""Data layer: datasets in their real on-disk layouts, the official augmentation, the datamodule.
+
+Knows no model code. Datasets emit 0-based class ids with 255 = ignore.
+"""
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before albumentations is imported
+
+from zegclip.data.datamodule import SegmentationDataModule  # noqa: E402
+from zegclip.data.datasets import (  # noqa: E402
+    DATASETS,
+    COCOStuffDataset,
+    ContextDataset,
+    CustomDataset,
+    Sample,
+    SegmentationDataset,
+    VOCDataset,
+    build_dataset,
+    register_dataset,
+)
+from zegclip.data.errors import (  # noqa: E402
+    ClassSplitError,
+    DataError,
+    DataRootError,
+    EmptySplitError,
+    ImageReadError,
+    LabelValueError,
+    MissingFileError,
+    PreparationError,
+    SizeMismatchError,
+    SplitListError,
+)
+from zegclip.data.io import decode_label, make_label_lut, read_image, read_label  # noqa: E402
+from zegclip.data.loading import (  # noqa: E402
+    ShardedEvalSampler,
+    collate_segmentation,
+    derive_seed,
+    seed_dataset,
+    seed_worker,
+)
+from zegclip.data.splits import IGNORE_INDEX, ClassSplit, build_class_split, read_class_names  # noqa: E402
+from zegclip.data.transforms import (  # noqa: E402
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CatMaxRatioCrop,
+    PhotoMetricDistortion,
+    RatioRangeResize,
+    ShortSideResize,
+    TestTransform,
+    TrainTransform,
+    build_test_transform,
+    build_train_transform,
+)
+
+__all__ = [
+    "DATASETS",
+    "IGNORE_INDEX",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "COCOStuffDataset",
+    "CatMaxRatioCrop",
+    "ClassSplit",
+    "ClassSplitError",
+    "ContextDataset",
+    "CustomDataset",
+    "DataError",
+    "DataRootError",
+    "EmptySplitError",
+    "ImageReadError",
+    "LabelValueError",
+    "MissingFileError",
+    "PhotoMetricDistortion",
+    "PreparationError",
+    "RatioRangeResize",
+    "Sample",
+    "SegmentationDataModule",
+    "SegmentationDataset",
+    "ShardedEvalSampler",
+    "ShortSideResize",
+    "SizeMismatchError",
+    "SplitListError",
+    "TestTransform",
+    "TrainTransform",
+    "VOCDataset",
+    "build_class_split",
+    "build_dataset",
+    "build_test_transform",
+    "build_train_transform",
+    "collate_segmentation",
+    "decode_label",
+    "derive_seed",
+    "make_label_lut",
+    "read_class_names",
+    "read_image",
+    "read_label",
+    "register_dataset",
+    "seed_dataset",
+    "seed_worker",
+]

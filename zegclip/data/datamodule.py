@@ -1,0 +1,284 @@
+"""``SegmentationDataModule``: datasets, transforms and loaders for one segmentation dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from zegclip.data.datasets import build_dataset, dataset_num_classes
+from zegclip.data.loading import (
+    ShardedEvalSampler,
+    collate_segmentation,
+    derive_seed,
+    seed_dataset,
+    seed_worker,
+)
+from zegclip.data.splits import IGNORE_INDEX, ClassSplit, build_class_split, read_class_names
+from zegclip.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_test_transform, build_train_transform
+
+
+def _plain(value: Any) -> Any:
+    """Turn OmegaConf containers (from Hydra) into plain lists / dicts."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf ships with hydra
+        return value
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+class SegmentationDataModule(L.LightningDataModule):
+    """Train / val / test loaders for a semantic-segmentation dataset with a zero-shot split.
+
+    Batches are ``{"image": float (B, 3, H, W), "label": long (B, H, W) with 255 = ignore,
+    "meta": list of dicts}``; meta holds ``name``, ``image_path``, ``label_path``, ``ori_size``
+    (H, W of the original image) and ``img_size`` (h, w of the resized image before padding).
+    Train images are augmented and padded to ``crop_size``. Val / test images are resized so that
+    their short side is ``test_short_side``; their labels stay at the original resolution; a
+    batch pads images with 0 and labels with 255 to its largest sizes.
+
+    Labels are the dataset's 0-based class ids whatever the setting: mapping unseen pixels to
+    ignore (inductive training) is the model's job.
+
+    Multi-GPU: when attached to a trainer with ``world_size > 1`` the loaders carry their own
+    samplers: train a ``DistributedSampler(shuffle=True, seed=seed, drop_last=True)`` (Lightning
+    calls its ``set_epoch``), val / test a :class:`ShardedEvalSampler` that gives each rank a
+    disjoint contiguous shard with no padding, so that every image is evaluated exactly once.
+    Create the trainer with ``use_distributed_sampler=False`` (both samplers subclass
+    ``DistributedSampler``, so Lightning would keep them anyway). Ranks may get one batch more or
+    less in evaluation: do not call collective ops per validation step (``self.log(...,
+    sync_dist=True)`` per step); sum metric states at epoch end (torchmetrics does).
+
+    Augmentation randomness: each loader gets a ``torch.Generator`` seeded from (seed, rank,
+    epoch at loader creation); :func:`seed_worker` derives every worker's albumentations seed
+    from it, so streams differ across workers, ranks and epochs and are reproducible. With
+    ``num_workers=0`` the training transform is seeded in the main process.
+
+    Args:
+        layout: ``voc``, ``coco``, ``context``, ``custom``, a registered layout, a dotted path
+            or a callable building a dataset (see :func:`zegclip.data.datasets.build_dataset`).
+        root: data root (``paths.data_dir``) holding the layout's tree.
+        class_names: names in class-id order; or ``class_names_file`` (one per line, relative
+            to ``root`` unless absolute).
+        unseen: 0-based unseen class indices; ``seen`` defaults to all the others.
+        name: display name (defaults to ``layout``).
+        reduce_zero_label: label decoding (raw 0 = background -> ignore, k -> k-1); ``None``
+            uses the layout's fixed rule (VOC / Context true, COCO false).
+        dataset_kwargs: extra arguments of the layout's dataset class.
+        crop_size, scale, ratio_range, cat_max_ratio, flip_prob, photometric: training pipeline.
+        test_short_side: short side of val / test images.
+        batch_size: training batch size per device; ``eval_batch_size`` for val / test.
+        val_limit: evaluate only this many validation images (evenly spaced) for quick checks.
+        seed: base seed of shuffling and augmentation.
+    """
+
+    def __init__(
+        self,
+        layout: str | Callable[..., Dataset] = "voc",
+        root: str | Path = "data",
+        class_names: Sequence[str] | None = None,
+        unseen: Sequence[int] = (),
+        seen: Sequence[int] | None = None,
+        name: str | None = None,
+        class_names_file: str | Path | None = None,
+        reduce_zero_label: bool | None = None,
+        dataset_kwargs: Mapping[str, Any] | None = None,
+        crop_size: int | Sequence[int] = 512,
+        scale: Sequence[int] = (2048, 512),
+        ratio_range: Sequence[float] = (0.5, 2.0),
+        cat_max_ratio: float = 0.75,
+        flip_prob: float = 0.5,
+        photometric: bool = True,
+        test_short_side: int = 512,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        batch_size: int = 4,
+        eval_batch_size: int = 1,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        val_limit: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.layout = layout
+        self.root = Path(str(root))
+        self.name = name or (layout if isinstance(layout, str) else getattr(layout, "__name__", "custom"))
+        if class_names is None:
+            if class_names_file is None:
+                raise ValueError("give `class_names` or `class_names_file`")
+            path = Path(str(class_names_file))
+            class_names = read_class_names(path if path.is_absolute() else self.root / path)
+        self.class_split: ClassSplit = build_class_split(
+            _plain(class_names),
+            _plain(unseen) or (),
+            _plain(seen),
+            expected_num_classes=dataset_num_classes(layout),
+        )
+        self.reduce_zero_label = reduce_zero_label
+        self.dataset_kwargs = dict(_plain(dataset_kwargs) or {})
+        self.train_transform_kwargs = {
+            "crop_size": _plain(crop_size),
+            "scale": tuple(_plain(scale)),
+            "ratio_range": tuple(_plain(ratio_range)),
+            "cat_max_ratio": cat_max_ratio,
+            "flip_prob": flip_prob,
+            "photometric": photometric,
+            "mean": tuple(_plain(mean)),
+            "std": tuple(_plain(std)),
+        }
+        self.test_transform_kwargs = {
+            "short_side": test_short_side,
+            "mean": tuple(_plain(mean)),
+            "std": tuple(_plain(std)),
+        }
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"batch sizes must be >= 1, got {batch_size} / {eval_batch_size}")
+        if val_limit is not None and val_limit < 1:
+            raise ValueError(f"val_limit must be >= 1 or null, got {val_limit}")
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        self.val_limit = val_limit
+        self.seed = int(seed)
+        self.save_hyperparameters(
+            {
+                "layout": layout if isinstance(layout, str) else repr(layout),
+                "name": self.name,
+                "class_names": list(self.class_names),
+                "seen": list(self.seen),
+                "unseen": list(self.unseen),
+                "dataset_kwargs": self.dataset_kwargs,
+                "train_transform": {
+                    k: list(v) if isinstance(v, tuple) else v for k, v in self.train_transform_kwargs.items()
+                },
+                "test_short_side": test_short_side,
+                "batch_size": self.batch_size,
+                "eval_batch_size": self.eval_batch_size,
+                "val_limit": val_limit,
+                "seed": self.seed,
+            }
+        )
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+
+    # -- class split -------------------------------------------------------------------------
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.class_split.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return self.class_split.num_classes
+
+    @property
+    def seen(self) -> tuple[int, ...]:
+        return self.class_split.seen
+
+    @property
+    def unseen(self) -> tuple[int, ...]:
+        return self.class_split.unseen
+
+    @property
+    def ignore_index(self) -> int:
+        return IGNORE_INDEX
+
+    # -- datasets ----------------------------------------------------------------------------
+    def build_split(self, split: str, train: bool) -> Dataset:
+        """Build the dataset of ``split`` with the train or test transform."""
+        transform = (
+            build_train_transform(**self.train_transform_kwargs)
+            if train
+            else build_test_transform(**self.test_transform_kwargs)
+        )
+        return build_dataset(
+            self.layout,
+            self.root,
+            split,
+            transform=transform,
+            num_classes=self.num_classes,
+            reduce_zero_label=self.reduce_zero_label,
+            **self.dataset_kwargs,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_dataset is None:
+            self.train_dataset = self.build_split("train", train=True)
+        if stage in (None, "fit", "validate") and self.val_dataset is None:
+            val = self.build_split("val", train=False)
+            if self.val_limit is not None and self.val_limit < len(val):  # type: ignore[arg-type]
+                n, k = len(val), self.val_limit  # type: ignore[arg-type]
+                val = Subset(val, [i * n // k for i in range(k)])
+            self.val_dataset = val
+        if stage in (None, "test", "predict") and self.test_dataset is None:
+            self.test_dataset = self.build_split("test", train=False)
+
+    # -- loaders -----------------------------------------------------------------------------
+    def _dist(self) -> tuple[int, int, int]:
+        """(world_size, global_rank, current_epoch) of the attached trainer, or (1, 0, 0)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0, 0
+        return int(trainer.world_size), int(trainer.global_rank), int(trainer.current_epoch)
+
+    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            num_workers=workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers and workers > 0,
+            collate_fn=collate_segmentation,
+            worker_init_fn=seed_worker,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            self.setup("fit")
+        assert self.train_dataset is not None
+        world, rank, epoch = self._dist()
+        sampler = DistributedSampler(
+            self.train_dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True
+        )
+        sampler.set_epoch(epoch)
+        if self.num_workers == 0:
+            seed_dataset(self.train_dataset, derive_seed(self.seed, rank, epoch, 1))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, rank, epoch, 0))
+        return self._loader(
+            self.train_dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            generator=generator,
+        )
+
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        world, rank, _ = self._dist()
+        sampler = ShardedEvalSampler(dataset, num_replicas=world, rank=rank)
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, rank, 2))
+        return self._loader(dataset, batch_size=self.eval_batch_size, sampler=sampler, generator=generator)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_dataset is None:
+            self.setup("validate")
+        assert self.val_dataset is not None
+        return self._eval_loader(self.val_dataset)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_dataset is None:
+            self.setup("test")
+        assert self.test_dataset is not None
+        return self._eval_loader(self.test_dataset)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
