@@ -1,0 +1,46 @@
+"""Shared fixtures. Only the golden tests read ../shared/golden (CI always has it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GOLDEN_DIR = Path(os.environ.get("ZEGCLIP_GOLDEN_DIR", REPO_ROOT.parent / "shared" / "golden"))
+
+TINY_ARCH = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 64, "layers": 3, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    if not (GOLDEN_DIR / "official_tiny.pth").is_file():
+        pytest.skip(
+            f"golden pack not found at {GOLDEN_DIR} (it ships beside the repository in CI as ../shared/golden; "
+            "set ZEGCLIP_GOLDEN_DIR to run these tests elsewhere)"
+        )
+    return GOLDEN_DIR
+
+
+@pytest.fixture(scope="session")
+def golden(golden_dir: Path) -> dict[str, dict]:
+    names = ["inputs", "text_embeddings", "train_outputs", "eval_outputs", "transductive_outputs", "fully_outputs"]
+    return {n: torch.load(golden_dir / f"{n}.pt", weights_only=True) for n in names}
+
+
+@pytest.fixture()
+def tiny_config():
+    from zegclip.model import CLIPConfig, ZegCLIPConfig
+
+    return ZegCLIPConfig(
+        clip=CLIPConfig(arch=TINY_ARCH), image_size=64, prompt_tokens=3, decoder_heads=4
+    )

@@ -1,0 +1,169 @@
+"""Class text embeddings from CLIP's frozen text tower (SPEC 1.1).
+
+Embeddings are computed once per (class names, templates) without autograd and cached in
+memory, optionally on disk; or read from a precomputed ``.npy``/``.pt`` file (the official
+ones are float16, upcast exactly and not re-normalised).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP
+from torch import nn
+
+SINGLE_TEMPLATE: tuple[str, ...] = ("a photo of a {}",)
+"""VOC's template (no final period)."""
+
+MULTI_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}.",
+    "a photo of a small {}.",
+    "a photo of a medium {}.",
+    "a photo of a large {}.",
+    "This is a photo of a {}.",
+    "This is a photo of a small {}.",
+    "This is a photo of a medium {}.",
+    "This is a photo of a large {}.",
+    "a {} in the scene.",
+    "a photo of a {} in the scene.",
+    "There is a {} in the scene.",
+    "There is the {} in the scene.",
+    "This is a {} in the scene.",
+    "This is the {} in the scene.",
+    "This is one {} in the scene.",
+)
+"""The 15-template ensemble of COCO-Stuff and Context."""
+
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {"single": SINGLE_TEMPLATE, "multi": MULTI_TEMPLATES}
+
+
+def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
+    """``"single"``, ``"multi"`` or an explicit list of ``{}`` templates."""
+    if isinstance(templates, str):
+        if templates in TEMPLATE_SETS:
+            return TEMPLATE_SETS[templates]
+        templates = (templates,)
+    out = tuple(templates)
+    if not out or any("{}" not in t for t in out):
+        raise ValueError(f"templates must be 'single', 'multi' or strings containing '{{}}', got {out!r}")
+    return out
+
+
+class TextEncoder(nn.Module):
+    """CLIP's text tower (always frozen) with a tokenizer and an embedding cache.
+
+    Args:
+        clip: the open_clip CLIP model whose text parts are taken over.
+        cache_dir: optional folder for an on-disk cache of computed class embeddings.
+        cache_key: identifies the weights in the disk-cache key (e.g. the CLIP config as JSON).
+    """
+
+    def __init__(self, clip: CLIP, cache_dir: str | Path | None = None, cache_key: str = "") -> None:
+        super().__init__()
+        self.token_embedding = clip.token_embedding
+        self.positional_embedding = clip.positional_embedding
+        self.transformer = clip.transformer
+        self.ln_final = clip.ln_final
+        self.text_projection = clip.text_projection
+        self.register_buffer("attn_mask", clip.attn_mask, persistent=False)
+        self.context_length = int(clip.positional_embedding.shape[0])
+        self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=self.context_length)
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.cache_key = cache_key
+        self._cache: dict[tuple[tuple[str, ...], tuple[str, ...]], torch.Tensor] = {}
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.text_projection.shape[1])
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        return super().train(False)  # frozen: always in eval mode
+
+    def clear_cache(self) -> None:
+        """Forget in-memory embeddings (called when the weights change)."""
+        self._cache.clear()
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """``(T, context_length)`` CLIP BPE ids."""
+        return self.tokenizer(list(texts)).to(self.positional_embedding.device)
+
+    @torch.no_grad()
+    def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Raw (not normalised) text features ``(T, D)`` for token ids ``(T, context_length)``."""
+        x = self.token_embedding(tokens) + self.positional_embedding
+        x = self.transformer(x, attn_mask=self.attn_mask)
+        x = self.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+        return x @ self.text_projection
+
+    @torch.no_grad()
+    def class_embeddings(
+        self, class_names: Sequence[str], templates: str | Sequence[str] = SINGLE_TEMPLATE
+    ) -> torch.Tensor:
+        """L2-normalised class embeddings ``(C, D)``, float32.
+
+        With several templates each prompt's embedding is normalised, averaged over the
+        templates and normalised again.
+        """
+        names = tuple(str(n) for n in class_names)
+        if not names:
+            raise ValueError("class_names is empty: give at least one class name")
+        temps = resolve_templates(templates)
+        key = (names, temps)
+        cached = self._cache.get(key)
+        device = self.positional_embedding.device
+        if cached is not None:
+            return cached.to(device)
+        disk = self._disk_path(names, temps)
+        if disk is not None and disk.is_file():
+            emb = torch.load(disk, map_location="cpu", weights_only=True)
+        else:
+            prompts = [t.format(n) for t in temps for n in names]
+            feats = F.normalize(self.encode_tokens(self.tokenize(prompts)).float(), dim=-1)
+            feats = feats.reshape(len(temps), len(names), -1)
+            emb = feats[0] if len(temps) == 1 else F.normalize(feats.mean(dim=0), dim=-1)
+            emb = emb.cpu()
+            if disk is not None:
+                disk.parent.mkdir(parents=True, exist_ok=True)
+                tmp = disk.with_suffix(".tmp")
+                torch.save(emb, tmp)
+                tmp.replace(disk)
+        self._cache[key] = emb
+        return emb.to(device)
+
+    def _disk_path(self, names: tuple[str, ...], temps: tuple[str, ...]) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha1(json.dumps([self.cache_key, names, temps]).encode()).hexdigest()[:16]
+        return self.cache_dir / f"text_{digest}.pt"
+
+
+def load_text_embeddings(path: str | Path, num_classes: int | None = None) -> torch.Tensor:
+    """Read precomputed class embeddings ``(C, D)`` from ``.npy`` or ``.pt``, as float32.
+
+    Official files are float16 and already normalised: they are upcast exactly, not re-normalised.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Text-embedding file not found: {str(path)!r}")
+    if path.suffix == ".npy":
+        emb = torch.from_numpy(np.load(path))
+    else:
+        emb = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(emb, dict):
+            raise ValueError(f"{str(path)!r} holds a dict; expected a (C, D) tensor")
+    if emb.ndim != 2:
+        raise ValueError(f"{str(path)!r}: expected a (C, D) array of class embeddings, got shape {tuple(emb.shape)}")
+    if num_classes is not None and emb.shape[0] != num_classes:
+        raise ValueError(f"{str(path)!r} holds {emb.shape[0]} class embeddings, expected {num_classes}")
+    return emb.float()
