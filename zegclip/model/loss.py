@@ -152,3 +152,31 @@ class FocalDiceLoss(nn.Module):
             correct = (x.argmax(dim=1) == labels)[valid]
             accuracy = correct.float().mean() * 100 if correct.numel() else x.new_zeros(())
         return LossOutput(loss_mask + loss_dice, loss_mask, loss_dice, accuracy, num_masks)
+
+
+class CrossEntropySegLoss(nn.Module):
+    """Softmax cross-entropy over the classes (mutually exclusive), for the loss ablation.
+
+    Args:
+        weight: multiplier of the loss; ignore_index: label of unlabelled pixels.
+    """
+
+    def __init__(self, weight: float = 1.0, ignore_index: int = 255) -> None:
+        super().__init__()
+        self.weight = weight
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        if logits.shape[-2:] != labels.shape[-2:]:
+            logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        labels = labels.long()
+        valid = labels != self.ignore_index
+        if valid.any():
+            loss = self.weight * F.cross_entropy(logits.float(), labels, ignore_index=self.ignore_index)
+        else:
+            loss = logits.sum() * 0.0
+        with torch.no_grad():
+            correct = (logits.argmax(dim=1) == labels)[valid]
+            accuracy = correct.float().mean() * 100 if correct.numel() else logits.new_zeros(())
+        zero = loss.new_zeros(())
+        return LossOutput(loss, zero, zero, accuracy, float(valid.any()))

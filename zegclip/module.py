@@ -1,0 +1,268 @@
+"""``ZegCLIPModule``: the LightningModule that trains and evaluates ZegCLIP in one of the settings.
+
+* **inductive**: the text set is the seen classes; unseen pixels are ignored; at test time the
+  seen scores are lowered by ``seen_bias`` (0.1).
+* **transductive**: the text set is all classes; pixels of unseen classes get pseudo-labels
+  (argmax over the unseen classes of the current sigmoid scores, no gradient).
+* **fully**: all classes, all labels.
+
+Evaluation is sliding-window (or whole-image) at the resized scale, scores resized back to the
+original image size, one confusion matrix over the whole set (:mod:`zegclip.metrics`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from zegclip.metrics import ZeroShotSegmentationMetrics
+from zegclip.model.checkpoint import is_frozen_clip_key, read_checkpoint
+from zegclip.model.labels import inductive_targets, seen_lookup, transductive_targets
+from zegclip.model.loss import CrossEntropySegLoss, FocalDiceLoss
+from zegclip.model.text import load_text_embeddings
+from zegclip.model.zegclip import ZegCLIP, ZegCLIPConfig
+from zegclip.optim import build_optimizer
+
+SETTINGS = ("inductive", "transductive", "fully")
+SUMMARY_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc")
+
+
+class ZegCLIPModule(L.LightningModule):
+    """Frozen CLIP + prompts + decoder, trained with the setting's label handling.
+
+    All arguments are plain Python values (saved as hyper-parameters, so checkpoints load with
+    ``weights_only=True``).
+
+    Args:
+        model_config: :class:`ZegCLIPConfig` as a dict.
+        class_names, seen, unseen: the dataset's vocabulary and zero-shot split.
+        setting: ``inductive``, ``transductive`` or ``fully``.
+        templates: ``"single"``, ``"multi"`` or a list of ``{}`` templates.
+        text_embedding_file: precomputed ``(C, D)`` embeddings of all classes instead of the tower.
+        optimizer: arguments of :func:`zegclip.optim.build_optimizer` (lr, weight_decay, ...).
+        loss: ``{"name": "focal_dice" | "cross_entropy", ...weights}``.
+        evaluation: ``mode`` (slide/whole), ``crop``, ``stride``, ``seen_bias`` (None: 0.1 when
+            inductive, else 0), ``window_batch``.
+        init_from: checkpoint whose prompts and decoder initialise this run (transductive).
+        compile: ``torch.compile`` the model's forward.
+        log_images: images per validation sent to W&B as mask overlays.
+        save_frozen_clip: keep the frozen CLIP weights in Lightning checkpoints (False: smaller
+            files; CLIP is then rebuilt from ``model_config.clip.weights``).
+        dataset_name: recorded in checkpoint metadata.
+        model: an already built model (evaluation of a loaded checkpoint); not a hyper-parameter.
+    """
+
+    def __init__(
+        self,
+        model_config: dict[str, Any],
+        class_names: list[str],
+        seen: list[int],
+        unseen: list[int],
+        setting: str = "inductive",
+        templates: str | list[str] = "single",
+        text_embedding_file: str | None = None,
+        optimizer: dict[str, Any] | None = None,
+        loss: dict[str, Any] | None = None,
+        evaluation: dict[str, Any] | None = None,
+        init_from: str | None = None,
+        compile: bool = False,
+        log_images: int = 4,
+        save_frozen_clip: bool = True,
+        dataset_name: str | None = None,
+        model: ZegCLIP | None = None,
+    ) -> None:
+        super().__init__()
+        if setting not in SETTINGS:
+            raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
+        if setting == "transductive" and not unseen:
+            raise ValueError("setting=transductive needs unseen classes (data.unseen is empty)")
+        if setting == "transductive" and not init_from and model is None:
+            raise ValueError(
+                "setting=transductive starts from an inductive checkpoint: set init_from=PATH "
+                "(e.g. the last.ckpt of the same dataset's inductive run)"
+            )
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model if model is not None else ZegCLIP(ZegCLIPConfig.from_dict(model_config))
+        self.class_names = list(class_names)
+        self.seen = [int(i) for i in seen]
+        self.unseen = [int(i) for i in unseen]
+        self.setting = setting
+        self.evaluation = {"mode": "slide", "crop": None, "stride": None, "seen_bias": None, "window_batch": 8}
+        self.evaluation.update(evaluation or {})
+        if self.evaluation["seen_bias"] is None:
+            self.evaluation["seen_bias"] = 0.1 if setting == "inductive" else 0.0
+        self.optimizer_args = dict(optimizer or {})
+        loss_args = dict(loss or {})
+        loss_name = loss_args.pop("name", "focal_dice")
+        if loss_name == "focal_dice":
+            self.criterion: torch.nn.Module = FocalDiceLoss(**loss_args)
+        elif loss_name == "cross_entropy":
+            self.criterion = CrossEntropySegLoss(**loss_args)
+        else:
+            raise ValueError(f"loss.name must be 'focal_dice' or 'cross_entropy', got {loss_name!r}")
+        self.train_classes = self.seen if setting == "inductive" else list(range(len(self.class_names)))
+        self.register_buffer("seen_lookup", seen_lookup(len(self.class_names), self.seen), persistent=False)
+        self.val_metrics = ZeroShotSegmentationMetrics(self.class_names, self.seen, self.unseen)
+        self.test_metrics = ZeroShotSegmentationMetrics(self.class_names, self.seen, self.unseen)
+        self.test_summary: dict[str, Any] | None = None
+        self._text: torch.Tensor | None = None
+        self._image_samples: list[dict[str, Any]] = []
+        # a compiled function, not a module attribute, so the state dict keeps plain names
+        self._compiled_forward = torch.compile(self.model.forward) if compile else None
+        self.hparams["metadata"] = self.metadata()
+        if init_from:
+            self.load_initial_weights(init_from)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def metadata(self) -> dict[str, Any]:
+        """What ``zegclip.load`` needs to use a checkpoint of this run for inference."""
+        return {
+            "source": "zegclip",
+            "dataset": self.hparams.get("dataset_name"),
+            "class_names": self.class_names,
+            "seen": self.seen,
+            "unseen": self.unseen,
+            "setting": self.setting,
+            "seen_bias": self.evaluation["seen_bias"],
+            "templates": self.hparams.get("templates"),
+            "test_mode": self.evaluation["mode"],
+            "crop": self.evaluation["crop"] or self.model.config.image_size,
+            "stride": self.evaluation["stride"] or self.model.config.image_size * 5 // 6,
+        }
+
+    def load_initial_weights(self, path: str) -> None:
+        """Copy the trainable weights (prompts, decoder) of another checkpoint into this model."""
+        config, state, _ = read_checkpoint(path)
+        ours = self.model.state_dict()
+        trainable = {k for k in ours if not is_frozen_clip_key(k, self.model.config)}
+        missing = sorted(trainable - set(state))
+        mismatched = sorted(k for k in trainable & set(state) if state[k].shape != ours[k].shape)
+        if missing or mismatched:
+            raise ValueError(
+                f"init_from={path!r} does not fit this model: missing {missing[:6]}, shape mismatch {mismatched[:6]} "
+                f"(its config: prompt_tokens={config.prompt_tokens}, decoder_layers={config.decoder_layers})"
+            )
+        self.model.load_state_dict({k: state[k] for k in trainable}, strict=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if not self.hparams.get("save_frozen_clip", True):
+            config = self.model.config
+            checkpoint["state_dict"] = {
+                k: v for k, v in checkpoint["state_dict"].items()
+                if not (k.startswith("model.") and is_frozen_clip_key(k.removeprefix("model."), config))
+            }  # fmt: skip
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key, value in self.state_dict().items():
+            if key.startswith("model.") and is_frozen_clip_key(key.removeprefix("model."), self.model.config):
+                state.setdefault(key, value)
+
+    # -- text --------------------------------------------------------------------------------
+
+    def text_embeddings(self) -> torch.Tensor:
+        """All classes' embeddings ``(C, D)``, computed once on the module's device."""
+        if self._text is None or self._text.device != self.device:
+            if self.hparams.get("text_embedding_file"):
+                emb = load_text_embeddings(self.hparams["text_embedding_file"], len(self.class_names))
+            else:
+                emb = self.model.class_embeddings(self.class_names, self.hparams.get("templates") or "single")
+            self._text = emb.to(self.device)
+        return self._text
+
+    # -- training ------------------------------------------------------------------------------
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        images, labels = batch["image"], batch["label"]
+        text = self.text_embeddings()[self.train_classes]
+        out = (self._compiled_forward or self.model)(images, text)
+        if self.setting == "inductive":
+            targets = inductive_targets(labels, self.seen_lookup)
+        elif self.setting == "transductive":
+            targets = transductive_targets(labels, out.pred_masks, self.unseen)
+        else:
+            targets = labels
+        result = self.criterion(out.pred_masks, targets)
+        batch_size = images.shape[0]
+        self.log("train/loss", result.total, prog_bar=True, batch_size=batch_size)
+        self.log("train/loss_mask", result.loss_mask, batch_size=batch_size)
+        self.log("train/loss_dice", result.loss_dice, batch_size=batch_size)
+        self.log("train/acc", result.accuracy, batch_size=batch_size)
+        return result.total
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        args = dict(self.optimizer_args)
+        if "betas" in args:
+            args["betas"] = tuple(args["betas"])
+        optimizer, scheduler = build_optimizer(self.model, max_steps=int(self.trainer.max_steps), **args)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_scores(self, image: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+        """Calibrated scores ``(1, C, *out_size)`` for one resized image ``(1, 3, h, w)``."""
+        ev = self.evaluation
+        scores = self.model.segment(
+            image,
+            text_embeddings=self.text_embeddings(),
+            seen=self.seen,
+            seen_bias=ev["seen_bias"],
+            mode=ev["mode"],
+            crop=ev["crop"],
+            stride=ev["stride"],
+            window_batch=ev["window_batch"],
+        )
+        return F.interpolate(scores, size=out_size, mode="bilinear", align_corners=False)
+
+    def _evaluate_batch(self, batch: dict[str, Any], metrics: ZeroShotSegmentationMetrics, keep_samples: bool) -> None:
+        images, labels, metas = batch["image"], batch["label"], batch["meta"]
+        for i, meta in enumerate(metas):
+            h, w = (int(v) for v in meta["img_size"])
+            height, width = (int(v) for v in meta["ori_size"])
+            pred = self.predict_scores(images[i : i + 1, :, :h, :w], (height, width)).argmax(dim=1)
+            target = labels[i : i + 1, :height, :width]
+            metrics.update(pred, target)
+            if keep_samples and len(self._image_samples) < int(self.hparams.get("log_images") or 0):
+                self._image_samples.append(
+                    {"image": images[i, :, :h, :w].cpu(), "pred": pred[0].cpu(), "label": target[0].cpu(),
+                     "name": str(meta.get("name", i))}
+                )  # fmt: skip
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_metrics.reset()  # also guards against ddp_spawn aliasing metric states
+        self._image_samples = []
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate_batch(batch, self.val_metrics, keep_samples=not self.trainer.sanity_checking)
+
+    def on_validation_epoch_end(self) -> None:
+        summary = self.val_metrics.summary()
+        self._log_summary("val", summary)
+        if self._image_samples and not self.trainer.sanity_checking:
+            from zegclip.visualize import log_wandb_masks
+
+            log_wandb_masks(self.loggers, self._image_samples, self.class_names, self.global_step)
+        self._image_samples = []
+
+    def on_test_epoch_start(self) -> None:
+        self.test_metrics.reset()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate_batch(batch, self.test_metrics, keep_samples=False)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_summary = self.test_metrics.summary()
+        self._log_summary("test", self.test_summary)
+
+    def _log_summary(self, stage: str, summary: dict[str, Any]) -> None:
+        values = {f"{stage}/{k}": float(summary[k]) for k in SUMMARY_KEYS if summary[k] == summary[k]}
+        values.update(
+            {f"{stage}/IoU/{name}": v for name, v in summary["IoU_per_class"].items() if v == v}
+        )
+        # every rank holds the same (already reduced) numbers: no further sync needed
+        self.log_dict(values, sync_dist=False, rank_zero_only=False)
