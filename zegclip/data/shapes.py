@@ -54,6 +54,13 @@ _RADIUS_RANGE = (8.5, 14.0)
 _MIN_SEPARATION = 0.85  # centre distance >= this x (r1 + r2): objects may touch, not overlap heavily
 _PLACEMENT_TRIES = 30
 _SUBPIXEL_SHIFT = 4  # OpenCV fixed-point bits for polygon/circle coordinates
+# JPEG quality 95 without chroma subsampling (the grain would otherwise cost ~9 grey levels).
+_JPEG_PARAMS = [
+    cv2.IMWRITE_JPEG_QUALITY,
+    95,
+    cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+    cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+]
 
 
 @dataclass(frozen=True)
@@ -249,7 +256,9 @@ class ShapesWorld:
                     math.hypot(cx - o.centre[0], cy - o.centre[1]) >= _MIN_SEPARATION * (radius + o.radius)
                     for o in placed
                 ):
-                    placed.append(ShapeObject(class_id, cls.shape, colour, (float(cx), float(cy)), radius, angle))
+                    placed.append(
+                        ShapeObject(class_id, cls.shape, colour, (float(cx), float(cy)), radius, angle)
+                    )
                     break
             else:
                 if k == 0:  # cannot happen with an empty canvas; kept as a guard
@@ -315,7 +324,20 @@ def _star(points: int = 5, inner: float = 0.45) -> np.ndarray:
 def _cross(arm: float = 0.34) -> np.ndarray:
     a, b = arm, 1.0
     return np.array(
-        [[-a, -b], [a, -b], [a, -a], [b, -a], [b, a], [a, a], [a, b], [-a, b], [-a, a], [-b, a], [-b, -a], [-a, -a]]
+        [
+            [-a, -b],
+            [a, -b],
+            [a, -a],
+            [b, -a],
+            [b, a],
+            [a, a],
+            [a, b],
+            [-a, b],
+            [-a, a],
+            [-b, a],
+            [-b, -a],
+            [-a, -a],
+        ]
     )
 
 
@@ -439,7 +461,7 @@ def write_voc_layout(
     Label encoding (VOC style, simple on purpose): 0 = background, ``class_id + 1`` for object
     pixels, so a VOC reader that drops background (0 -> 255, c -> c - 1) gets back exactly the
     in-memory labels (class id, 255 = background). Train ids are samples ``0..n_train-1``, val ids
-    ``n_train..n_train+n_val-1`` of the same world. JPEG is lossy (quality 95); labels are exact.
+    ``n_train..n_train+n_val-1`` of the same world. JPEG is lossy (quality 95, 4:4:4: mean error ~3 grey levels); labels are exact.
 
     Returns:
         The ``VOCdevkit/VOC2012`` directory.
@@ -449,7 +471,11 @@ def write_voc_layout(
     if world.vocabulary.num_classes > 254:
         raise ValueError("VOC label encoding holds at most 254 classes")
     base = Path(root) / "VOCdevkit" / "VOC2012"
-    img_dir, lbl_dir, set_dir = base / "JPEGImages", base / "SegmentationClass", base / "ImageSets" / "Segmentation"
+    img_dir, lbl_dir, set_dir = (
+        base / "JPEGImages",
+        base / "SegmentationClass",
+        base / "ImageSets" / "Segmentation",
+    )
     for d in (img_dir, lbl_dir, set_dir):
         d.mkdir(parents=True, exist_ok=True)
     splits = {"train": range(0, n_train), "val": range(n_train, n_train + n_val)}
@@ -459,7 +485,7 @@ def write_voc_layout(
             image, label = world.sample(index)
             name = sample_name(world, index)
             encoded = np.where(label == IGNORE_INDEX, 0, label.astype(np.int32) + 1).astype(np.uint8)
-            params = [cv2.IMWRITE_JPEG_QUALITY, 95] if image_format == "jpg" else []
+            params = _JPEG_PARAMS if image_format == "jpg" else []
             if not cv2.imwrite(str(img_dir / f"{name}.{image_format}"), image[..., ::-1], params):
                 raise OSError(f"could not write {img_dir / name}.{image_format}")
             if not cv2.imwrite(str(lbl_dir / f"{name}.png"), encoded):
