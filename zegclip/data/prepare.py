@@ -226,6 +226,7 @@ class Report:
     counts: Counter = field(default_factory=Counter)
     conflicts: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    keys: tuple[str, ...] = ("written", "unchanged", "overwritten", "conflict")
 
     def add(self, status: str, path: Path | str) -> None:
         self.counts[status] += 1
@@ -233,9 +234,7 @@ class Report:
             self.conflicts.append(str(path))
 
     def summary(self) -> str:
-        parts = ", ".join(
-            f"{k} {self.counts[k]}" for k in ("written", "unchanged", "overwritten", "conflict")
-        )
+        parts = ", ".join(f"{k} {self.counts[k]}" for k in self.keys)
         lines = [f"{self.title}: {parts}"] + [f"  - {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -516,7 +515,7 @@ def check_dataset(layout: str, root: str | Path, splits: Sequence[str] = ("train
     """Read every sample of ``layout`` under ``root``; raise listing every problem found."""
     from zegclip.data.datasets import build_dataset
 
-    report = Report(f"check {layout}")
+    report = Report(f"check {layout}", keys=("ok",))
     problems: list[str] = []
     for split in splits:
         ds = build_dataset(layout, root, split)
