@@ -16,7 +16,8 @@ class PromptedVisionTransformer(nn.Module):
     Tokens are ``[cls, N prompts, h*w patches]``. Layer 0 sees the shallow prompts; before
     layer ``i`` in ``1..deep_layers`` the prompt positions are replaced by
     ``prompt_proj(deep_prompt_embeddings[i-1])``; after the last deep layer the prompts are
-    dropped (the official behaviour when ``deep_layers < layers - 1``).
+    dropped (the official behaviour when ``0 < deep_layers < layers - 1``). With
+    ``deep_layers=0`` (shallow VPT) the first layer's prompts flow through every layer.
 
     Args:
         vit: open_clip ``VisionTransformer``; its ``image_size`` is the training crop, which fixes
@@ -54,9 +55,10 @@ class PromptedVisionTransformer(nn.Module):
         if prompt_tokens > 0:
             bound = math.sqrt(6.0 / float(3 * self.patch_size * self.patch_size + self.width))
             self.prompt_embeddings = nn.Parameter(torch.empty(1, prompt_tokens, self.width).uniform_(-bound, bound))
-            self.deep_prompt_embeddings = nn.Parameter(
-                torch.empty(self.deep_layers, prompt_tokens, self.width).uniform_(-bound, bound)
-            )
+            if self.deep_layers > 0:
+                self.deep_prompt_embeddings = nn.Parameter(
+                    torch.empty(self.deep_layers, prompt_tokens, self.width).uniform_(-bound, bound)
+                )
             self.prompt_proj = nn.Linear(self.width, self.width)
             nn.init.kaiming_normal_(self.prompt_proj.weight, a=0, mode="fan_out")
             self.prompt_norm = nn.LayerNorm(self.width, eps=1e-6)
@@ -117,7 +119,7 @@ class PromptedVisionTransformer(nn.Module):
             if n > 0 and 1 <= i <= self.deep_layers:
                 deep = self._prompts(self.deep_prompt_embeddings[i - 1], batch).to(x.dtype)
                 x = torch.cat([x[:, :1], deep, x[:, 1 + n :]], dim=1)
-            elif n > 0 and i == self.deep_layers + 1:
+            elif n > 0 and self.deep_layers > 0 and i == self.deep_layers + 1:
                 x = torch.cat([x[:, :1], x[:, -(h * w) :]], dim=1)
             x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
 

@@ -78,6 +78,7 @@ class TextEncoder(nn.Module):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.cache_key = cache_key
         self._cache: dict[tuple[tuple[str, ...], tuple[str, ...]], torch.Tensor] = {}
+        self._weights_digest: str | None = None
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()
@@ -92,6 +93,7 @@ class TextEncoder(nn.Module):
     def clear_cache(self) -> None:
         """Forget in-memory embeddings (called when the weights change)."""
         self._cache.clear()
+        self._weights_digest = None
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """``(T, context_length)`` CLIP BPE ids."""
@@ -141,11 +143,22 @@ class TextEncoder(nn.Module):
         self._cache[key] = emb
         return emb.to(device)
 
+    def weights_digest(self) -> str:
+        """SHA-1 of the text tower's weights: part of the disk-cache key, so that another
+        checkpoint (or random init) never reads this one's embeddings."""
+        digest = hashlib.sha1()
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
     def _disk_path(self, names: tuple[str, ...], temps: tuple[str, ...]) -> Path | None:
         if self.cache_dir is None:
             return None
-        digest = hashlib.sha1(json.dumps([self.cache_key, names, temps]).encode()).hexdigest()[:16]
-        return self.cache_dir / f"text_{digest}.pt"
+        if self._weights_digest is None:
+            self._weights_digest = self.weights_digest()
+        key = json.dumps([self.cache_key, self._weights_digest, names, temps])
+        return self.cache_dir / f"text_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
 
 
 def load_text_embeddings(path: str | Path, num_classes: int | None = None) -> torch.Tensor:
