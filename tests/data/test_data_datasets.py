@@ -169,6 +169,10 @@ def test_missing_image_or_label(voc_root, coco_root):
     (coco_root / "coco_stuff164k/annotations/val2017/000000000139_labelTrainIds.png").unlink()
     with pytest.raises(MissingFileError, match=r"label .*000000000139_labelTrainIds\.png"):
         COCOStuffDataset(coco_root, "val")
+    ds = COCOStuffDataset(coco_root, "train")  # a file vanishing after start-up is still named
+    (coco_root / "coco_stuff164k/images/train2017/000000000025.jpg").unlink()
+    with pytest.raises(MissingFileError, match=r"image not found: .*000000000025\.jpg"):
+        ds.load_sample(1)
 
 
 def test_raw_coco_annotations_are_refused(coco_root):

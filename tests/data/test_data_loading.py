@@ -125,6 +125,9 @@ def test_ddp_samplers(synth, voc_root):
         assert isinstance(val.sampler, ShardedEvalSampler)
         names += [m["name"] for b in val for m in b["meta"]]
     assert sorted(names) == sorted(synth.VOC_VAL)
+    dm.trainer = SimpleNamespace(world_size=3, global_rank=0, current_epoch=0)
+    with pytest.raises(ValueError, match="2 evaluation images cannot be split over 3 ranks"):
+        dm.val_dataloader()
 
 
 class SameSample(SegmentationDataset):

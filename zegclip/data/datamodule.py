@@ -264,6 +264,9 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
         world, rank, _ = self._dist()
+        if len(dataset) < world:  # type: ignore[arg-type]
+            # a rank without a batch would skip the epoch-end metric sync and hang the others
+            raise ValueError(f"{len(dataset)} evaluation images cannot be split over {world} ranks")  # type: ignore[arg-type]
         sampler = ShardedEvalSampler(dataset, num_replicas=world, rank=rank)
         generator = torch.Generator().manual_seed(derive_seed(self.seed, rank, 2))
         return self._loader(dataset, batch_size=self.eval_batch_size, sampler=sampler, generator=generator)

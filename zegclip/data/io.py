@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from zegclip.data.errors import ImageReadError, LabelValueError
+from zegclip.data.errors import ImageReadError, LabelValueError, MissingFileError
 from zegclip.data.splits import IGNORE_INDEX
 
 _READ_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
@@ -27,8 +27,8 @@ def read_image(path: str | Path) -> np.ndarray:
             if im.mode != "RGB":
                 im = im.convert("RGB")
             return np.asarray(im, dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise
+    except FileNotFoundError as e:
+        raise MissingFileError(f"image not found: {path}") from e
     except _READ_ERRORS as e:
         raise ImageReadError(f"cannot decode image {path}: {e} (expected a complete JPEG/PNG image)") from e
 
@@ -50,8 +50,8 @@ def read_label(path: str | Path) -> np.ndarray:
                 return np.asarray(im, dtype=np.uint8).copy()
             if mode in ("I;16", "I;16L", "I;16B", "I"):
                 return np.asarray(im).astype(np.int32)
-    except FileNotFoundError:
-        raise
+    except FileNotFoundError as e:
+        raise MissingFileError(f"label map not found: {path}") from e
     except _READ_ERRORS as e:
         raise ImageReadError(
             f"cannot decode label map {path}: {e} (expected a complete single-channel PNG)"
