@@ -214,6 +214,10 @@ def test_config_with_wrong_unseen_fails_at_startup():
     cfg.data.seen = [1, 4]
     err = _startup_error(cfg)
     assert isinstance(err, ClassSplitError) and "must cover all 59 classes" in str(err)
+    cfg = load("voc")
+    cfg.data.reduce_zero_label = False  # VOC's raw 0 is background: this would shift every id
+    err = _startup_error(cfg)
+    assert isinstance(err, ClassSplitError) and "reduce_zero_label=True" in str(err)
 
 
 def test_class_split_validation():

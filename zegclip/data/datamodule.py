@@ -10,7 +10,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from zegclip.data.datasets import build_dataset, dataset_num_classes
+from zegclip.data.datasets import build_dataset, dataset_num_classes, resolve_dataset_builder
+from zegclip.data.errors import ClassSplitError
+from zegclip.data.io import make_label_lut
 from zegclip.data.loading import (
     ShardedEvalSampler,
     collate_segmentation,
@@ -122,6 +124,7 @@ class SegmentationDataModule(L.LightningDataModule):
             expected_num_classes=dataset_num_classes(layout),
         )
         self.reduce_zero_label = reduce_zero_label
+        self._validate_label_decoding()
         self.dataset_kwargs = dict(_plain(dataset_kwargs) or {})
         self.train_transform_kwargs = {
             "crop_size": _plain(crop_size),
@@ -170,6 +173,18 @@ class SegmentationDataModule(L.LightningDataModule):
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
+
+    def _validate_label_decoding(self) -> None:
+        """Check at start-up that the layout accepts this label decoding and class count."""
+        builder = resolve_dataset_builder(self.layout)
+        resolve = getattr(builder, "_resolve_label_args", None)
+        rzl = self.reduce_zero_label
+        if resolve is not None:
+            _, rzl = resolve(self.num_classes, rzl)
+        try:
+            make_label_lut(self.num_classes, bool(rzl))
+        except ValueError as e:
+            raise ClassSplitError(str(e)) from e
 
     # -- class split -------------------------------------------------------------------------
     @property
