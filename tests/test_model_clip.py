@@ -48,8 +48,14 @@ def count_trainable(model: nn.Module) -> int:
     ids=["voc", "coco"],
 )
 def test_learnable_parameters_of_vit_b16(prompt_tokens, official):
-    model = ZegCLIP(ZegCLIPConfig(clip=CLIPConfig(model_name="ViT-B-16"), image_size=512,
-                                  prompt_tokens=prompt_tokens, decoder_heads=8))
+    model = ZegCLIP(
+        ZegCLIPConfig(
+            clip=CLIPConfig(model_name="ViT-B-16"),
+            image_size=512,
+            prompt_tokens=prompt_tokens,
+            decoder_heads=8,
+        )
+    )
     enc = model.image_encoder
     assert (enc.patch_size, enc.width, enc.num_layers, enc.train_grid) == (16, 768, 12, (32, 32))
     assert model.embed_dim == 512
@@ -91,8 +97,11 @@ def test_vit_l14_architecture_by_name():
 
 def test_reduced_depth_vit_l14_forward():
     torch.manual_seed(0)
-    model = ZegCLIP(ZegCLIPConfig(clip=CLIPConfig(arch=reduced_vit_l14()), image_size=56, prompt_tokens=4,
-                                  decoder_heads=8))
+    model = ZegCLIP(
+        ZegCLIPConfig(
+            clip=CLIPConfig(arch=reduced_vit_l14()), image_size=56, prompt_tokens=4, decoder_heads=8
+        )
+    )
     enc = model.image_encoder
     assert (enc.patch_size, enc.width, enc.num_layers, enc.train_grid) == (14, 1024, 2, (4, 4))
     assert isinstance(enc.vit.transformer.resblocks[0].mlp.gelu, QuickGELU)
@@ -109,8 +118,14 @@ def test_reduced_depth_vit_l14_forward():
 
 @pytest.mark.slow
 def test_full_size_vit_l14_forward():
-    model = ZegCLIP(ZegCLIPConfig(clip=CLIPConfig(model_name="ViT-L-14"), image_size=224, prompt_tokens=10)).eval()
-    assert (model.image_encoder.width, model.image_encoder.num_layers, model.image_encoder.patch_size) == (1024, 24, 14)
+    model = ZegCLIP(
+        ZegCLIPConfig(clip=CLIPConfig(model_name="ViT-L-14"), image_size=224, prompt_tokens=10)
+    ).eval()
+    assert (model.image_encoder.width, model.image_encoder.num_layers, model.image_encoder.patch_size) == (
+        1024,
+        24,
+        14,
+    )
     text = model.class_embeddings(["cat", "dog"])
     with torch.no_grad():
         out = model(torch.randn(1, 3, 224, 224), text)
@@ -233,13 +248,23 @@ def test_positional_embedding_resized_bilinearly(tmp_path):
     assert torch.allclose(resized, expected("bilinear", 6), atol=1e-6, rtol=0)
     assert not torch.allclose(resized, expected("bicubic", 6), atol=1e-3)  # not open_clip's bicubic
     others = {k: v for k, v in loaded.state_dict().items() if k != "visual.positional_embedding"}
-    assert_same_state(others, {k: v for k, v in source.state_dict().items() if k != "visual.positional_embedding"})
+    assert_same_state(
+        others, {k: v for k, v in source.state_dict().items() if k != "visual.positional_embedding"}
+    )
 
     # ZegCLIP sets the CLIP grid to its crop size the same way
-    model = ZegCLIP(ZegCLIPConfig(clip=CLIPConfig(arch=TINY_ARCH, weights=str(path)), image_size=32, prompt_tokens=2,
-                                  decoder_heads=4))
+    model = ZegCLIP(
+        ZegCLIPConfig(
+            clip=CLIPConfig(arch=TINY_ARCH, weights=str(path)),
+            image_size=32,
+            prompt_tokens=2,
+            decoder_heads=4,
+        )
+    )
     assert model.image_encoder.train_grid == (2, 2)
-    assert torch.allclose(model.image_encoder.vit.positional_embedding.detach(), expected("bilinear", 2), atol=1e-6)
+    assert torch.allclose(
+        model.image_encoder.vit.positional_embedding.detach(), expected("bilinear", 2), atol=1e-6
+    )
 
 
 def test_missing_weights_file_names_config_key(tmp_path):
@@ -248,8 +273,14 @@ def test_missing_weights_file_names_config_key(tmp_path):
         create_clip(CLIPConfig(arch=TINY_ARCH, weights=str(missing)))
     assert str(missing) in str(info.value)
     with pytest.raises(FileNotFoundError, match=r"model\.clip\.weights"):
-        ZegCLIP(ZegCLIPConfig(clip=CLIPConfig(arch=TINY_ARCH, weights=str(missing)), image_size=64, prompt_tokens=2,
-                              decoder_heads=4))
+        ZegCLIP(
+            ZegCLIPConfig(
+                clip=CLIPConfig(arch=TINY_ARCH, weights=str(missing)),
+                image_size=64,
+                prompt_tokens=2,
+                decoder_heads=4,
+            )
+        )
 
 
 def test_weights_of_another_architecture_are_refused(tmp_path):

@@ -19,7 +19,9 @@ def test_relationship_descriptor():
     text, glob = F.normalize(torch.randn(5, 16), dim=-1), F.normalize(torch.randn(3, 16), dim=-1)
     rd = RelationshipDescriptor(16)
     assert rd.q_proj.in_features == 32
-    expected = torch.stack([F.linear(torch.cat([text * g, text], -1), rd.q_proj.weight, rd.q_proj.bias) for g in glob])
+    expected = torch.stack(
+        [F.linear(torch.cat([text * g, text], -1), rd.q_proj.weight, rd.q_proj.bias) for g in glob]
+    )
     assert torch.allclose(rd(text, glob), expected, atol=1e-6)
     text_only = RelationshipDescriptor(16, enabled=False)
     assert text_only.q_proj.in_features == 16
@@ -43,7 +45,8 @@ def test_decoder_logits_are_head_averaged_scaled_attention_logits():
     assert torch.allclose(all_logits[0], logits(first, queries), atol=1e-6)
     attn = torch.softmax(
         first.q(queries).reshape(2, 3, 4, 4).transpose(1, 2)
-        @ first.k(memory).reshape(2, 10, 4, 4).transpose(1, 2).transpose(-1, -2) / 2.0,
+        @ first.k(memory).reshape(2, 10, 4, 4).transpose(1, 2).transpose(-1, -2)
+        / 2.0,
         dim=-1,
     )
     out = (attn @ first.v(memory).reshape(2, 10, 4, 4).transpose(1, 2)).transpose(1, 2).reshape(2, 3, 16)

@@ -65,7 +65,8 @@ def naive_sliding_window(score_fn, images, num_classes, crop, stride):
 
 @pytest.mark.parametrize("window_batch", [1, 2, 3, 5, 100])
 @pytest.mark.parametrize(
-    ("size", "crop", "stride"), [((70, 101), 64, 43), ((40, 50), 64, 43), ((32, 90), 32, 21), ((64, 64), 64, 43)]
+    ("size", "crop", "stride"),
+    [((70, 101), 64, 43), ((40, 50), 64, 43), ((32, 90), 32, 21), ((64, 64), 64, 43)],
 )
 def test_sliding_window_equals_naive_loop(window_batch, size, crop, stride):
     images = torch.randn(2, 3, *size)

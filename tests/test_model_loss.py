@@ -42,7 +42,9 @@ def make_case(seed: int, b: int = 3, c: int = 5, size: int = 24, logit_size: int
     ls = logit_size or size
     logits = torch.randn(b, c, ls, ls, generator=g) * 3
     big = torch.rand(b, c, ls, ls, generator=g) < 0.1  # some saturated logits, both signs
-    logits[big] = (torch.rand(int(big.sum()), generator=g) * 60 + 20) * torch.sign(torch.randn(int(big.sum()), generator=g))
+    logits[big] = (torch.rand(int(big.sum()), generator=g) * 60 + 20) * torch.sign(
+        torch.randn(int(big.sum()), generator=g)
+    )
     labels = torch.randint(0, c, (b, size, size), generator=g)
     labels[torch.rand(b, size, size, generator=g) < 0.2] = 255
     labels[0][labels[0] == 1] = 255  # class 1 absent from image 0
@@ -167,7 +169,9 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
         # a training step under DDP without find_unused_parameters, twice
         torch.manual_seed(0)
-        config = ZegCLIPConfig(clip=CLIPConfig(arch=TINY_ARCH), image_size=64, prompt_tokens=3, decoder_heads=4)
+        config = ZegCLIPConfig(
+            clip=CLIPConfig(arch=TINY_ARCH), image_size=64, prompt_tokens=3, decoder_heads=4
+        )
         model = ZegCLIP(config).train()
         ddp = DistributedDataParallel(model)
         text = model.class_embeddings(["a", "b", "c"])

@@ -113,7 +113,9 @@ def test_no_autograd_graph_on_patch_embedding_when_frozen(tiny_config):
     enc = model.image_encoder
     recorded = {}
     enc.vit.conv1.register_forward_hook(lambda _m, _i, out: recorded.__setitem__("conv1", out.requires_grad))
-    enc.vit.ln_pre.register_forward_hook(lambda _m, _i, out: recorded.__setitem__("ln_pre", out.requires_grad))
+    enc.vit.ln_pre.register_forward_hook(
+        lambda _m, _i, out: recorded.__setitem__("ln_pre", out.requires_grad)
+    )
     text = model.class_embeddings(["cat", "dog"])
     out = model(torch.randn(2, 3, 64, 64), text)
     assert recorded == {"conv1": False, "ln_pre": False}
@@ -144,7 +146,9 @@ def test_image_encoder_matches_step_by_step_reference(tiny_config, deep):
     assert torch.allclose(v.norm(dim=1), torch.ones(2, 4, 5), atol=1e-5)
 
 
-@pytest.mark.parametrize(("deep", "expected"), [(None, [1 + 3 + 16] * 3), (1, [20, 20, 17]), (0, [20, 17, 17])])
+@pytest.mark.parametrize(
+    ("deep", "expected"), [(None, [1 + 3 + 16] * 3), (1, [20, 20, 17]), (0, [20, 17, 17])]
+)
 def test_deep_prompt_layers(tiny_config, deep, expected):
     model = build(tiny_config, deep_prompt_layers=deep)
     enc = model.image_encoder
@@ -157,7 +161,9 @@ def test_deep_prompt_layers(tiny_config, deep, expected):
     out = model(torch.randn(2, 3, 64, 64), text)
     assert out.pred_masks.shape == (2, 3, 64, 64) and out.visual_embedding.shape == (2, 32, 4, 4)
     out.pred_masks.sum().backward()
-    if n_deep:  # (deep_prompt_layers=0: see test_model_decoder.py::test_every_trainable_parameter_gets_a_gradient)
+    if (
+        n_deep
+    ):  # (deep_prompt_layers=0: see test_model_decoder.py::test_every_trainable_parameter_gets_a_gradient)
         assert enc.deep_prompt_embeddings.grad is not None
         assert enc.deep_prompt_embeddings.grad.abs().sum() > 0
 
@@ -194,4 +200,6 @@ def test_positional_embedding_follows_the_input_grid(tiny_config):
     assert got.shape == (1 + 21, 64)
     assert torch.allclose(got[1:], expected.flatten(2)[0].T, atol=1e-6)
     assert torch.allclose(got[0], pos[0] + enc.vit.class_embedding.detach())
-    assert torch.equal(enc.positional_embedding((4, 4)).detach()[1:], pos[1:])  # identity at the training grid
+    assert torch.equal(
+        enc.positional_embedding((4, 4)).detach()[1:], pos[1:]
+    )  # identity at the training grid

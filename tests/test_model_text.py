@@ -51,21 +51,28 @@ def test_single_template(encoder):
     assert torch.allclose(emb, F.normalize(direct, dim=-1), atol=1e-6)
     assert torch.allclose(encoder.class_embeddings(NAMES, "single"), emb)
     custom = encoder.class_embeddings(NAMES, ["a drawing of a {}"])
-    assert torch.allclose(custom, F.normalize(encoder.encode_tokens(encoder.tokenize(
-        [f"a drawing of a {n}" for n in NAMES])), dim=-1), atol=1e-6)
+    assert torch.allclose(
+        custom,
+        F.normalize(encoder.encode_tokens(encoder.tokenize([f"a drawing of a {n}" for n in NAMES])), dim=-1),
+        atol=1e-6,
+    )
 
 
 def test_multi_template_ensemble(encoder):
     emb = encoder.class_embeddings(NAMES, "multi")
     per_template = torch.stack(
-        [F.normalize(encoder.encode_tokens(encoder.tokenize([t.format(n) for n in NAMES])), dim=-1)
-         for t in MULTI_TEMPLATES]
+        [
+            F.normalize(encoder.encode_tokens(encoder.tokenize([t.format(n) for n in NAMES])), dim=-1)
+            for t in MULTI_TEMPLATES
+        ]
     )  # (15, C, D), each prompt normalised
     expected = F.normalize(per_template.mean(0), dim=-1)
     assert emb.shape == (3, 32)
     assert torch.allclose(emb, expected, atol=1e-6)
     # normalising before averaging matters (raw features have different norms)
-    raw = torch.stack([encoder.encode_tokens(encoder.tokenize([t.format(n) for n in NAMES])) for t in MULTI_TEMPLATES])
+    raw = torch.stack(
+        [encoder.encode_tokens(encoder.tokenize([t.format(n) for n in NAMES])) for t in MULTI_TEMPLATES]
+    )
     assert not torch.allclose(emb, F.normalize(raw.mean(0), dim=-1), atol=1e-4)
 
 
@@ -176,9 +183,13 @@ def test_disk_cache_not_shared_between_different_text_towers(tiny_config, tmp_pa
     first = ZegCLIP(tiny_config, text_cache_dir=str(tmp_path))
     torch.manual_seed(1)
     second = ZegCLIP(tiny_config, text_cache_dir=str(tmp_path))
-    assert not torch.equal(first.text_encoder.token_embedding.weight, second.text_encoder.token_embedding.weight)
+    assert not torch.equal(
+        first.text_encoder.token_embedding.weight, second.text_encoder.token_embedding.weight
+    )
     emb_first = first.class_embeddings(NAMES)
-    expected = F.normalize(second.text_encoder.encode_tokens(second.text_encoder.tokenize(
-        [f"a photo of a {n}" for n in NAMES])), dim=-1)
+    expected = F.normalize(
+        second.text_encoder.encode_tokens(second.text_encoder.tokenize([f"a photo of a {n}" for n in NAMES])),
+        dim=-1,
+    )
     assert not torch.allclose(emb_first, expected, atol=1e-3)
     assert torch.allclose(second.class_embeddings(NAMES), expected, atol=1e-6)
