@@ -1,0 +1,155 @@
+"""The ZegCLIP ablation on the shapes world, measured: writes a Markdown table.
+
+    python benchmarks/shapes_ablation.py [--seeds 0 1 2] [--rows inductive random_clip ...] [--out FILE]
+        [-- extra train.py overrides, e.g. trainer.max_steps=200]
+
+Each row trains with ``python train.py`` (the default shapes configuration plus the row's
+overrides) once per seed and reads the run's ``metrics.json``: mIoU(S), mIoU(U), hIoU as mean
++- standard deviation over seeds, plus wall time per run. Rows:
+
+* inductive: the default (frozen pretrained tiny CLIP, deep prompts, seen labels only).
+* transductive: continues from the inductive run of the same seed for half its steps with
+  pseudo-labels for unseen pixels.
+* fully: all labels (the upper bound).
+* random_clip: the same with a randomly initialised CLIP (no knowledge of the class names).
+* finetune_clip: no prompts; the CLIP image tower itself trains.
+* no_relationship: queries from the text embedding alone (no ``[t * g, t]`` descriptor).
+* cross_entropy: softmax cross-entropy instead of sigmoid focal + dice.
+* no_calibration: the inductive checkpoints evaluated without the seen-class offset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS: dict[str, list[str]] = {
+    "inductive": [],
+    "transductive": ["setting=transductive"],
+    "fully": ["setting=fully"],
+    "random_clip": ["model.clip.weights=null"],
+    "finetune_clip": ["model.prompt_tokens=0", "model.ft_backbone=true"],
+    "no_relationship": ["model.relationship_descriptor=false"],
+    "cross_entropy": ["loss.name=cross_entropy"],
+    "no_calibration": [],  # evaluation of the inductive checkpoints only
+}
+DESCRIPTIONS = {
+    "inductive": "ZegCLIP, inductive (default)",
+    "transductive": "transductive (+50% steps from inductive)",
+    "fully": "fully supervised",
+    "random_clip": "random-init CLIP",
+    "finetune_clip": "fine-tuned CLIP tower, no prompts",
+    "no_relationship": "no relationship descriptor",
+    "cross_entropy": "softmax cross-entropy loss",
+    "no_calibration": "no seen-class calibration",
+}
+
+
+def run(args: list[str], log: Path) -> float:
+    start = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed (exit {proc.returncode}); see {log}")
+    return time.perf_counter() - start
+
+
+def metrics(run_dir: Path) -> dict[str, float]:
+    data = json.loads((run_dir / "metrics.json").read_text())
+    return {k: (data[k] if data[k] is not None else float("nan")) for k in ("mIoU_seen", "mIoU_unseen", "hIoU")}
+
+
+def train_steps(extra: list[str]) -> int:
+    for item in extra:
+        if item.startswith("trainer.max_steps="):
+            return int(item.split("=", 1)[1])
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=extra)
+    return int(cfg.trainer.max_steps)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "logs" / "ablation")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "shapes_ablation.md")
+    parser.add_argument("extra", nargs="*", help="overrides passed to every train.py run")
+    args = parser.parse_args()
+
+    rows = list(args.rows)
+    if ("transductive" in rows or "no_calibration" in rows) and "inductive" not in rows:
+        rows.insert(0, "inductive")
+    steps = train_steps(args.extra)
+    results: dict[str, list[dict[str, float]]] = {r: [] for r in rows}
+    times: dict[str, list[float]] = {r: [] for r in rows}
+    for seed in args.seeds:
+        for row in rows:
+            run_dir = args.work_dir / row / f"seed{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            common = [f"seed={seed}", f"hydra.run.dir={run_dir}", "logger=csv", *args.extra]
+            if row == "no_calibration":
+                ckpt = _best_checkpoint(args.work_dir / "inductive" / f"seed{seed}")
+                cmd = ["eval.py", f"ckpt_path={ckpt}", "evaluation.seen_bias=0.0", f"seed={seed}",
+                       f"hydra.run.dir={run_dir}"]  # fmt: skip
+            elif row == "transductive":
+                init = args.work_dir / "inductive" / f"seed{seed}" / "checkpoints" / "last.ckpt"
+                cmd = ["train.py", *ROWS[row], f"init_from={init}", *common, f"trainer.max_steps={max(1, steps // 2)}"]
+            else:
+                cmd = ["train.py", *ROWS[row], *common]
+            seconds = run(cmd, run_dir / "log.txt")
+            times[row].append(seconds)
+            results[row].append(metrics(run_dir))
+            m = results[row][-1]
+            print(f"{row:16s} seed {seed}: S {100 * m['mIoU_seen']:.1f} U {100 * m['mIoU_unseen']:.1f} "
+                  f"H {100 * m['hIoU']:.1f} ({seconds:.0f} s)", flush=True)  # fmt: skip
+
+    table = render(rows, results, times, args.seeds, args.extra)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table)
+    print(table)
+    return 0
+
+
+def _best_checkpoint(run_dir: Path) -> Path:
+    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+    if not best:
+        raise FileNotFoundError(f"no best checkpoint in {run_dir / 'checkpoints'}: run the inductive row first")
+    return best[-1]
+
+
+def _mean_std(values: list[float]) -> str:
+    values = [100 * v for v in values]
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def render(rows, results, times, seeds, extra) -> str:
+    lines = [
+        f"Shapes world (compositional vocabulary), seeds {', '.join(map(str, seeds))}; mean ± std over seeds; "
+        f"overrides: {' '.join(extra) or 'none'}",
+        "",
+        "| row | mIoU(S) | mIoU(U) | hIoU | wall time per run |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        res = results[row]
+        lines.append(
+            f"| {DESCRIPTIONS[row]} | {_mean_std([r['mIoU_seen'] for r in res])} | "
+            f"{_mean_std([r['mIoU_unseen'] for r in res])} | {_mean_std([r['hIoU'] for r in res])} | "
+            f"{statistics.mean(times[row]):.0f} s |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
