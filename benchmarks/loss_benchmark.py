@@ -250,12 +250,13 @@ def main(argv: list[str] | None = None) -> int:
                           grad_err, scale))  # fmt: skip
 
     print(
-        "| device | method | fwd+bwd time | peak extra memory | memory measured by | loss_mask | loss_dice |"
+        "| device | method | fwd+bwd time, median (min) | peak extra memory | memory measured by | loss_mask | loss_dice |"
     )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['device']} | {r['method']} | {r['time_s'] * 1000:,.0f} ms | {fmt_bytes(r['peak_bytes'])} "
+            f"| {r['device']} | {r['method']} | {r['time_s'] * 1000:,.0f} ms ({min(r['times']) * 1000:,.0f}) "
+            f"| {fmt_bytes(r['peak_bytes'])} "
             f"| {r['memory_note']} | {r['loss_mask']:.6f} | {r['loss_dice']:.6f} |"
         )
     print()

@@ -71,26 +71,7 @@ CONFIGS = {
 }
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        pytest.param(
-            v,
-            id=k,
-            marks=[
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="BUG zegclip/model/prompted_vit.py: deep_prompt_layers=0 still creates a (0, N, width) "
-                    "deep_prompt_embeddings Parameter that never enters the graph (grad None): DDP raises "
-                    "'Expected to have finished reduction' on its second step",
-                )
-            ]
-            if k == "no_deep_layers"
-            else [],
-        )
-        for k, v in CONFIGS.items()
-    ],
-)
+@pytest.mark.parametrize("overrides", list(CONFIGS.values()), ids=list(CONFIGS))
 def test_every_trainable_parameter_gets_a_gradient(tiny_config, overrides):
     torch.manual_seed(0)
     model = ZegCLIP(dataclasses.replace(tiny_config, **overrides)).train()  # dropout on, as in training

@@ -39,18 +39,21 @@ def reference_image_encoder(enc, images: torch.Tensor) -> tuple[torch.Tensor, to
     spatial = spatial.permute(0, 2, 3, 1).reshape(h * w, width)
     cls = vit.class_embedding + pos[0] + vit.class_embedding  # the class embedding counts twice
     tokens = vit.ln_pre(torch.cat([cls.expand(b, 1, width), patches + spatial], dim=1))
-    cls_tok, patch_tok = tokens[:, :1], tokens[:, 1:]
+    fresh = {}  # layer -> prompts inserted before it
+    if n:
+        fresh[0] = enc.prompt_proj(enc.prompt_embeddings[0])
+        for i in range(1, enc.deep_layers + 1):
+            fresh[i] = enc.prompt_proj(enc.deep_prompt_embeddings[i - 1])
+    shallow = n and enc.deep_layers == 0  # shallow VPT: the first prompts flow through every layer
+    x = tokens
     for i, block in enumerate(vit.transformer.resblocks):
-        if n and i == 0:
-            prompt = enc.prompt_proj(enc.prompt_embeddings[0])
-        elif n and i <= enc.deep_layers:
-            prompt = enc.prompt_proj(enc.deep_prompt_embeddings[i - 1])
-        else:
-            prompt = None
-        parts = [cls_tok] + ([prompt.expand(b, n, width)] if prompt is not None else []) + [patch_tok]
-        x = block(torch.cat(parts, dim=1))
         cls_tok, patch_tok = x[:, :1], x[:, -h * w :]
-    x = torch.cat([cls_tok, patch_tok], dim=1)
+        if i in fresh:  # replace whatever prompts the previous layer output
+            x = torch.cat([cls_tok, fresh[i].expand(b, n, width), patch_tok], dim=1)
+        elif not shallow:  # deep VPT: prompts dropped after the last deep layer
+            x = torch.cat([cls_tok, patch_tok], dim=1)
+        x = block(x)
+    x = torch.cat([x[:, :1], x[:, -h * w :]], dim=1)
     if n:
         x = enc.prompt_norm(x)
     x = vit.ln_post(x) @ vit.proj
@@ -146,24 +149,25 @@ def test_image_encoder_matches_step_by_step_reference(tiny_config, deep):
     assert torch.allclose(v.norm(dim=1), torch.ones(2, 4, 5), atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    ("deep", "expected"), [(None, [1 + 3 + 16] * 3), (1, [20, 20, 17]), (0, [20, 17, 17])]
-)
+@pytest.mark.parametrize(("deep", "expected"), [(None, [20, 20, 20]), (1, [20, 20, 17]), (0, [20, 20, 20])])
 def test_deep_prompt_layers(tiny_config, deep, expected):
     model = build(tiny_config, deep_prompt_layers=deep)
     enc = model.image_encoder
     n_deep = 2 if deep is None else deep
-    assert enc.deep_prompt_embeddings.shape == (n_deep, 3, 64)
-    # prompts are dropped after the last deep layer
+    if n_deep:
+        assert enc.deep_prompt_embeddings.shape == (n_deep, 3, 64)
+    else:  # shallow VPT: no (empty) deep-prompt parameter
+        assert "deep_prompt_embeddings" not in dict(enc.named_parameters())
+    # 1 cls + 3 prompts + 16 patches; deep VPT drops the prompts after the last deep layer,
+    # shallow VPT keeps the first layer's prompts all the way
     assert tokens_per_block(enc.eval(), torch.randn(1, 3, 64, 64)) == expected
     model.train()
     text = model.class_embeddings(["a", "b", "c"])
     out = model(torch.randn(2, 3, 64, 64), text)
     assert out.pred_masks.shape == (2, 3, 64, 64) and out.visual_embedding.shape == (2, 32, 4, 4)
     out.pred_masks.sum().backward()
-    if (
-        n_deep
-    ):  # (deep_prompt_layers=0: see test_model_decoder.py::test_every_trainable_parameter_gets_a_gradient)
+    assert enc.prompt_embeddings.grad is not None and enc.prompt_embeddings.grad.abs().sum() > 0
+    if n_deep:
         assert enc.deep_prompt_embeddings.grad is not None
         assert enc.deep_prompt_embeddings.grad.abs().sum() > 0
 
