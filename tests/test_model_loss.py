@@ -98,6 +98,20 @@ def test_accepts_b1hw_labels():
     assert torch.equal(a.total, b.total)
 
 
+def test_bf16_logits_are_computed_in_fp32():
+    logits, labels = make_case(8)
+    low = logits.bfloat16().requires_grad_(True)
+    upcast = low.detach().float().requires_grad_(True)
+    a, b = FocalDiceLoss()(low, labels), FocalDiceLoss()(upcast, labels)
+    assert a.total.dtype == torch.float32
+    assert torch.equal(a.loss_mask, b.loss_mask) and torch.equal(a.loss_dice, b.loss_dice)
+    a.total.backward()
+    b.total.backward()
+    assert low.grad.dtype == torch.bfloat16
+    # bf16 gradient: two paths (all pixels, labelled pixels) each rounded to bf16, then summed
+    assert (low.grad.float() - upcast.grad).abs().max() <= 2**-6 * upcast.grad.abs().max()
+
+
 def test_chunking_gives_identical_results():
     logits, labels = make_case(5, b=2, c=6, size=20)
     results = []
