@@ -145,7 +145,7 @@ def test_segment_slide_equals_naive_loop_over_windows(model):
             return model.scores(window, text, [0, 2], 0.1)
 
     expected = naive_sliding_window(one_window, images, 3, 64, 43)
-    for window_batch in (1, 3, 8):
+    for window_batch in (1, 8):  # one window per pass; all windows of both images in one pass
         got = model.segment(images, NAMES, seen=[0, 2], crop=64, stride=43, window_batch=window_batch)
         assert torch.allclose(got, expected, atol=1e-5)
 
