@@ -12,7 +12,7 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,11 +29,27 @@ DATASETS = ("voc", "coco", "context", "custom")
 SETTINGS = ("inductive", "fully", "transductive")
 # the paper's recipes (conf/experiment/<dataset>_<setting>.yaml): prompt tokens, templates, iterations
 PAPER = {
-    "voc": {"prompt_tokens": 10, "templates": "single", "max_steps": {"inductive": 20000, "fully": 20000, "transductive": 10000}},
-    "coco": {"prompt_tokens": 100, "templates": "multi", "max_steps": {"inductive": 80000, "fully": 80000, "transductive": 40000}},
-    "context": {"prompt_tokens": 35, "templates": "multi", "max_steps": {"inductive": 40000, "fully": 40000, "transductive": 20000}},
+    "voc": {
+        "prompt_tokens": 10,
+        "templates": "single",
+        "max_steps": {"inductive": 20000, "fully": 20000, "transductive": 10000},
+    },
+    "coco": {
+        "prompt_tokens": 100,
+        "templates": "multi",
+        "max_steps": {"inductive": 80000, "fully": 80000, "transductive": 40000},
+    },
+    "context": {
+        "prompt_tokens": 35,
+        "templates": "multi",
+        "max_steps": {"inductive": 40000, "fully": 40000, "transductive": 20000},
+    },
     # not in the paper: the VOC recipe as a starting point for your own data
-    "custom": {"prompt_tokens": 10, "templates": "single", "max_steps": {"inductive": 20000, "fully": 20000, "transductive": 10000}},
+    "custom": {
+        "prompt_tokens": 10,
+        "templates": "single",
+        "max_steps": {"inductive": 20000, "fully": 20000, "transductive": 10000},
+    },
 }
 SUMMARY_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc")
 

@@ -34,7 +34,11 @@ def test_train_writes_checkpoints(runs, dataset: str, setting: str) -> None:
     assert hp["metadata"]["seen_bias"] == expected_seen_bias
     # only trainable weights change: the frozen CLIP is the same in every setting of a dataset
     inductive = torch.load(runs.last_ckpt(dataset), map_location="cpu", weights_only=True)["state_dict"]
-    frozen = [k for k in inductive if k.startswith("model.image_encoder.vit.") or k.startswith("model.text_encoder.")]
+    frozen = [
+        k
+        for k in inductive
+        if k.startswith("model.image_encoder.vit.") or k.startswith("model.text_encoder.")
+    ]
     assert frozen and all(torch.equal(inductive[k], ckpt["state_dict"][k]) for k in frozen)
 
     # test after training: metrics.json of the best checkpoint
