@@ -87,11 +87,6 @@ def test_sliding_window_rejects_bad_crop():
         sliding_window(score, torch.randn(1, 3, 8, 8), 2, crop=0, stride=4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG zegclip/model/inference.py sliding_window: stride > crop leaves pixels no window covers; "
-    "they come out as 0/0 = NaN silently (mmseg asserts every pixel is covered)",
-)
 def test_sliding_window_rejects_stride_larger_than_crop():
     score, _ = fake_score_fn(2)
     with pytest.raises(ValueError, match="stride"):

@@ -49,6 +49,8 @@ def sliding_window(
     """
     if crop <= 0 or stride <= 0:
         raise ValueError(f"crop and stride must be positive, got crop={crop}, stride={stride}")
+    if stride > crop:
+        raise ValueError(f"stride ({stride}) larger than crop ({crop}) would leave pixels no window covers")
     b, _, height, width = images.shape
     boxes = [
         (y, x, min(y + crop, height), min(x + crop, width))

@@ -31,38 +31,50 @@ class LossOutput:
     num_masks: float
 
 
-class _SigmoidSums(torch.autograd.Function):
-    """Per row of ``logits (R, P)``: ``sum_p (1-alpha) sigmoid^gamma softplus`` and ``sum_p sigmoid``.
+class _FullSizeTerms(torch.autograd.Function):
+    """The parts of the loss that touch every logit, without full-size intermediates.
 
-    Rows are processed ``chunk`` at a time; backward recomputes from the saved logits.
+    Forward, for logits ``(B, C, P)`` and the labelled pixels (``image, class, pixel`` index
+    triples): per (image, class) ``sum_p (1-alpha) sigmoid^gamma softplus`` and ``sum_p
+    sigmoid``, and the logit of the true class at each labelled pixel. Rows are processed
+    ``chunk`` at a time; backward recomputes from the saved logits and scatters the labelled
+    pixels' gradients into the same buffer.
     """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, alpha: float, gamma: float, chunk: int):  # type: ignore[override]
-        neg = logits.new_empty(logits.shape[0], dtype=torch.float32)
-        sig = logits.new_empty(logits.shape[0], dtype=torch.float32)
-        for start in range(0, logits.shape[0], chunk):
-            x = logits[start : start + chunk].float()
-            p = x.sigmoid()
-            neg[start : start + chunk] = ((1 - alpha) * p.pow(gamma) * F.softplus(x)).sum(-1)
-            sig[start : start + chunk] = p.sum(-1)
-        ctx.save_for_backward(logits)
+    def forward(ctx, logits, image_idx, class_idx, pixel_idx, alpha: float, gamma: float, chunk: int):  # type: ignore[override]
+        b, c, p = logits.shape
+        rows = logits.reshape(b * c, p)
+        neg = logits.new_empty(b * c, dtype=torch.float32)
+        sig = logits.new_empty(b * c, dtype=torch.float32)
+        for start in range(0, b * c, chunk):
+            x = rows[start : start + chunk].float()
+            prob = x.sigmoid()
+            neg[start : start + chunk] = ((1 - alpha) * prob.pow(gamma) * F.softplus(x)).sum(-1)
+            sig[start : start + chunk] = prob.sum(-1)
+        x_target = logits[image_idx, class_idx, pixel_idx].float()
+        ctx.save_for_backward(logits, image_idx, class_idx, pixel_idx)
         ctx.alpha, ctx.gamma, ctx.chunk = alpha, gamma, chunk
-        return neg, sig
+        return neg.reshape(b, c), sig.reshape(b, c), x_target
 
     @staticmethod
-    def backward(ctx, grad_neg: torch.Tensor, grad_sig: torch.Tensor):  # type: ignore[override]
-        (logits,) = ctx.saved_tensors
+    def backward(ctx, grad_neg, grad_sig, grad_target):  # type: ignore[override]
+        logits, image_idx, class_idx, pixel_idx = ctx.saved_tensors
         alpha, gamma, chunk = ctx.alpha, ctx.gamma, ctx.chunk
+        b, c, p = logits.shape
+        rows = logits.reshape(b * c, p)
+        grad_neg, grad_sig = grad_neg.reshape(-1), grad_sig.reshape(-1)
         grad = torch.empty_like(logits)
-        for start in range(0, logits.shape[0], chunk):
-            x = logits[start : start + chunk].float()
-            p = x.sigmoid()
-            d_neg = (1 - alpha) * p.pow(gamma) * (gamma * (1 - p) * F.softplus(x) + p)
-            d_sig = p * (1 - p)
+        grad_rows = grad.view(b * c, p)
+        for start in range(0, b * c, chunk):
+            x = rows[start : start + chunk].float()
+            prob = x.sigmoid()
+            d_neg = (1 - alpha) * prob.pow(gamma) * (gamma * (1 - prob) * F.softplus(x) + prob)
+            d_sig = prob * (1 - prob)
             g = grad_neg[start : start + chunk, None] * d_neg + grad_sig[start : start + chunk, None] * d_sig
-            grad[start : start + chunk] = g.to(grad.dtype)
-        return grad, None, None, None
+            grad_rows[start : start + chunk] = g.to(grad.dtype)
+        grad.index_put_((image_idx, class_idx, pixel_idx), grad_target.to(grad.dtype), accumulate=True)
+        return grad, None, None, None, None, None, None
 
 
 def _focal_terms(x: torch.Tensor, alpha: float, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,23 +139,21 @@ class FocalDiceLoss(nn.Module):
             bad = labels[valid & ((labels >= c) | (labels < 0))].unique().tolist()
             raise ValueError(f"label values {bad[:10]} are outside 0..{c - 1} and {self.ignore_index}")
 
-        rows = x.reshape(b * c, num_pixels)
         chunk = max(1, self.chunk_elements // max(num_pixels, 1))
-        neg_sum, sig_sum = _SigmoidSums.apply(rows, self.alpha, self.gamma, chunk)
-
-        target = torch.where(valid, labels, 0)
-        x_target = x.gather(1, target[:, None]).squeeze(1)[valid]  # logit of the true class per labelled pixel
-        pos, neg = _focal_terms(x_target.float(), self.alpha, self.gamma)
+        image_idx, pixel_idx = valid.nonzero(as_tuple=True)
+        class_idx = labels[image_idx, pixel_idx]
+        # x_target: the logit of the true class at each labelled pixel
+        neg_sum, sig_sum, x_target = _FullSizeTerms.apply(
+            x, image_idx, class_idx, pixel_idx, self.alpha, self.gamma, chunk
+        )
+        pos, neg = _focal_terms(x_target, self.alpha, self.gamma)
         focal = (neg_sum.sum() + (pos - neg).sum()) / num_pixels
 
-        image_index = torch.arange(b, device=labels.device)[:, None].expand_as(labels)[valid]
-        pair = image_index * c + labels[valid]  # (image, class) pair of each labelled pixel
-        intersection = torch.zeros(b * c, device=x.device, dtype=torch.float32).index_add(
-            0, pair, x_target.float().sigmoid()
-        )
+        pair = image_idx * c + class_idx  # (image, class) pair of each labelled pixel
+        intersection = torch.zeros(b * c, device=x.device, dtype=torch.float32).index_add(0, pair, x_target.sigmoid())
         target_sum = torch.bincount(pair, minlength=b * c).to(torch.float32)
         present = target_sum > 0
-        dice = 1 - (2 * intersection + 1) / (sig_sum + target_sum + 1)
+        dice = 1 - (2 * intersection + 1) / (sig_sum.reshape(-1) + target_sum + 1)
 
         num_masks = global_num_masks(present.sum())
         loss_mask = self.focal_weight * focal / num_masks
