@@ -8,19 +8,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from omegaconf import DictConfig
 
-from .helpers import RunCache, compose_config, eval_overrides, make_all_datasets, train_overrides
+from .helpers import (
+    RunCache,
+    compose_config,
+    eval_overrides,
+    make_all_datasets,
+    one_torch_thread,
+    train_overrides,
+)
 
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared, busy CPU two threads make these tiny runs ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

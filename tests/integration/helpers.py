@@ -12,7 +12,8 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -163,7 +164,8 @@ class RunCache:
                 extra = (*extra, f"init_from={self.last_ckpt(dataset, 'inductive')}")
             out = self.root / f"{dataset}_{setting}_{len(self.runs)}"
             cfg = compose_config("train", train_overrides(dataset, setting, self.data_dir, *extra), out)
-            summary = train(cfg)
+            with one_torch_thread():
+                summary = train(cfg)
             self.runs[key] = {"dir": out, "summary": summary, "cfg": cfg}
         return self.runs[key]
 
@@ -184,3 +186,16 @@ def check_metric_values(metrics: dict[str, Any], class_names: list[str]) -> None
     for name, value in metrics["IoU_per_class"].items():
         assert value is None or 0.0 <= value <= 1.0, (name, value)
     assert any(v is not None for v in metrics["IoU_per_class"].values())
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared, busy CPU two threads make these tiny runs ~10x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
