@@ -53,6 +53,7 @@ class ZegCLIPModule(L.LightningModule):
             files; CLIP is then rebuilt from ``model_config.clip.weights``).
         dataset_name: recorded in checkpoint metadata.
         model: an already built model (evaluation of a loaded checkpoint); not a hyper-parameter.
+        seed: base of the per-step random state (dropout), see :meth:`on_train_batch_start`.
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class ZegCLIPModule(L.LightningModule):
         save_frozen_clip: bool = True,
         dataset_name: str | None = None,
         model: ZegCLIP | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if setting not in SETTINGS:
@@ -175,6 +177,12 @@ class ZegCLIPModule(L.LightningModule):
         return self._text
 
     # -- training ------------------------------------------------------------------------------
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Random draws (dropout) depend only on (seed, step, rank): a run resumed from a
+        # checkpoint continues exactly as the uninterrupted run would have.
+        seed = int(self.hparams.get("seed", 0))
+        torch.manual_seed((seed * 1_000_003 + self.global_step * 101 + self.global_rank) % (2**63 - 1))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images, labels = batch["image"], batch["label"]

@@ -82,6 +82,7 @@ def build_module(cfg: DictConfig, datamodule: Any) -> ZegCLIPModule:
         log_images=int(cfg.get("log_images", 0)),
         save_frozen_clip=bool(cfg.get("save_frozen_clip", True)),
         dataset_name=datamodule.name,
+        seed=int(cfg.seed),
     )
 
 
@@ -104,11 +105,34 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     if cfg.get("test_after_training", True) and not trainer.fast_dev_run:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-        summary = module.test_summary or {}
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        summary = summary_from_logged(results, datamodule.class_names)
         report(cfg, summary, checkpoint=best or "final weights", dataset=datamodule.name, setting=cfg.setting)
+    finish_wandb(loggers)
     announce(f"[bold]run folder[/bold]: {output_dir(cfg)}")
     return summary
+
+
+def summary_from_logged(results: list[dict[str, float]], class_names: Any, stage: str = "test") -> dict[str, Any]:
+    """The metric summary from what ``trainer.test`` returns (works across processes: ddp_spawn
+    sends rank 0's logged values back). Unlogged values (undefined, e.g. no unseen classes) are NaN."""
+    if not results:
+        return {}
+    logged = results[0]
+    nan = float("nan")
+    summary: dict[str, Any] = {k: float(logged.get(f"{stage}/{k}", nan)) for k in SUMMARY_KEYS}
+    summary["IoU_per_class"] = {name: float(logged.get(f"{stage}/IoU/{name}", nan)) for name in class_names}
+    return summary
+
+
+def finish_wandb(loggers: list[Any]) -> None:
+    """Close the W&B run so the next run in this process (e.g. a multirun job) starts a new one."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        wandb.finish()
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -145,8 +169,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     loggers = build_loggers(cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[_progress_bar()])
-    trainer.test(module, datamodule=datamodule)
-    summary = module.test_summary or {}
+    results = trainer.test(module, datamodule=datamodule)
+    summary = summary_from_logged(results, datamodule.class_names)
+    finish_wandb(loggers)
     report(cfg, summary, checkpoint=str(cfg.ckpt_path), dataset=datamodule.name, setting=setting,
            seen_bias=evaluation["seen_bias"])  # fmt: skip
     announce(f"[bold]run folder[/bold]: {output_dir(cfg)}")
