@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra.errors import ConfigCompositionException
 
 from zegclip.runner import evaluate
 
@@ -80,13 +79,6 @@ def test_eval_explicit_seen_bias_is_recorded(runs, cfg_eval) -> None:
     assert metrics["seen_bias"] == 0.25 and metrics["setting"] == "inductive"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConfigCompositionException,
-    reason="conf/eval.yaml: `setting=X` is taken as an override of the `setting` config group, which "
-    "eval.yaml's defaults list lacks ('Could not override setting. No match in the defaults list'); "
-    "fix: add `- setting: null` to its defaults",
-)
 def test_eval_setting_override(runs, cfg_eval) -> None:
     ckpt = runs.last_ckpt("voc", "inductive")
     cfg = cfg_eval("voc", ckpt, "setting=fully")

@@ -89,24 +89,12 @@ def test_resume_without_dropout_is_exact(cfg_train, monkeypatch) -> None:
     assert model.metadata["setting"] == "inductive" and model.metadata["dataset"] == "voc"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dropout draws from the global torch RNG, which a resumed run re-seeds (seed_everything) "
-    "instead of continuing: the masks after the resume differ (fix: seed the RNG per step in "
-    "ZegCLIPModule.on_train_batch_start, or save/restore it with the checkpoint)",
-)
 def test_resume_with_dropout_is_exact(cfg_train, monkeypatch) -> None:
     """The default recipe (prompt and decoder dropout 0.1) resumed with a fixed seed on CPU."""
     full, resumed, _ = interrupted_and_resumed(cfg_train, monkeypatch)
     assert_same_weights(full.weights, resumed.weights)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Lightning 2.6 ModelCheckpoint(save_last=True) writes last.ckpt only when a top-k checkpoint "
-    "is saved at that validation: with no improvement last.ckpt keeps an older step (fix: a second "
-    "ModelCheckpoint with monitor=null, filename=last in conf/callbacks/default.yaml)",
-)
 def test_last_checkpoint_holds_the_final_step(cfg_train, monkeypatch) -> None:
     """last.ckpt must follow training whatever the monitored metric does (here it never improves)."""
     cfg = cfg_train(
