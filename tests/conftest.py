@@ -7,19 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_model import TINY_ARCH
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = Path(os.environ.get("ZEGCLIP_GOLDEN_DIR", REPO_ROOT.parent / "shared" / "golden"))
-
-TINY_ARCH = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 64, "layers": 3, "head_width": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2},
-}
-
 
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:

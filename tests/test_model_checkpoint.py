@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import TINY_ARCH
+from tiny_model import TINY_ARCH
 
 import zegclip
 from zegclip import CLIPConfig, ZegCLIP

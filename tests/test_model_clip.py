@@ -9,8 +9,8 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_ARCH
 from open_clip.transformer import QuickGELU
+from tiny_model import TINY_ARCH
 from torch import nn
 
 from zegclip import CLIPConfig, ZegCLIP, ZegCLIPConfig

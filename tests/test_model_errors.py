@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_ARCH
+from tiny_model import TINY_ARCH
 
 import zegclip
 from zegclip import CLIPConfig, ZegCLIP, ZegCLIPConfig

@@ -108,7 +108,7 @@ def test_calibrate():
 
 @pytest.fixture(scope="module")
 def model():
-    from conftest import TINY_ARCH
+    from tiny_model import TINY_ARCH
 
     from zegclip import CLIPConfig, ZegCLIPConfig
 

@@ -155,7 +155,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import TINY_ARCH
+    from tiny_model import TINY_ARCH
     from torch.nn.parallel import DistributedDataParallel
 
     from zegclip import CLIPConfig, ZegCLIP, ZegCLIPConfig

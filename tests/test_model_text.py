@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_ARCH
+from tiny_model import TINY_ARCH
 
 from zegclip import MULTI_TEMPLATES, SINGLE_TEMPLATE, CLIPConfig
 from zegclip.model.clip import create_clip

@@ -46,11 +46,13 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
             for k in cfg if k != "hydra"}  # fmt: skip
 
 
-def build_callbacks(cfg: DictConfig, has_unseen: bool) -> list[L.Callback]:
+def build_callbacks(cfg: DictConfig, has_unseen: bool, has_logger: bool = True) -> list[L.Callback]:
     callbacks = []
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None or "_target_" not in node:
             continue
+        if not has_logger and node["_target_"].endswith("LearningRateMonitor"):
+            continue  # it needs a logger
         if name == "model_checkpoint" and not has_unseen and node.get("monitor") == "val/hIoU":
             node = OmegaConf.merge(node, {"monitor": "val/mIoU"})  # no unseen classes: no hIoU
         callbacks.append(instantiate(node))
@@ -93,7 +95,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)
     loggers = build_loggers(cfg)
-    callbacks = build_callbacks(cfg, has_unseen=bool(datamodule.unseen))
+    callbacks = build_callbacks(cfg, has_unseen=bool(datamodule.unseen), has_logger=bool(loggers))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     resolved = _resolved(cfg)
     for lg in loggers:
@@ -105,12 +107,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     if cfg.get("test_after_training", True) and not trainer.fast_dev_run:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.loggers = fresh_csv_loggers(trainer.loggers)
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         summary = summary_from_logged(results, datamodule.class_names)
         report(cfg, summary, checkpoint=best or "final weights", dataset=datamodule.name, setting=cfg.setting)
     finish_wandb(loggers)
     announce(f"[bold]run folder[/bold]: {output_dir(cfg)}")
     return summary
+
+
+def fresh_csv_loggers(loggers: list[Any]) -> list[Any]:
+    """CSV loggers for the test stage writing to their own ``version="test"`` file.
+
+    A spawned strategy (ddp_spawn) sends the parent's CSV logger, which never saw the training
+    metrics' header, to the test processes; a new file avoids mixing the two tables.
+    """
+    from lightning.pytorch.loggers import CSVLogger
+
+    return [
+        CSVLogger(save_dir=lg.save_dir, name=lg.name, version="test") if isinstance(lg, CSVLogger) else lg
+        for lg in loggers
+    ]
 
 
 def summary_from_logged(results: list[dict[str, float]], class_names: Any, stage: str = "test") -> dict[str, Any]:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 import zegclip
 from zegclip.runner import train
@@ -84,13 +83,6 @@ def test_train_logs_lr_schedule_per_step(runs) -> None:
         assert lr == pytest.approx(mmcv(t), rel=1e-9)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=MisconfigurationException,
-    reason="conf/callbacks/default.yaml always adds LearningRateMonitor, which refuses a trainer with no "
-    "logger ('Cannot use LearningRateMonitor callback with Trainer that has no logger'); fix: "
-    "runner.build_callbacks skips lr_monitor when build_loggers returned none",
-)
 def test_train_without_logger(cfg_train) -> None:
     cfg = cfg_train("voc", "inductive", "~logger", "test_after_training=false")
     train(cfg)
