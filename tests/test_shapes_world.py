@@ -195,3 +195,34 @@ def test_voc_layout_writer(tmp_path, image_format):
             assert diff.max() == 0
         else:
             assert diff.mean() < 5
+
+
+def test_datamodule_layout_splits_and_transforms():
+    from zegclip.data import build_dataset, build_test_transform, collate_segmentation
+    from zegclip.data.errors import ClassSplitError
+    from zegclip.data.shapes import ShapesSegmentationDataset, build_shapes_dataset
+
+    kwargs = {"vocabulary": "compositional", "world_seed": 3, "train_size": 30, "val_size": 5, "test_size": 7}
+    layout = "zegclip.data.shapes.build_shapes_dataset"
+    splits = {
+        s: build_dataset(layout, "/unused", s, num_classes=16, **kwargs) for s in ("train", "val", "test")
+    }
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [30, 5, 7]
+    names = [splits[s][i]["meta"]["name"] for s in splits for i in range(len(splits[s]))]
+    assert len(set(names)) == 42  # disjoint index ranges of one world
+    raw = splits["val"][2]  # no transform: uint8 arrays, as the real layouts
+    image, label = ShapesWorld("compositional", seed=3).sample(32)
+    assert np.array_equal(raw["image"], image) and np.array_equal(raw["label"], label)
+    # With the real test transform and collate: the same tensors as ShapesDataset.
+    test = build_shapes_dataset("/unused", "test", transform=build_test_transform(short_side=64), **kwargs)
+    batch = collate_segmentation([test[0], test[1]])
+    assert batch["image"].shape == (2, 3, 64, 64) and batch["label"].dtype == torch.long
+    reference = ShapesDataset(length=37, seed=3)[35]
+    assert torch.allclose(batch["image"][0], reference["image"], atol=1e-4)
+    assert torch.equal(batch["label"][0], reference["label"])
+    with pytest.raises(ClassSplitError):
+        ShapesSegmentationDataset(None, "train", num_classes=20, **kwargs)
+    with pytest.raises(ClassSplitError):
+        ShapesSegmentationDataset(None, "train", reduce_zero_label=True, **kwargs)
+    with pytest.raises(IndexError):
+        splits["test"][7]

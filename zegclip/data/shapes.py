@@ -34,6 +34,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from zegclip.data.datasets import SegmentationDataset
+from zegclip.data.errors import ClassSplitError
+
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -439,6 +442,77 @@ class ShapesDataset(Dataset):
                 "img_size": size,
             },
         }
+
+
+class ShapesSegmentationDataset(SegmentationDataset):
+    """The shapes world as a :class:`~zegclip.data.datasets.SegmentationDataset` layout.
+
+    For :class:`~zegclip.data.SegmentationDataModule` (``layout:
+    zegclip.data.shapes.build_shapes_dataset``): the datamodule's transforms (flip, normalise,
+    pad) apply as for the real datasets. Train, val and test are disjoint index ranges of one
+    world: ``[0, train_size)``, then ``val_size``, then ``test_size`` samples. ``root`` is unused.
+    Without a transform an item holds the uint8 image (H, W, 3) and uint8 label (H, W).
+    """
+
+    layout = "shapes"
+    REDUCE_ZERO_LABEL = False  # labels are class ids, 255 = background
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        split: str = "train",
+        *,
+        transform: Any = None,
+        num_classes: int | None = None,
+        reduce_zero_label: bool | None = None,
+        vocabulary: Vocabulary | str = "compositional",
+        world_seed: int = 0,
+        train_size: int = 20000,
+        val_size: int = 200,
+        test_size: int = 1000,
+        image_size: int = 64,
+        min_objects: int = 1,
+        max_objects: int = 3,
+    ) -> None:
+        world = ShapesWorld(vocabulary, image_size, world_seed, min_objects, max_objects)
+        n = world.vocabulary.num_classes
+        if num_classes is not None and int(num_classes) != n:
+            raise ClassSplitError(
+                f"shapes: vocabulary {world.vocabulary.name!r} has {n} classes, got num_classes={num_classes}"
+            )
+        if reduce_zero_label:
+            raise ClassSplitError(
+                "shapes: labels are class ids with 255 = background; use reduce_zero_label=false"
+            )
+        ranges = {
+            "train": (0, train_size),
+            "val": (train_size, val_size),
+            "test": (train_size + val_size, test_size),
+        }
+        if split not in ranges:
+            raise ValueError(f"shapes: unknown split {split!r}, expected one of {sorted(ranges)}")
+        super().__init__([], n, False, transform)
+        self.world = world
+        self.split = split
+        self.start, self.length = (int(v) for v in ranges[split])
+
+    def __len__(self) -> int:
+        return self.length
+
+    def load_sample(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for the shapes {self.split} split of {self.length}")
+        image, label = self.world.sample(self.start + index)
+        meta = {
+            "name": sample_name(self.world, self.start + index),
+            "image_path": None,
+            "label_path": None,
+            "ori_size": (int(image.shape[0]), int(image.shape[1])),
+        }
+        return {"image": image, "label": label, "meta": meta}
+
+
+build_shapes_dataset = ShapesSegmentationDataset  # the name the Hydra data configs use as ``layout``
 
 
 def sample_name(world: ShapesWorld, index: int) -> str:
