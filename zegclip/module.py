@@ -213,7 +213,7 @@ class ZegCLIPModule(L.LightningModule):
 
     @torch.no_grad()
     def predict_scores(self, image: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
-        """Calibrated scores ``(1, C, *out_size)`` for one resized image ``(1, 3, h, w)``."""
+        """Calibrated scores ``(B, C, *out_size)`` for resized images ``(B, 3, h, w)`` of one size."""
         ev = self.evaluation
         scores = self.model.segment(
             image,
@@ -229,17 +229,27 @@ class ZegCLIPModule(L.LightningModule):
 
     def _evaluate_batch(self, batch: dict[str, Any], metrics: ZeroShotSegmentationMetrics, keep_samples: bool) -> None:
         images, labels, metas = batch["image"], batch["label"], batch["meta"]
-        for i, meta in enumerate(metas):
-            h, w = (int(v) for v in meta["img_size"])
-            height, width = (int(v) for v in meta["ori_size"])
-            pred = self.predict_scores(images[i : i + 1, :, :h, :w], (height, width)).argmax(dim=1)
-            target = labels[i : i + 1, :height, :width]
-            metrics.update(pred, target)
-            if keep_samples and len(self._image_samples) < int(self.hparams.get("log_images") or 0):
-                self._image_samples.append(
-                    {"image": images[i, :, :h, :w].cpu(), "pred": pred[0].cpu(), "label": target[0].cpu(),
-                     "name": str(meta.get("name", i))}
-                )  # fmt: skip
+        sizes = [(tuple(int(v) for v in m["img_size"]), tuple(int(v) for v in m["ori_size"])) for m in metas]
+        if len(set(sizes)) == 1:  # same sizes (e.g. generated data): one pass for the whole batch
+            (h, w), (height, width) = sizes[0]
+            preds = self.predict_scores(images[:, :, :h, :w], (height, width)).argmax(dim=1)
+            targets = labels[:, :height, :width]
+            metrics.update(preds, targets)
+            pairs = list(zip(preds, targets, [images[i, :, :h, :w] for i in range(len(metas))], metas))
+        else:
+            pairs = []
+            for i, ((h, w), (height, width)) in enumerate(sizes):
+                pred = self.predict_scores(images[i : i + 1, :, :h, :w], (height, width)).argmax(dim=1)
+                target = labels[i : i + 1, :height, :width]
+                metrics.update(pred, target)
+                pairs.append((pred[0], target[0], images[i, :, :h, :w], metas[i]))
+        limit = int(self.hparams.get("log_images") or 0)
+        for pred, target, image, meta in pairs:
+            if not keep_samples or len(self._image_samples) >= limit:
+                break
+            self._image_samples.append(
+                {"image": image.cpu(), "pred": pred.cpu(), "label": target.cpu(), "name": str(meta.get("name", ""))}
+            )
 
     def on_validation_epoch_start(self) -> None:
         self.val_metrics.reset()  # also guards against ddp_spawn aliasing metric states
