@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ import zegclip
 from zegclip.module import SUMMARY_KEYS, ZegCLIPModule
 
 console = Console()
+# The frozen CLIP towers are in eval mode on purpose; Lightning would warn at every fit.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def _plain(node: Any) -> Any:
