@@ -20,7 +20,7 @@ def compose_train(tmp_path: Path, *overrides: str):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(
             config_name="train",
-            overrides=[f"hydra.run.dir={tmp_path}", f"paths.log_dir={tmp_path}", *overrides],
+            overrides=[f"hydra.run.dir={tmp_path}", f"paths.log_dir={tmp_path}", f"paths.output_dir={tmp_path}", *overrides],
             return_hydra_config=True,
         )
     HydraConfig().set_config(cfg)
@@ -59,8 +59,10 @@ def test_bundled_shapes_model_segments_unseen_classes():
     y = torch.stack([torch.from_numpy(lab).long() for _, lab in samples])
     pred = model.segment(x, names, seen=seen, seen_bias=meta["seen_bias"], mode="whole").argmax(1)
     on_unseen = torch.isin(y, torch.tensor(unseen))
-    # pixels of classes never labelled in training are mostly given their own (unseen) name
-    assert (pred[on_unseen] == y[on_unseen]).float().mean() > 0.3
+    # pixels of classes never labelled in training mostly get their own (unseen) name
+    assert (pred[on_unseen] == y[on_unseen]).float().mean() > 0.5  # chance: 1/16
+    on_seen = torch.isin(y, torch.tensor(seen))
+    assert (pred[on_seen] == y[on_seen]).float().mean() > 0.25
     assert pred.shape == y.shape
 
 
