@@ -99,6 +99,9 @@ class ZegCLIPModule(L.LightningModule):
         self.optimizer_args = dict(optimizer or {})
         loss_args = dict(loss or {})
         loss_name = loss_args.pop("name", "focal_dice")
+        # Deep supervision of every decoder layer: the official loss has weights for it, but the
+        # official head never hands the auxiliary layers over, so it is off by default.
+        self.aux_layers = bool(loss_args.pop("aux_layers", False))
         if loss_name == "focal_dice":
             self.criterion: torch.nn.Module = FocalDiceLoss(**loss_args)
         elif loss_name == "cross_entropy":
@@ -195,6 +198,11 @@ class ZegCLIPModule(L.LightningModule):
         else:
             targets = labels
         result = self.criterion(out.pred_masks, targets)
+        if self.aux_layers:
+            size = out.pred_masks.shape[-2:]
+            for logits in out.layer_logits[:-1]:
+                aux = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+                result.total = result.total + self.criterion(aux, targets).total
         batch_size = images.shape[0]
         self.log("train/loss", result.total, prog_bar=True, batch_size=batch_size)
         self.log("train/loss_mask", result.loss_mask, batch_size=batch_size)

@@ -45,7 +45,7 @@ class Recorder(L.Callback):
 
 def run_with(monkeypatch: pytest.MonkeyPatch, cfg, recorder: Recorder) -> Recorder:
     build = runner.build_callbacks
-    monkeypatch.setattr(runner, "build_callbacks", lambda c, has_unseen: [*build(c, has_unseen), recorder])
+    monkeypatch.setattr(runner, "build_callbacks", lambda c, has_unseen, **kw: [*build(c, has_unseen, **kw), recorder])
     runner.train(cfg)
     monkeypatch.setattr(runner, "build_callbacks", build)
     return recorder
