@@ -94,6 +94,11 @@ def build_module(cfg: DictConfig, datamodule: Any) -> ZegCLIPModule:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then (by default) test the best checkpoint. Returns the test metrics (or {})."""
+    if cfg.setting == "transductive" and not cfg.get("init_from"):
+        raise ValueError(
+            "setting=transductive starts from an inductive checkpoint: set init_from=PATH "
+            "(e.g. logs/train/runs/<inductive run>/checkpoints/last.ckpt)"
+        )
     L.seed_everything(cfg.seed, workers=True)
     announce(f"[bold]run folder[/bold]: {output_dir(cfg)}")
     datamodule = instantiate(cfg.data)
