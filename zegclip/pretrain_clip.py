@@ -51,6 +51,7 @@ from zegclip.data.shapes import (
     normalize_image,
 )
 from zegclip.model.clip import ASSETS_DIR, CLIPConfig, create_clip, save_compact_clip
+from zegclip.model.text import MULTI_TEMPLATES, SINGLE_TEMPLATE
 
 ARCH_PATH = ASSETS_DIR / "shapes_clip_arch.json"
 DEFAULT_OUT = ASSETS_DIR / "shapes_clip.pt"
@@ -67,24 +68,7 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
 SHAPE_ONLY_PROB = 0.25
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
 # The prompt templates ZegCLIP uses (VOC: one; COCO-Stuff / Context: the 15 ImageNet-style ones).
-ZEGCLIP_TEMPLATES: tuple[str, ...] = (
-    "a photo of a {}",
-    "a photo of a {}.",
-    "a photo of a small {}.",
-    "a photo of a medium {}.",
-    "a photo of a large {}.",
-    "This is a photo of a {}.",
-    "This is a photo of a small {}.",
-    "This is a photo of a medium {}.",
-    "This is a photo of a large {}.",
-    "a {} in the scene.",
-    "a photo of a {} in the scene.",
-    "There is a {} in the scene.",
-    "There is the {} in the scene.",
-    "This is a {} in the scene.",
-    "This is the {} in the scene.",
-    "This is one {} in the scene.",
-)
+ZEGCLIP_TEMPLATES: tuple[str, ...] = SINGLE_TEMPLATE + MULTI_TEMPLATES
 
 
 def load_arch(path: str | Path = ARCH_PATH) -> dict[str, Any]:
