@@ -102,3 +102,12 @@ def test_train_without_frozen_clip_in_checkpoints(cfg_train) -> None:
     assert summary and read_metrics(out)["mIoU"] is not None
     with pytest.raises(ValueError, match="CLIP"):  # random-init tiny CLIP: nothing to rebuild it from
         zegclip.load(last)
+
+
+@pytest.mark.slow
+def test_compile_and_bf16_mixed_precision(cfg_train) -> None:
+    """`compile=true trainer.precision=bf16-mixed` trains and evaluates (CPU inductor: ~1 min)."""
+    cfg = cfg_train("voc", "inductive", "compile=true", "trainer.precision=bf16-mixed")
+    summary = train(cfg)
+    assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
+    assert 0.0 <= summary["pAcc"] <= 1.0
