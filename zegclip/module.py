@@ -54,6 +54,7 @@ class ZegCLIPModule(L.LightningModule):
         dataset_name: recorded in checkpoint metadata.
         model: an already built model (evaluation of a loaded checkpoint); not a hyper-parameter.
         seed: base of the per-step random state (dropout), see :meth:`on_train_batch_start`.
+        metadata: ignored (recomputed); accepted so that ``load_from_checkpoint`` works.
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class ZegCLIPModule(L.LightningModule):
         dataset_name: str | None = None,
         model: ZegCLIP | None = None,
         seed: int = 0,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if setting not in SETTINGS:
@@ -86,7 +88,7 @@ class ZegCLIPModule(L.LightningModule):
                 "setting=transductive starts from an inductive checkpoint: set init_from=PATH "
                 "(e.g. the last.ckpt of the same dataset's inductive run)"
             )
-        self.save_hyperparameters(ignore=["model"])
+        self.save_hyperparameters(ignore=["model", "metadata"])
         self.model = model if model is not None else ZegCLIP(ZegCLIPConfig.from_dict(model_config))
         self.class_names = list(class_names)
         self.seen = [int(i) for i in seen]
