@@ -111,3 +111,11 @@ def test_compile_and_bf16_mixed_precision(cfg_train) -> None:
     summary = train(cfg)
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
     assert 0.0 <= summary["pAcc"] <= 1.0
+
+
+def test_lightning_load_from_checkpoint(runs) -> None:
+    from zegclip.module import ZegCLIPModule
+
+    module = ZegCLIPModule.load_from_checkpoint(runs.last_ckpt("voc"), weights_only=True)
+    assert module.setting == "inductive" and len(module.class_names) == 20
+    assert module.hparams["metadata"]["class_names"] == module.class_names
