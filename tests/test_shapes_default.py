@@ -32,7 +32,7 @@ def test_default_config_is_the_shapes_world(tmp_path):
     assert cfg.data.name == "shapes" and cfg.setting == "inductive"
     assert cfg.model.clip.weights == "zegclip:shapes_clip" and cfg.model.image_size == 64
     assert [cfg.data.class_names[i] for i in cfg.data.unseen] == ["red circle", "green square", "blue triangle", "yellow star"]
-    assert cfg.trainer.max_steps == 1500
+    assert cfg.trainer.max_steps == 2500
 
 
 def test_default_config_trains_a_few_steps(tmp_path):
