@@ -7,34 +7,14 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from spec_classes import VOC_NAMES
 
 from zegclip.data import ClassSplitError, SegmentationDataModule, build_class_split, read_class_names
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "dataset"
 
 # Hard-coded from SPEC section 5 (official order and spellings).
-SPEC_VOC = [
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-]
+SPEC_VOC = list(VOC_NAMES)
 SPEC_VOC_UNSEEN = [15, 16, 17, 18, 19]
 SPEC_COCO = [
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from spec_classes import VOC_NAMES
 
 from zegclip.data import (
     COCOStuffDataset,
@@ -23,28 +24,6 @@ from zegclip.data import (
 )
 from zegclip.data.errors import ClassSplitError
 
-VOC_NAMES = [
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-]
 VOC_UNSEEN = {15, 16, 17, 18, 19}
 
 

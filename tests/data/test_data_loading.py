@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from spec_classes import VOC_NAMES
 from torch.utils.data import DataLoader, DistributedSampler
 
 from zegclip.data import (
@@ -20,28 +21,6 @@ from zegclip.data import (
     seed_worker,
 )
 
-VOC_NAMES = [
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-]
 IMG = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
 LAB = np.repeat(np.array([0, 1, 2, 255], dtype=np.uint8), 15)[None].repeat(40, 0)
 
