@@ -7,12 +7,16 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+BACKBONE_PREFIX = "image_encoder.vit."
+"""Parameter names of the CLIP image tower's own weights inside :class:`zegclip.model.ZegCLIP`."""
+
 
 def parameter_groups(
     model: nn.Module,
     lr: float,
     weight_decay: float,
     norm_decay_exempt: bool = False,
+    backbone_lr_scale: float = 1.0,
 ) -> list[dict]:
     """AdamW groups over the trainable parameters.
 
@@ -20,18 +24,28 @@ def parameter_groups(
     first match wins, to *every* trainable parameter at ``10 * base_lr`` with full weight decay:
     the norm exemption never fires. ``lr`` here is that effective rate (2e-4). Set
     ``norm_decay_exempt`` to really exempt LayerNorm weights/biases from decay.
+    ``backbone_lr_scale`` multiplies the rate of the CLIP image tower's own weights (trainable only
+    with ``ft_backbone``; the official recipe trains them at the full rate, i.e. 1.0).
     """
     norm_params: set[int] = set()
     if norm_decay_exempt:
         for module in model.modules():
             if isinstance(module, nn.LayerNorm):
                 norm_params.update(id(p) for p in module.parameters(recurse=False))
-    decay = [p for p in model.parameters() if p.requires_grad and id(p) not in norm_params]
-    no_decay = [p for p in model.parameters() if p.requires_grad and id(p) in norm_params]
-    groups = [{"params": decay, "lr": lr, "weight_decay": weight_decay, "name": "decay"}]
-    if no_decay:
-        groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": "no_decay"})
-    return groups
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            key = (name.startswith(BACKBONE_PREFIX), id(param) in norm_params)
+            groups.setdefault(key, []).append(param)
+    out = []
+    for (backbone, norm), params in sorted(groups.items()):
+        out.append({
+            "params": params,
+            "lr": lr * (backbone_lr_scale if backbone else 1.0),
+            "weight_decay": 0.0 if norm else weight_decay,
+            "name": ("backbone_" if backbone else "") + ("no_decay" if norm else "decay"),
+        })  # fmt: skip
+    return out
 
 
 def poly_warmup_factor(
@@ -71,9 +85,10 @@ def build_optimizer(
     min_lr: float = 1e-6,
     warmup_steps: int = 1500,
     warmup_ratio: float = 1e-6,
+    backbone_lr_scale: float = 1.0,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW with the per-step poly-with-warm-up schedule."""
-    groups = parameter_groups(model, lr, weight_decay, norm_decay_exempt)
+    groups = parameter_groups(model, lr, weight_decay, norm_decay_exempt, backbone_lr_scale)
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     factor = poly_warmup_factor(lr, max_steps, power, min_lr, warmup_steps, warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

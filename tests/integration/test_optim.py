@@ -71,6 +71,19 @@ def test_norm_decay_exempt_puts_layernorms_at_zero_decay(cfg_train) -> None:
     assert len(covered) == len(set(covered)) and set(covered) == trainable(module)
 
 
+def test_backbone_lr_scale_applies_to_the_fine_tuned_tower_only(cfg_train) -> None:
+    cfg = cfg_train(
+        "voc", "inductive", "model.ft_backbone=true", "model.prompt_tokens=0", "optimizer.backbone_lr_scale=0.1"
+    )
+    module, optimizer, _ = configured(cfg)
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert set(groups) == {"decay", "backbone_decay"}
+    tower = {id(p) for p in module.model.image_encoder.vit.parameters()}
+    assert {id(p) for p in groups["backbone_decay"]["params"]} == tower
+    assert groups["backbone_decay"]["initial_lr"] == pytest.approx(0.1 * groups["decay"]["initial_lr"])
+    assert not tower & {id(p) for p in groups["decay"]["params"]}
+
+
 @pytest.mark.parametrize(("max_steps", "warmup"), [(100, 10), (20000, 1500)])
 def test_poly_warmup_factor_matches_mmcv(max_steps: int, warmup: int) -> None:
     base = 2e-4
