@@ -114,8 +114,9 @@ def main() -> int:
         common = [f"seed={seed}", f"hydra.run.dir={run_dir}", "logger=csv", *args.extra]
         inductive_dir = args.work_dir / "inductive" / f"seed{seed}"
         if row == "calibration":
+            data = [o for o in args.extra if o.startswith("data.")]  # same test split as the inductive run
             cmd = ["eval.py", f"ckpt_path={_best_checkpoint(inductive_dir)}", "evaluation.seen_bias=0.1",
-                   f"seed={seed}", f"hydra.run.dir={run_dir}"]  # fmt: skip
+                   f"seed={seed}", f"hydra.run.dir={run_dir}", *data]  # fmt: skip
         elif row == "transductive":
             init = inductive_dir / "checkpoints" / "last.ckpt"
             cmd = ["train.py", *ROWS[row], f"init_from={init}", *common, f"trainer.max_steps={max(1, steps // 2)}"]

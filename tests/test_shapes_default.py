@@ -67,9 +67,9 @@ def test_bundled_shapes_model_segments_unseen_classes():
     pred = model.segment(x, names, seen=seen, seen_bias=meta["seen_bias"], mode="whole").argmax(1)
     on_unseen = torch.isin(y, torch.tensor(unseen))
     # pixels of classes never labelled in training mostly get their own (unseen) name
-    assert (pred[on_unseen] == y[on_unseen]).float().mean() > 0.5  # chance: 1/16
+    assert (pred[on_unseen] == y[on_unseen]).float().mean() > 0.6  # chance: 1/16
     on_seen = torch.isin(y, torch.tensor(seen))
-    assert (pred[on_seen] == y[on_seen]).float().mean() > 0.25
+    assert (pred[on_seen] == y[on_seen]).float().mean() > 0.6
     assert pred.shape == y.shape
 
 

@@ -167,6 +167,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     announce(f"[bold]run folder[/bold]: {output_dir(cfg)}")
     if not cfg.get("ckpt_path"):
         raise ValueError("eval.py needs ckpt_path=PATH (an official .pth, a converted file, a .ckpt, or 'shapes')")
+    save_resolved_config(cfg)
     model = zegclip.load(cfg.ckpt_path, precision=cfg.get("precision"))
     datamodule = instantiate(cfg.data)
     meta = model.metadata
