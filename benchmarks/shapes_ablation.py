@@ -108,6 +108,12 @@ def main() -> int:
 
     lock = threading.Lock()
 
+    def write_table() -> str:
+        table = render(rows, results, times, args.seeds, args.extra, args.jobs, threads)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table)
+        return table
+
     def job(row: str, seed: int) -> None:
         run_dir = args.work_dir / row / f"seed{seed}"
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -126,8 +132,7 @@ def main() -> int:
         m = metrics(run_dir)
         times[row][seed], results[row][seed] = seconds, m
         with lock:  # the table so far, so that an interrupted sweep keeps what it measured
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(render(rows, results, times, args.seeds, args.extra, args.jobs, threads))
+            write_table()
         print(f"{row:16s} seed {seed}: S {100 * m['mIoU_seen']:.1f} U {100 * m['mIoU_unseen']:.1f} "
               f"H {100 * m['hIoU']:.1f} ({seconds:.0f} s)", flush=True)  # fmt: skip
 
@@ -138,10 +143,7 @@ def main() -> int:
             for future in [pool.submit(job, r, s) for r, s in batch]:
                 future.result()  # re-raises a failed run's error
 
-    table = render(rows, results, times, args.seeds, args.extra, args.jobs, threads)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(table)
-    print(table)
+    print(write_table())
     return 0
 
 
@@ -161,8 +163,10 @@ def _mean_std(values: list[float]) -> str:
 
 def render(rows, results, times, seeds, extra, jobs: int = 1, threads: int | None = None) -> str:
     sharing = f"{jobs} runs at once, {threads} torch thread(s) each" if jobs > 1 else "one run at a time"
+    partial = any(s not in results[row] for row in rows for s in seeds)
     lines = [
-        f"Shapes world (compositional vocabulary), seeds {', '.join(map(str, seeds))}; mean ± std over seeds; "
+        f"Shapes world (compositional vocabulary), seeds {', '.join(map(str, seeds))}; "
+        f"{'PARTIAL (some runs missing); ' if partial else ''}mean ± std over seeds; "
         f"overrides: {' '.join(extra) or 'none'}; {sharing} on {os.cpu_count()} cores",
         "",
         "| row | mIoU(S) | mIoU(U) | hIoU | wall time per run |",
@@ -172,8 +176,6 @@ def render(rows, results, times, seeds, extra, jobs: int = 1, threads: int | Non
         res = [results[row][s] for s in seeds if s in results[row]]
         if not res:
             continue
-        if len(res) < len(seeds):
-            lines[0] = lines[0].replace("mean ± std over seeds", "PARTIAL (some runs missing); mean ± std over seeds")
         lines.append(
             f"| {DESCRIPTIONS[row]} | {_mean_std([r['mIoU_seen'] for r in res])} | "
             f"{_mean_std([r['mIoU_unseen'] for r in res])} | {_mean_std([r['hIoU'] for r in res])} | "
