@@ -1,7 +1,8 @@
 """Evaluate a checkpoint: `python eval.py ckpt_path=PATH dataset=voc`.
 
-PATH: a zegclip Lightning .ckpt, an official ZegCLIP .pth, a converted file, or "shapes"
-(the bundled shapes-world model, the default). Writes metrics.json into the run folder.
+PATH: a zegclip Lightning .ckpt, a training run folder (its final weights), an official ZegCLIP
+.pth, a converted file, or "shapes" (the bundled shapes-world model, the default). Writes
+metrics.json into the run folder.
 """
 
 import os
@@ -11,12 +12,19 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+import zegclip.resolvers  # noqa: E402, F401  (the ${zegclip.*} resolvers, before Hydra composes)
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    from zegclip.errors import RunError
     from zegclip.runner import evaluate
 
-    evaluate(cfg)
+    try:
+        evaluate(cfg)
+    except RunError as err:
+        print(f"{type(err).__name__}: {err}", flush=True)
+        raise SystemExit(err.exit_code) from None
 
 
 if __name__ == "__main__":

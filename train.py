@@ -10,12 +10,19 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+import zegclip.resolvers  # noqa: E402, F401  (the ${zegclip.*} resolvers, before Hydra composes)
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from zegclip.errors import RunError
     from zegclip.runner import train
 
-    summary = train(cfg)
+    try:
+        summary = train(cfg)
+    except RunError as err:  # interrupted, diverged, unwritable: one clear line and a non-zero exit
+        print(f"{type(err).__name__}: {err}", flush=True)
+        raise SystemExit(err.exit_code) from None
     return summary.get("hIoU") if summary else None  # value for Hydra sweepers
 
 

@@ -18,6 +18,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from zegclip.errors import NonFiniteLossError
 from zegclip.metrics import ZeroShotSegmentationMetrics
 from zegclip.model.checkpoint import is_frozen_clip_key, read_checkpoint
 from zegclip.model.labels import inductive_targets, seen_lookup, transductive_targets
@@ -100,7 +101,7 @@ class ZegCLIPModule(L.LightningModule):
             self.evaluation["seen_bias"] = 0.1 if setting == "inductive" else 0.0
         self.optimizer_args = dict(optimizer or {})
         loss_args = dict(loss or {})
-        loss_name = loss_args.pop("name", "focal_dice")
+        loss_name = self.loss_name = loss_args.pop("name", "focal_dice")
         # Deep supervision of every decoder layer: the official loss has weights for it, but the
         # official head never hands the auxiliary layers over, so it is off by default.
         self.aux_layers = bool(loss_args.pop("aux_layers", False))
@@ -205,12 +206,38 @@ class ZegCLIPModule(L.LightningModule):
             for logits in out.layer_logits[:-1]:
                 aux = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
                 result.total = result.total + self.criterion(aux, targets).total
+        self._check_finite(result.total)
         batch_size = images.shape[0]
         self.log("train/loss", result.total, prog_bar=True, batch_size=batch_size)
-        self.log("train/loss_mask", result.loss_mask, batch_size=batch_size)
-        self.log("train/loss_dice", result.loss_dice, batch_size=batch_size)
-        self.log("train/acc", result.accuracy, batch_size=batch_size)
+        if self.loss_name == "focal_dice":  # the terms the loss has (cross-entropy has one)
+            self.log("train/loss_focal", result.loss_mask, batch_size=batch_size)
+            self.log("train/loss_dice", result.loss_dice, batch_size=batch_size)
+        self.log("train/pAcc", result.accuracy / 100, batch_size=batch_size)  # a fraction, as val/pAcc
         return result.total
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        """Stop at the first non-finite loss (on every rank at once), before it reaches the weights."""
+        finite = bool(torch.isfinite(loss.detach()).item())
+        if self._trainer is not None:
+            finite = bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
+        if not finite:
+            step = self.global_step + 1
+            raise NonFiniteLossError(
+                f"the training loss is {loss.item()} at step {step}: training stopped before the update. "
+                f"Last good checkpoint: {self.last_good_checkpoint() or 'none written yet'}. "
+                "Lower optimizer.lr, check the data, or resume from that checkpoint."
+            )
+
+    def last_good_checkpoint(self) -> str | None:
+        """The newest checkpoint this run wrote or started from (see :class:`LastCheckpoint`)."""
+        from zegclip.checkpointing import LastCheckpoint
+
+        if self._trainer is None:
+            return None
+        for callback in self.trainer.callbacks:  # type: ignore[attr-defined]
+            if isinstance(callback, LastCheckpoint):
+                return callback.last_good
+        return None
 
     def configure_optimizers(self) -> dict[str, Any]:
         args = dict(self.optimizer_args)
@@ -274,14 +301,20 @@ class ZegCLIPModule(L.LightningModule):
         if self._image_samples and not self.trainer.sanity_checking:
             from zegclip.visualize import log_wandb_masks
 
-            log_wandb_masks(self.loggers, self._image_samples, self.class_names, self.global_step)
+            log_wandb_masks(self.loggers, self._image_samples, self.class_names, self.logging_step())
         self._image_samples = []
+
+    def logging_step(self) -> int:
+        """The step Lightning logs this moment's metrics at (``self.log`` uses the number of
+        batches that stepped *before* the current one, i.e. ``global_step - 1`` at validation)."""
+        return int(self.trainer.fit_loop.epoch_loop._batches_that_stepped)
 
     def on_test_epoch_start(self) -> None:
         self.test_metrics.reset()
+        self._image_samples = []
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate_batch(batch, self.test_metrics, keep_samples=False)
+        self._evaluate_batch(batch, self.test_metrics, keep_samples=True)
 
     def on_test_epoch_end(self) -> None:
         self.test_summary = self.test_metrics.summary()

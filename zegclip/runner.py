@@ -1,27 +1,42 @@
-"""What ``train.py`` and ``eval.py`` do with a composed Hydra config."""
+"""What ``train.py`` and ``eval.py`` do with a composed Hydra config.
+
+Protocol (SPEC 6): the test after training and ``eval.py`` report the **final weights**
+(``checkpoints/last.ckpt``, the last step), as the paper's fixed-iteration recipes do. Choosing a
+"best" checkpoint is opt-in (``callbacks=best test_weights=best``) and, with unseen classes, may
+only use seen-class mIoU. ``metrics.json`` records which weights were tested and how they were
+chosen, with the seed and the job's overrides.
+
+Faults: ``last.ckpt`` is written atomically every ``checkpoint_every_n_steps`` steps, before every
+validation, at the end and when SIGTERM / SIGINT / the SLURM pre-timeout signal arrives (the run
+then exits non-zero saying how to resume); a non-finite loss stops training; ``run.json`` in the
+run folder records how the run ended.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
 from rich.table import Table
 
-import zegclip
+import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers of the configs)
+from zegclip import run_folder
+from zegclip.checkpointing import AtomicCheckpointIO, LastCheckpoint, check_selection_metric
+from zegclip.console import announce, console, model_summary, quiet_lightning
+from zegclip.errors import RunInterrupted
+from zegclip.interrupts import Interrupts
 from zegclip.module import SUMMARY_KEYS, ZegCLIPModule
 
-console = Console()
-# The frozen CLIP towers are in eval mode on purpose; Lightning would warn at every fit.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+quiet_lightning()
 
 
 def _plain(node: Any) -> Any:
@@ -30,11 +45,6 @@ def _plain(node: Any) -> Any:
 
 def output_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir)
-
-
-@rank_zero_only
-def announce(message: str) -> None:
-    console.print(message)
 
 
 @rank_zero_only
@@ -50,23 +60,60 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
             for k in cfg if k != "hydra"}  # fmt: skip
 
 
+def job_overrides() -> list[str]:
+    """The job's command-line overrides (``key=value``), as Hydra recorded them."""
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # no Hydra config (a config built by hand)
+        return []
+
+
+def is_multirun() -> bool:
+    try:
+        return str(HydraConfig.get().mode) == "RunMode.MULTIRUN"
+    except ValueError:
+        return False
+
+
+# -- building blocks ---------------------------------------------------------------------------
+
+
 def build_callbacks(cfg: DictConfig, has_unseen: bool, has_logger: bool = True) -> list[L.Callback]:
+    """The configured callbacks (``callbacks`` group); ``last.ckpt`` is added by :func:`train`."""
     callbacks = []
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None or "_target_" not in node:
             continue
         if not has_logger and node["_target_"].endswith("LearningRateMonitor"):
             continue  # it needs a logger
-        if name == "model_checkpoint" and not has_unseen and node.get("monitor") == "val/hIoU":
-            node = OmegaConf.merge(node, {"monitor": "val/mIoU"})  # no unseen classes: no hIoU
+        if name == "best_checkpoint":
+            check_selection_metric(str(node.get("monitor")), str(cfg.setting), has_unseen)
         callbacks.append(instantiate(node))
     return callbacks
+
+
+def wandb_identity(cfg: DictConfig) -> dict[str, Any]:
+    """Name, group and tags that tell W&B runs apart: the name carries the seed and the job's other
+    overrides, one group per sweep (or per dataset x setting for single runs), tags for dataset /
+    setting / seed."""
+    data, setting, seed = cfg.data.name, cfg.setting, cfg.seed
+    ignored = ("seed=", "dataset=", "setting=", "experiment=", "hydra.", "hydra/", "paths.", "logger")
+    others = [o for o in job_overrides() if not o.lstrip("+~").startswith(ignored)]
+    name = f"{data}-{setting}-seed{seed}" + (f"-{','.join(others)}" if others else "")
+    group = f"sweep-{Path(str(HydraConfig.get().sweep.dir)).name}" if is_multirun() else f"{data}-{setting}"
+    return {"name": name, "group": group, "tags": [str(data), str(setting), f"seed{seed}", str(cfg.task_name)]}
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
     loggers = []
     for node in (cfg.get("logger") or {}).values():
-        if node is not None and "_target_" in node:
+        if node is None or "_target_" not in node:
+            continue
+        if str(node["_target_"]).endswith("WandbLogger"):
+            identity = wandb_identity(cfg)
+            extra = {k: v for k, v in identity.items() if node.get(k) is None}
+            loggers.append(instantiate(node, **extra))
+        else:
             loggers.append(instantiate(node))
     return loggers
 
@@ -92,37 +139,127 @@ def build_module(cfg: DictConfig, datamodule: Any) -> ZegCLIPModule:
     )
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, then (by default) test the best checkpoint. Returns the test metrics (or {})."""
+def _check_train_config(cfg: DictConfig) -> None:
     if cfg.setting == "transductive" and not cfg.get("init_from"):
         raise ValueError(
             "setting=transductive starts from an inductive checkpoint: set init_from=PATH "
             "(e.g. logs/train/runs/<inductive run>/checkpoints/last.ckpt)"
         )
-    L.seed_everything(cfg.seed, workers=True)
+    weights = cfg.get("test_weights", "last")
+    if weights not in ("last", "best"):
+        raise ValueError(f"test_weights must be 'last' (the final weights) or 'best', got {weights!r}")
+    if weights == "best" and not (cfg.get("callbacks") or {}).get("best_checkpoint"):
+        raise ValueError("test_weights=best needs a checkpoint selection: add callbacks=best (val/mIoU_seen)")
+    trainer = cfg.trainer
+    if int(trainer.get("max_steps") or -1) <= 0:
+        raise ValueError(f"trainer.max_steps must be > 0 (iteration-based recipes), got {trainer.get('max_steps')}")
+
+
+def _trainer_overrides(cfg: DictConfig) -> dict[str, Any]:
+    """Settings every run gets: atomic checkpoint writes, our own model summary, and at least one
+    logged training step however short the run."""
+    max_steps = int(cfg.trainer.max_steps)
+    every = int(cfg.trainer.get("log_every_n_steps") or 50)
+    return {
+        "plugins": [AtomicCheckpointIO()],
+        "enable_model_summary": False,
+        "log_every_n_steps": max(1, min(every, max_steps)),
+    }
+
+
+# -- train -------------------------------------------------------------------------------------
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, then (by default) test the final weights. Returns the test metrics (or {})."""
+    _check_train_config(cfg)
+    folder = _claim(cfg)
+    ckpt_dir = output_dir(cfg) / "checkpoints"
+    if rank_zero_only.rank == 0:
+        run_folder.check_writable(ckpt_dir)
+    resume = cfg.get("ckpt_path")
+    if resume is None and folder is not None and folder.requeued and folder.last_checkpoint.is_file():
+        resume = str(folder.last_checkpoint)  # a requeued SLURM job continues its own run
+        announce(f"requeued job: resuming from {resume}")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     announce(f"[bold]run folder[/bold]: {output_dir(cfg)}")
-    datamodule = instantiate(cfg.data)
-    module = build_module(cfg, datamodule)
-    loggers = build_loggers(cfg)
-    callbacks = build_callbacks(cfg, has_unseen=bool(datamodule.unseen), has_logger=bool(loggers))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    interrupts = Interrupts(cfg.get("slurm_requeue_signal"))
+    last = LastCheckpoint(ckpt_dir, int(cfg.get("checkpoint_every_n_steps", 500)), interrupts, resumed_from=resume)
+    try:
+        with interrupts:
+            datamodule = instantiate(cfg.data)
+            if cfg.get("verify_data", True):
+                datamodule.verify_eval_splits(("val",))
+            module = build_module(cfg, datamodule)
+            announce(model_summary(module))
+            loggers = build_loggers(cfg)
+            callbacks = [*build_callbacks(cfg, has_unseen=bool(datamodule.unseen), has_logger=bool(loggers)), last]
+            trainer: L.Trainer = instantiate(
+                cfg.trainer, callbacks=callbacks, logger=loggers or False, **_trainer_overrides(cfg)
+            )
+            _log_config_once(cfg, loggers, module, datamodule)
+            save_resolved_config(cfg)
+
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+
+            summary: dict[str, Any] = {}
+            if cfg.get("test_after_training", True) and not trainer.fast_dev_run:
+                weights = _weights_to_test(cfg, trainer, last)
+                trainer.loggers = fresh_csv_loggers(trainer.loggers)
+                results = trainer.test(module, datamodule=datamodule, ckpt_path=weights["checkpoint"],
+                                       weights_only=True, verbose=False)  # fmt: skip
+                summary = summary_from_logged(results, datamodule.class_names)
+                report(cfg, summary, weights=weights, dataset=datamodule.name, setting=cfg.setting)
+            finish_wandb(loggers)
+    except (RunInterrupted, SIGTERMException) as err:
+        if isinstance(err, SIGTERMException):  # Lightning's own handler got there first
+            err = RunInterrupted(interrupts.received or 15, None, last.last_good)
+        _finish(folder, "interrupted", error=str(err), last_checkpoint=last.last_good)
+        raise err from None
+    except BaseException as err:
+        _finish(folder, "failed", error=f"{type(err).__name__}: {err}", last_checkpoint=last.last_good)
+        raise
+    _finish(folder, "finished", last_checkpoint=last.last_good)
+    _announce_end(cfg, last.last_good)
+    return summary
+
+
+def _claim(cfg: DictConfig) -> run_folder.RunFolder | None:
+    """Mark the run folder as this run's (launching process only; DDP children share it)."""
+    if rank_zero_only.rank != 0:
+        return None
+    return run_folder.claim(output_dir(cfg), str(cfg.task_name))
+
+
+@rank_zero_only
+def _finish(folder: run_folder.RunFolder | None, status: str, **info: Any) -> None:
+    if folder is not None:
+        folder.finish(status, **info)
+
+
+def _log_config_once(cfg: DictConfig, loggers: list[Any], module: L.LightningModule, datamodule: Any) -> None:
+    """The resolved config goes to every logger once; Lightning would add the module's and the
+    datamodule's hyper-parameters on top (a second, differently shaped copy)."""
     resolved = _resolved(cfg)
     for lg in loggers:
         lg.log_hyperparams(resolved)
-    save_resolved_config(cfg)
+    module._log_hyperparams = False
+    datamodule._log_hyperparams = False
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
-    summary: dict[str, Any] = {}
-    if cfg.get("test_after_training", True) and not trainer.fast_dev_run:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.loggers = fresh_csv_loggers(trainer.loggers)
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-        summary = summary_from_logged(results, datamodule.class_names)
-        report(cfg, summary, checkpoint=best or "final weights", dataset=datamodule.name, setting=cfg.setting)
-    finish_wandb(loggers)
-    announce(f"[bold]run folder[/bold]: {output_dir(cfg)}")
-    return summary
+def _weights_to_test(cfg: DictConfig, trainer: L.Trainer, last: LastCheckpoint) -> dict[str, Any]:
+    """Which checkpoint the test stage evaluates, and how it was chosen (recorded in metrics.json)."""
+    if cfg.get("test_weights", "last") == "best":
+        callback = next(cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None))
+        path = getattr(callback, "best_model_path", "")
+        if not path:
+            raise RuntimeError(f"test_weights=best: no checkpoint was selected by {callback.monitor} (no validation ran?)")
+        step = int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+        return {"checkpoint": path, "step": step,
+                "selection": f"best {callback.monitor} on the validation split (opt-in)"}  # fmt: skip
+    return {"checkpoint": str(last.path), "step": int(trainer.global_step),
+            "selection": "final weights (last step)"}  # fmt: skip
 
 
 def fresh_csv_loggers(loggers: list[Any]) -> list[Any]:
@@ -161,15 +298,62 @@ def finish_wandb(loggers: list[Any]) -> None:
         wandb.finish()
 
 
+# -- evaluate ----------------------------------------------------------------------------------
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A run folder means its final weights (``checkpoints/last.ckpt``); anything else is kept."""
+    candidate = Path(path)
+    if candidate.is_dir():
+        last = candidate / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise FileNotFoundError(f"ckpt_path={path} is a folder without checkpoints/last.ckpt")
+        return str(last)
+    return path
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint (ours, converted or official) on ``cfg.data``'s test split."""
-    L.seed_everything(cfg.seed, workers=True)
-    announce(f"[bold]run folder[/bold]: {output_dir(cfg)}")
+    import zegclip
+
     if not cfg.get("ckpt_path"):
-        raise ValueError("eval.py needs ckpt_path=PATH (an official .pth, a converted file, a .ckpt, or 'shapes')")
+        raise ValueError("eval.py needs ckpt_path=PATH (an official .pth, a converted file, a .ckpt, a run folder, or 'shapes')")
+    folder = _claim(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    announce(f"[bold]run folder[/bold]: {output_dir(cfg)}")
     save_resolved_config(cfg)
-    model = zegclip.load(cfg.ckpt_path, precision=cfg.get("precision"))
-    datamodule = instantiate(cfg.data)
+    checkpoint = resolve_checkpoint(str(cfg.ckpt_path))
+    try:
+        with Interrupts(None) as interrupts:
+            model = zegclip.load(checkpoint, precision=cfg.get("precision"))
+            datamodule = instantiate(cfg.data)
+            module = _evaluation_module(cfg, model, datamodule)
+            loggers = build_loggers(cfg)
+            trainer: L.Trainer = instantiate(
+                cfg.trainer, logger=loggers or False, callbacks=[_progress_bar(), _InterruptCheck(interrupts)],
+                plugins=[AtomicCheckpointIO()], enable_model_summary=False,
+            )  # fmt: skip
+            results = trainer.test(module, datamodule=datamodule, verbose=False)
+            summary = summary_from_logged(results, datamodule.class_names)
+            finish_wandb(loggers)
+    except (RunInterrupted, SIGTERMException) as err:
+        if isinstance(err, SIGTERMException):
+            err = RunInterrupted(15, None, None)
+        _finish(folder, "interrupted", error=str(err))
+        raise err from None
+    except BaseException as err:
+        _finish(folder, "failed", error=f"{type(err).__name__}: {err}")
+        raise
+    weights = {"checkpoint": checkpoint, "step": model.metadata.get("global_step", model.metadata.get("iter")),
+               "selection": "given by ckpt_path"}  # fmt: skip
+    report(cfg, summary, weights=weights, dataset=datamodule.name, setting=module.setting,
+           seen_bias=module.evaluation["seen_bias"])  # fmt: skip
+    _finish(folder, "finished")
+    _announce_end(cfg, None)
+    return summary
+
+
+def _evaluation_module(cfg: DictConfig, model: Any, datamodule: Any) -> ZegCLIPModule:
     meta = model.metadata
     own_vocabulary = list(meta.get("class_names") or []) == list(datamodule.class_names)
     setting = cfg.get("setting") or meta.get("setting") or "inductive"
@@ -182,7 +366,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if text_file and not Path(str(text_file)).is_file():
         announce(f"[yellow]text-embedding file {text_file} not found; computing embeddings with the text tower[/yellow]")
         text_file = None
-    module = ZegCLIPModule(
+    return ZegCLIPModule(
         model_config=model.config.to_dict(),
         class_names=list(datamodule.class_names),
         seen=list(datamodule.seen),
@@ -194,21 +378,26 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         dataset_name=datamodule.name,
         model=model,
     )
-    loggers = build_loggers(cfg)
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[_progress_bar()])
-    results = trainer.test(module, datamodule=datamodule)
-    summary = summary_from_logged(results, datamodule.class_names)
-    finish_wandb(loggers)
-    report(cfg, summary, checkpoint=str(cfg.ckpt_path), dataset=datamodule.name, setting=setting,
-           seen_bias=evaluation["seen_bias"])  # fmt: skip
-    announce(f"[bold]run folder[/bold]: {output_dir(cfg)}")
-    return summary
+
+
+class _InterruptCheck(L.Callback):
+    """Evaluation: stop at the next batch once a signal arrived (nothing to save)."""
+
+    def __init__(self, interrupts: Interrupts) -> None:
+        self.interrupts = interrupts
+
+    def on_test_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.interrupts.received is not None:
+            raise RunInterrupted(self.interrupts.received, None, None)
 
 
 def _progress_bar() -> L.Callback:
-    from lightning.pytorch.callbacks import RichProgressBar
+    from zegclip.console import StepProgressBar
 
-    return RichProgressBar()
+    return StepProgressBar()
+
+
+# -- reporting ---------------------------------------------------------------------------------
 
 
 def _json_number(value: float) -> float | None:
@@ -232,13 +421,27 @@ def report(cfg: DictConfig, summary: dict[str, Any], **info: Any) -> None:
         f"{key}: {'-' if summary[key] != summary[key] else f'{100 * summary[key]:.1f}'}" for key in SUMMARY_KEYS
     )
     console.print(f"[bold]{headline}[/bold]")
-    payload = {k: _json_number(summary[k]) for k in SUMMARY_KEYS}
+    payload: dict[str, Any] = {k: _json_number(summary[k]) for k in SUMMARY_KEYS}
     payload["IoU_per_class"] = {k: _json_number(v) for k, v in summary["IoU_per_class"].items()}
-    payload.update({k: v for k, v in info.items()})
+    payload.update(info)
+    payload["seed"] = int(cfg.seed)
+    payload["overrides"] = job_overrides()
+    payload["run_dir"] = str(output_dir(cfg))
     path = output_dir(cfg) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2))
-    console.print(f"metrics written to {path}")
+    tmp = path.with_name(".metrics.json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+    weights = info.get("weights") or {}
+    console.print(f"tested: {weights.get('checkpoint')} ({weights.get('selection')}, step {weights.get('step')})")
+    console.print(f"metrics: {path}")
+
+
+@rank_zero_only
+def _announce_end(cfg: DictConfig, last_checkpoint: str | None) -> None:
+    if last_checkpoint:
+        console.print(f"final weights: {last_checkpoint}")
+    console.print(f"[bold]run folder[/bold]: {output_dir(cfg)}")
 
 
 def _unseen_names(cfg: DictConfig, summary: dict[str, Any]) -> list[str]:

@@ -22,6 +22,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers the configs use)
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +91,6 @@ TINY_OVERRIDES = [
     "trainer.val_check_interval=2",
     "trainer.num_sanity_val_steps=0",
     "trainer.log_every_n_steps=1",
-    "callbacks.rich_model_summary=null",
 ]
 # the custom layout: 3 classes (cat, dog, bird); "bird" unseen so that every setting applies
 DATASET_OVERRIDES = {"custom": ["data.unseen=[2]"]}

@@ -8,16 +8,19 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from zegclip.data.datasets import build_dataset, dataset_num_classes, resolve_dataset_builder
 from zegclip.data.errors import ClassSplitError
 from zegclip.data.io import make_label_lut
 from zegclip.data.loading import (
+    ResumableDataLoader,
+    SeededSamples,
     ShardedEvalSampler,
+    StreamProgress,
+    TrainStream,
     collate_segmentation,
     derive_seed,
-    seed_dataset,
     seed_worker,
 )
 from zegclip.data.splits import IGNORE_INDEX, ClassSplit, build_class_split, read_class_names
@@ -48,19 +51,20 @@ class SegmentationDataModule(L.LightningDataModule):
     Labels are the dataset's 0-based class ids whatever the setting: mapping unseen pixels to
     ignore (inductive training) is the model's job.
 
-    Multi-GPU: when attached to a trainer with ``world_size > 1`` the loaders carry their own
-    samplers: train a ``DistributedSampler(shuffle=True, seed=seed, drop_last=True)`` (Lightning
-    calls its ``set_epoch``), val / test a :class:`ShardedEvalSampler` that gives each rank a
-    disjoint contiguous shard with no padding, so that every image is evaluated exactly once.
-    Create the trainer with ``use_distributed_sampler=False`` (both samplers subclass
-    ``DistributedSampler``, so Lightning would keep them anyway). Ranks may get one batch more or
-    less in evaluation: do not call collective ops per validation step (``self.log(...,
-    sync_dist=True)`` per step); sum metric states at epoch end (torchmetrics does).
+    Training stream: a :class:`TrainStream` sampler shuffles per epoch (Lightning calls its
+    ``set_epoch``) and seeds every sample's augmentation from (seed, epoch, position), so the
+    stream is the same with any number of loader workers and is reproducible from the seed. The
+    training loader is stateful: checkpoints record the epoch and position the training loop
+    reached (from the batches it consumed), and a resumed run continues the same stream at that
+    point, also mid-epoch.
 
-    Augmentation randomness: each loader gets a ``torch.Generator`` seeded from (seed, rank,
-    epoch at loader creation); :func:`seed_worker` derives every worker's albumentations seed
-    from it, so streams differ across workers, ranks and epochs and are reproducible. With
-    ``num_workers=0`` the training transform is seeded in the main process.
+    Multi-GPU: when attached to a trainer with ``world_size > 1`` rank ``r`` trains on every
+    ``world``-th sample of the epoch's permutation, and val / test use a
+    :class:`ShardedEvalSampler` that gives each rank a disjoint contiguous shard with no padding,
+    so that every image is evaluated exactly once. Create the trainer with
+    ``use_distributed_sampler=False``. Ranks may get one batch more or less in evaluation: do not
+    call collective ops per validation step (``self.log(..., sync_dist=True)`` per step); sum
+    metric states at epoch end (torchmetrics does).
 
     Args:
         layout: ``voc``, ``coco``, ``context``, ``custom``, a registered layout, a dotted path
@@ -173,6 +177,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
+        self.stream_progress = StreamProgress()
 
     def _validate_label_decoding(self) -> None:
         """Check at start-up that the layout accepts this label decoding and class count."""
@@ -237,6 +242,17 @@ class SegmentationDataModule(L.LightningDataModule):
         if stage in (None, "test", "predict") and self.test_dataset is None:
             self.test_dataset = self.build_split("test", train=False)
 
+    def verify_eval_splits(self, splits: Sequence[str] = ("val",)) -> None:
+        """Read every file of the evaluation ``splits`` now (cached), so that a bad file fails
+        the run at start-up rather than at the first validation."""
+        from zegclip.data.verify import verify_samples
+
+        for split in splits:
+            self.setup("validate" if split == "val" else "test")
+            dataset = self.val_dataset if split == "val" else self.test_dataset
+            assert dataset is not None
+            verify_samples(dataset, f"{self.name} {split}", workers=max(1, self.num_workers))
+
     # -- loaders -----------------------------------------------------------------------------
     def _dist(self) -> tuple[int, int, int]:
         """(world_size, global_rank, current_epoch) of the attached trainer, or (1, 0, 0)."""
@@ -245,37 +261,45 @@ class SegmentationDataModule(L.LightningDataModule):
             return 1, 0, 0
         return int(trainer.world_size), int(trainer.global_rank), int(trainer.current_epoch)
 
-    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
+    def _loader_kwargs(self) -> dict[str, Any]:
         workers = self.num_workers
-        return DataLoader(
-            dataset,
-            num_workers=workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.persistent_workers and workers > 0,
-            collate_fn=collate_segmentation,
-            worker_init_fn=seed_worker,
-            **kwargs,
-        )
+        return {
+            "num_workers": workers,
+            "pin_memory": self.pin_memory and torch.cuda.is_available(),
+            "persistent_workers": self.persistent_workers and workers > 0,
+            "collate_fn": collate_segmentation,
+            "worker_init_fn": seed_worker,
+        }
+
+    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
+        return DataLoader(dataset, **self._loader_kwargs(), **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             self.setup("fit")
         assert self.train_dataset is not None
         world, rank, epoch = self._dist()
-        sampler = DistributedSampler(
-            self.train_dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True
-        )
+        sampler = TrainStream(len(self.train_dataset), num_replicas=world, rank=rank, seed=self.seed)  # type: ignore[arg-type]
         sampler.set_epoch(epoch)
-        if self.num_workers == 0:
-            seed_dataset(self.train_dataset, derive_seed(self.seed, rank, epoch, 1))
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, rank, epoch, 0))
-        return self._loader(
-            self.train_dataset,
-            batch_size=self.batch_size,
+        if len(sampler) < self.batch_size:
+            raise ValueError(
+                f"{len(self.train_dataset)} training images give {len(sampler)} per rank over {world} rank(s): "  # type: ignore[arg-type]
+                f"fewer than one batch of data.batch_size={self.batch_size}"
+            )
+        return ResumableDataLoader(
+            SeededSamples(self.train_dataset),
             sampler=sampler,
+            progress=self.stream_progress,
+            batch_size=self.batch_size,
             drop_last=True,
-            generator=generator,
+            **self._loader_kwargs(),
         )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training and isinstance(batch, dict):
+            self.stream_progress.consumed(batch.get("meta") or [])
+        return batch
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
         world, rank, _ = self._dist()

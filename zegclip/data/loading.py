@@ -1,4 +1,5 @@
-"""DataLoader pieces: batch collation, per-worker augmentation seeding, the DDP eval sampler."""
+"""DataLoader pieces: batch collation, augmentation seeding, the resumable training stream, the
+DDP eval sampler."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
 
 from zegclip.data.datasets import iter_base_datasets
 from zegclip.data.splits import IGNORE_INDEX
@@ -91,3 +92,112 @@ class ShardedEvalSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+# -- the resumable training stream -----------------------------------------------------------------
+
+
+class TrainStream(Sampler[tuple[int, int, int, int]]):
+    """Training sampler whose whole output is a pure function of ``(seed, epoch, position)``.
+
+    Per epoch it shuffles the dataset with ``seed + epoch`` (as ``DistributedSampler``), drops the
+    tail that does not divide over the ranks, and gives rank ``r`` every ``world``-th index starting
+    at ``r``. It yields ``(index, sample_seed, epoch, position)``: ``position`` counts this rank's
+    samples in the epoch and ``sample_seed`` (from seed, epoch and the global position) seeds that
+    sample's augmentation, so the stream does not depend on the number of loader workers and can be
+    restarted at any position with :meth:`resume_at` (a checkpoint taken mid-epoch resumes exactly).
+
+    Args:
+        length: dataset size; num_replicas / rank: DDP world size and this rank; seed: base seed.
+    """
+
+    def __init__(self, length: int, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} out of range for {num_replicas} replicas")
+        self.length = int(length)
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.seed = int(seed)
+        self.epoch = 0
+        self._resume: tuple[int, int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch."""
+        self.epoch = int(epoch)
+
+    def resume_at(self, epoch: int, position: int) -> None:
+        """Start the next pass over ``epoch`` at ``position`` (samples already consumed by this rank)."""
+        self._resume = (int(epoch), int(position))
+
+    def __len__(self) -> int:
+        return self.length // self.num_replicas
+
+    def __iter__(self) -> Iterator[tuple[int, int, int, int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.length, generator=generator)[: len(self) * self.num_replicas]
+        mine = order[self.rank :: self.num_replicas].tolist()
+        start = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            start = self._resume[1]
+        self._resume = None
+        for position in range(start, len(mine)):
+            global_position = position * self.num_replicas + self.rank
+            yield mine[position], derive_seed(self.seed, self.epoch, global_position), self.epoch, position
+
+
+class SeededSamples(Dataset):
+    """Wraps a dataset so that items are addressed by :class:`TrainStream` tuples.
+
+    ``dataset[(index, sample_seed, epoch, position)]`` seeds the augmentation with ``sample_seed``,
+    reads item ``index`` and records ``epoch`` / ``position`` in its meta (``stream``).
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: tuple[int, int, int, int]) -> dict[str, Any]:
+        index, sample_seed, epoch, position = item
+        seed_dataset(self.dataset, sample_seed)
+        sample = self.dataset[index]
+        sample["meta"] = dict(sample["meta"], stream=(epoch, position))
+        return sample
+
+
+class StreamProgress:
+    """Where the training loop is in the stream: the epoch and this rank's next position.
+
+    Updated from the ``stream`` meta of every batch the training loop consumes (not the ones the
+    loader prefetched), so a checkpoint records exactly what was trained on.
+    """
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.position = 0
+
+    def consumed(self, metas: Sequence[dict[str, Any]]) -> None:
+        streams = [m["stream"] for m in metas if "stream" in m]
+        if streams:
+            self.epoch = max(e for e, _ in streams)
+            self.position = max(p for e, p in streams if e == self.epoch) + 1
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+
+class ResumableDataLoader(DataLoader):
+    """A training DataLoader over :class:`SeededSamples` / :class:`TrainStream` with Lightning's
+    stateful-loader interface: its state is saved in every checkpoint and restored on resume."""
+
+    def __init__(self, dataset: SeededSamples, sampler: TrainStream, progress: StreamProgress, **kwargs: Any) -> None:
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        self.progress = progress
+
+    def state_dict(self) -> dict[str, int]:
+        return self.progress.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.progress.epoch, self.progress.position = int(state["epoch"]), int(state["position"])
+        self.sampler.resume_at(self.progress.epoch, self.progress.position)  # type: ignore[attr-defined]

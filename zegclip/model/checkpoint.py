@@ -263,6 +263,18 @@ def build_from_state(
 ) -> ZegCLIP:
     """Construct a model from a config and (possibly CLIP-less) state dict, strictly."""
     model = ZegCLIP(config, text_cache_dir=text_cache_dir)
+    ours = model.state_dict()
+    mismatched = [
+        f"{k} {tuple(v.shape)} (model: {tuple(ours[k].shape)})"
+        for k, v in state.items()
+        if k in ours and tuple(v.shape) != tuple(ours[k].shape)
+    ]
+    if mismatched:
+        raise ValueError(
+            f"{source}: {len(mismatched)} tensor(s) do not fit the architecture its config describes "
+            f"(prompt_tokens={config.prompt_tokens}, decoder_layers={config.decoder_layers}, "
+            f"image_size={config.image_size}), e.g. {'; '.join(mismatched[:3])}"
+        )
     missing, unexpected = model.load_state_dict(state, strict=False)
     frozen_missing = [k for k in missing if is_frozen_clip_key(k, config)]
     other_missing = [k for k in missing if k not in frozen_missing]
@@ -282,16 +294,19 @@ def read_checkpoint(path: str | Path, weights_only: bool = True) -> tuple[ZegCLI
     try:
         obj = torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as err:
-        raise ValueError(
-            f"Cannot read {str(path)!r} as a torch checkpoint ({type(err).__name__}: {err}). "
-            "If it is a trusted file holding pickled objects, pass weights_only=False."
-        ) from err
+        hint = (
+            " If it is a trusted file holding pickled objects, pass weights_only=False."
+            if weights_only
+            else ""
+        )
+        raise ValueError(f"Cannot read {str(path)!r} as a torch checkpoint ({type(err).__name__}: {err}).{hint}") from err
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return ZegCLIPConfig.from_dict(obj["config"]), obj["state_dict"], dict(obj.get("metadata") or {})
     if isinstance(obj, dict) and isinstance(obj.get("hyper_parameters"), dict) and "model_config" in obj["hyper_parameters"]:
         hp = obj["hyper_parameters"]
         state = {k.removeprefix("model."): v for k, v in obj["state_dict"].items() if k.startswith("model.")}
-        return ZegCLIPConfig.from_dict(hp["model_config"]), state, dict(hp.get("metadata") or {})
+        metadata = dict(hp.get("metadata") or {}, global_step=obj.get("global_step"))
+        return ZegCLIPConfig.from_dict(hp["model_config"]), state, metadata
     if is_official_checkpoint(obj):
         config, state, metadata, _ = convert_official(obj)
         return config, state, metadata

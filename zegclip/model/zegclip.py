@@ -59,6 +59,27 @@ class ZegCLIPConfig:
         clip_cfg = clip if isinstance(clip, CLIPConfig) else CLIPConfig(**dict(clip))
         return cls(clip=clip_cfg, **data)
 
+    def __post_init__(self) -> None:
+        def require(ok: bool, key: str, expected: str) -> None:
+            if not ok:
+                raise ValueError(f"model.{key}={getattr(self, key)!r}: expected {expected}")
+
+        def is_int(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        require(is_int(self.image_size) and self.image_size > 0, "image_size", "a positive integer (crop size)")
+        require(is_int(self.prompt_tokens) and self.prompt_tokens >= 0, "prompt_tokens", "an integer >= 0 (0: no prompts)")
+        require(
+            self.deep_prompt_layers is None or (is_int(self.deep_prompt_layers) and self.deep_prompt_layers >= 0),
+            "deep_prompt_layers",
+            "null (every layer after the first) or an integer >= 0",
+        )
+        require(is_int(self.decoder_layers) and self.decoder_layers >= 1, "decoder_layers", "an integer >= 1")
+        require(is_int(self.decoder_heads) and self.decoder_heads >= 1, "decoder_heads", "an integer >= 1")
+        for key in ("prompt_dropout", "decoder_dropout"):
+            value = getattr(self, key)
+            require(isinstance(value, (int, float)) and 0 <= value < 1, key, "a probability in [0, 1)")
+
 
 @dataclass
 class ZegCLIPOutput:
@@ -192,9 +213,7 @@ class ZegCLIP(nn.Module):
         Returns:
             ``(B, C, H, W)`` calibrated scores; ``argmax(1)`` is the segmentation.
         """
-        if not torch.is_tensor(pixel_values) or pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
-            shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values)
-            raise ValueError(f"pixel_values must be a (B, 3, H, W) tensor of normalised RGB, got {shape}")
+        _check_pixel_values(pixel_values, self.image_encoder.patch_size)
         if text_embeddings is None:
             if class_names is None:
                 class_names = self.metadata.get("class_names")
@@ -233,3 +252,26 @@ def _check_indices(indices: Sequence[int] | torch.Tensor | None, num_classes: in
     if bad:
         raise ValueError(f"seen indices {bad} are out of range for {num_classes} classes (valid: 0..{num_classes - 1})")
     return out
+
+
+def _check_pixel_values(pixel_values: Any, patch_size: int) -> None:
+    """Reject what ``segment`` would otherwise turn into silent nonsense or a cryptic error."""
+    if not torch.is_tensor(pixel_values) or pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+        shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
+        raise ValueError(f"pixel_values must be a (B, 3, H, W) tensor of normalised RGB, got {shape}")
+    if not pixel_values.is_floating_point():
+        raise ValueError(
+            f"pixel_values has dtype {pixel_values.dtype}: segment() takes float pixels normalised with the ImageNet "
+            "mean/std of 0-255 RGB (zegclip.data.IMAGENET_MEAN / IMAGENET_STD), not raw image values"
+        )
+    if pixel_values.shape[0] == 0:
+        raise ValueError("pixel_values is an empty batch (B = 0): give at least one image")
+    height, width = pixel_values.shape[-2:]
+    if height < patch_size or width < patch_size:
+        raise ValueError(
+            f"images of {height}x{width} pixels are smaller than one {patch_size}x{patch_size} patch: "
+            "resize them first (evaluation resizes the short side to the crop size)"
+        )
+    bad = int((~torch.isfinite(pixel_values)).sum())
+    if bad:
+        raise ValueError(f"pixel_values holds {bad} NaN/inf value(s): every output score would be NaN")

@@ -1,0 +1,152 @@
+"""Checkpoints that are never lost, torn or NaN.
+
+* :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file and renames it into
+  place, so an interrupted write never replaces a good checkpoint; a failed write stops the run
+  with :class:`~zegclip.errors.CheckpointWriteError` naming the file and the reason (Lightning's
+  own writer can swallow a ``PermissionError``).
+* :class:`LastCheckpoint` keeps ``checkpoints/last.ckpt`` at the newest weights: every
+  ``every_n_steps`` optimizer steps, before every validation, at the end of training, and at the
+  end of the step in which a signal arrived (then the run stops with
+  :class:`~zegclip.errors.RunInterrupted`). It refuses to save non-finite weights.
+* :func:`check_selection_metric`: the fair-protocol rule for an opt-in "best" checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from zegclip.errors import CheckpointWriteError, NonFiniteWeightsError, RunInterrupted
+from zegclip.interrupts import Interrupts
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to ``.<name>.tmp-<pid>``, fsync, then ``os.replace`` onto the target."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise CheckpointWriteError(f"could not write checkpoint {path}: {err.strerror or err}") from err
+
+
+def nonfinite_parameters(module: torch.nn.Module) -> list[str]:
+    """Names of trainable parameters that hold NaN or infinite values."""
+    return [n for n, p in module.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
+
+
+class LastCheckpoint(L.Callback):
+    """Keeps ``dirpath/last.ckpt`` at the newest weights and turns signals into a clean stop.
+
+    Args:
+        dirpath: checkpoint folder; every_n_steps: save period in optimizer steps (0: only at
+        validation, at the end and on a signal); interrupts: the run's signal flag (None: none);
+        resumed_from: the checkpoint a resumed run started from (named as the last good one
+        until this run saves its own).
+    """
+
+    def __init__(
+        self,
+        dirpath: str | Path,
+        every_n_steps: int = 500,
+        interrupts: Interrupts | None = None,
+        resumed_from: str | None = None,
+    ) -> None:
+        if every_n_steps < 0:
+            raise ValueError(f"checkpoint_every_n_steps must be >= 0, got {every_n_steps}")
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every_n_steps = int(every_n_steps)
+        self.interrupts = interrupts
+        self.saved_step = -1
+        self.last_good: str | None = resumed_from
+        self._seen_step = -1
+
+    # -- saving ------------------------------------------------------------------------------
+
+    def save(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """Write ``last.ckpt`` for the current step (once per step); never with NaN weights."""
+        step = trainer.global_step
+        if step == self.saved_step:
+            return
+        bad = nonfinite_parameters(module)
+        if bad:
+            raise NonFiniteWeightsError(
+                f"step {step}: {len(bad)} trainable tensor(s) hold NaN/inf (e.g. {bad[:3]}); not saving them. "
+                f"Last good checkpoint: {self.last_good or 'none'}"
+            )
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state: loops, optimizer, data stream
+        self.saved_step = step
+        self.last_good = str(self.path)
+
+    def _pending(self, trainer: L.Trainer) -> bool:
+        local = self.interrupts is not None and self.interrupts.received is not None
+        return bool(trainer.strategy.reduce_boolean_decision(local, all=False))
+
+    def _stop(self, trainer: L.Trainer, checkpoint: str | None) -> None:
+        assert self.interrupts is not None
+        signum = self.interrupts.received or 15
+        requeued = False
+        if self.interrupts.requeue_requested and checkpoint:
+            requeued = self.interrupts.requeue() if trainer.is_global_zero else True
+        raise RunInterrupted(signum, trainer.global_step, checkpoint, requeued=requeued)
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        stepped = trainer.global_step != self._seen_step  # False while gradients accumulate
+        self._seen_step = trainer.global_step
+        if not stepped:
+            return
+        if self._pending(trainer):
+            self.save(trainer, pl_module)
+            self._stop(trainer, str(self.path))
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self.save(trainer, pl_module)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # saved before validating: an interrupt during a long validation then loses nothing
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self.save(trainer, pl_module)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self.interrupts is not None and self.interrupts.received is not None and trainer.world_size == 1:
+            self._stop(trainer, self.last_good if self.saved_step == trainer.global_step else None)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer, pl_module)
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self.interrupts is not None and self.interrupts.received is not None and trainer.world_size == 1:
+            assert self.interrupts.received is not None
+            raise RunInterrupted(self.interrupts.received, None, None)
+
+
+SELECTION_SAFE = ("val/mIoU_seen",)
+
+
+def check_selection_metric(monitor: str, setting: str, has_unseen: bool) -> None:
+    """Refuse a "best checkpoint" metric that an inductive or transductive method may not use.
+
+    With unseen classes, every validation metric but ``val/mIoU_seen`` depends on unseen-class
+    labels (and for VOC, COCO-Stuff and Context the validation split is the test split).
+    """
+    zero_shot = has_unseen and setting in ("inductive", "transductive")
+    if zero_shot and monitor.startswith("val/") and monitor not in SELECTION_SAFE:
+        raise ValueError(
+            f"callbacks.best_checkpoint.monitor={monitor} would choose weights with unseen-class labels, which "
+            f"a {setting} zero-shot method may not use (the validation split is the test split for VOC, "
+            f"COCO-Stuff and Context); allowed: {', '.join(SELECTION_SAFE)} or a train/ metric"
+        )

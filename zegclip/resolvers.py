@@ -1,0 +1,36 @@
+"""OmegaConf resolvers used by the Hydra configs (registered on import; idempotent).
+
+* ``${zegclip.cwd:}``: the working directory when the config is resolved. Unlike
+  ``${hydra:runtime.cwd}`` it also resolves while Hydra builds a multirun's sweep folder.
+* ``${zegclip.run_id:}``: a run folder name that no other run shares: the start time plus a
+  random suffix (``2026-12-01_20-15-03_3fa9c1``), or ``slurm-<job id>`` inside a SLURM job, so
+  that a requeued job finds its own folder (and checkpoint) again. Cached per config, so every
+  job of a sweep and every reference in one run see the same value.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import datetime
+
+from omegaconf import OmegaConf
+
+
+def run_id() -> str:
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        return f"slurm-{array_job}_{task}" if array_job and task else f"slurm-{job}"
+    return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
+
+
+def register() -> None:
+    """Register the resolvers (safe to call more than once)."""
+    if not OmegaConf.has_resolver("zegclip.cwd"):
+        OmegaConf.register_new_resolver("zegclip.cwd", os.getcwd)
+    if not OmegaConf.has_resolver("zegclip.run_id"):
+        OmegaConf.register_new_resolver("zegclip.run_id", run_id, use_cache=True)
+
+
+register()
