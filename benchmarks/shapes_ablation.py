@@ -4,8 +4,9 @@
         [--out FILE] [-- extra train.py overrides, e.g. trainer.max_steps=200]
 
 Each row trains with ``python train.py`` (the default shapes configuration plus the row's
-overrides) once per seed and reads the run's ``metrics.json``: mIoU(S), mIoU(U), hIoU as mean
-+- standard deviation over seeds, plus wall time per run. Rows:
+overrides) once per seed and reads the run's ``metrics.json`` (the test of the final weights, as
+every run reports): mIoU(S), mIoU(U), hIoU as mean +- standard deviation over seeds, plus wall
+time per run. Rows:
 
 * inductive: the default (frozen pretrained tiny CLIP, deep prompts, seen labels only, softmax
   cross-entropy, no seen-class calibration: see conf/experiment/shapes_inductive.yaml).
@@ -93,11 +94,13 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--jobs", type=int, default=1, help="trainings run at once (cores are shared)")
-    parser.add_argument("--work-dir", type=Path, default=ROOT / "logs" / "ablation")
+    parser.add_argument("--work-dir", type=Path, default=None, help="default: logs/ablation/<start time>")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "shapes_ablation.md")
     parser.add_argument("extra", nargs="*", help="overrides passed to every train.py run")
     args = parser.parse_args()
 
+    if args.work_dir is None:  # a fresh folder per sweep: run folders are never reused
+        args.work_dir = ROOT / "logs" / "ablation" / time.strftime("%Y-%m-%d_%H-%M-%S")
     rows = list(args.rows)
     if any(r in rows for r in DEPENDENT) and "inductive" not in rows:
         rows.insert(0, "inductive")
@@ -116,12 +119,12 @@ def main() -> int:
 
     def job(row: str, seed: int) -> None:
         run_dir = args.work_dir / row / f"seed{seed}"
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)  # run.json refuses a folder another run used
         common = [f"seed={seed}", f"hydra.run.dir={run_dir}", "logger=csv", *args.extra]
         inductive_dir = args.work_dir / "inductive" / f"seed{seed}"
         if row == "calibration":
             data = [o for o in args.extra if o.startswith("data.")]  # same test split as the inductive run
-            cmd = ["eval.py", f"ckpt_path={_best_checkpoint(inductive_dir)}", "evaluation.seen_bias=0.1",
+            cmd = ["eval.py", f"ckpt_path={inductive_dir / 'checkpoints' / 'last.ckpt'}", "evaluation.seen_bias=0.1",
                    f"seed={seed}", f"hydra.run.dir={run_dir}", *data]  # fmt: skip
         elif row == "transductive":
             init = inductive_dir / "checkpoints" / "last.ckpt"
@@ -145,13 +148,6 @@ def main() -> int:
 
     print(write_table())
     return 0
-
-
-def _best_checkpoint(run_dir: Path) -> Path:
-    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
-    if not best:
-        raise FileNotFoundError(f"no best checkpoint in {run_dir / 'checkpoints'}: run the inductive row first")
-    return best[-1]
 
 
 def _mean_std(values: list[float]) -> str:

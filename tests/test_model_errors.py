@@ -148,3 +148,62 @@ def test_unknown_config_key(model, tmp_path):
     torch.save(payload, path)
     with pytest.raises(ValueError, match=r"Unknown ZegCLIP config keys \['prompt_token'\]"):
         zegclip.load(path)
+
+
+# ----------------------------------------------------------------------------- values that used to pass silently
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("prompt_tokens", -1), ("decoder_layers", 0), ("decoder_heads", 0), ("prompt_dropout", 1.5),
+     ("image_size", 0), ("deep_prompt_layers", -2), ("prompt_tokens", 2.5)],
+)  # fmt: skip
+def test_invalid_architecture_values_are_refused(key, value):
+    with pytest.raises(ValueError, match=rf"model\.{key}={value!r}: expected"):
+        ZegCLIPConfig(**{key: value})
+
+
+def test_uint8_pixels_are_refused_with_the_normalisation_to_use(model):
+    with pytest.raises(ValueError, match=r"dtype torch\.uint8: segment\(\) takes float pixels normalised with the ImageNet"):
+        model.segment(torch.zeros(1, 3, 64, 64, dtype=torch.uint8), NAMES)
+
+
+def test_a_nan_pixel_is_refused(model):
+    image = torch.zeros(1, 3, 64, 64)
+    image[0, 1, 5, 7] = float("nan")
+    with pytest.raises(ValueError, match=r"pixel_values holds 1 NaN/inf value\(s\)"):
+        model.segment(image, NAMES)
+
+
+def test_an_empty_batch_is_refused(model):
+    with pytest.raises(ValueError, match=r"empty batch \(B = 0\)"):
+        model.segment(torch.zeros(0, 3, 64, 64), NAMES)
+
+
+@pytest.mark.parametrize("mode", ["slide", "whole"])
+def test_images_smaller_than_a_patch_are_refused(model, mode):
+    with pytest.raises(ValueError, match=r"images of 8x30 pixels are smaller than one 16x16 patch"):
+        model.segment(torch.zeros(1, 3, 8, 30), NAMES, mode=mode)
+
+
+def test_a_checkpoint_whose_config_does_not_match_its_weights_names_the_file(model, tmp_path):
+    path = zegclip.save(model, tmp_path / "m.ckpt")
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["prompt_tokens"] = 7  # the weights hold 3 prompt tokens
+    torch.save(payload, path)
+    with pytest.raises(ValueError) as info:
+        zegclip.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "do not fit the architecture" in message
+    assert "prompt_tokens=7" in message and "image_encoder.prompt_embeddings (1, 3, 64) (model: (1, 7, 64))" in message
+    assert message.count("\n") == 0 and len(message) < 1000  # one line, not a page of size mismatches
+
+
+def test_the_weights_only_hint_is_given_only_when_it_applies(tmp_path):
+    path = tmp_path / "model.pth"
+    path.write_bytes(b"\x89PNG not a checkpoint")
+    with pytest.raises(ValueError, match="pass weights_only=False"):
+        zegclip.load(path)
+    with pytest.raises(ValueError) as info:
+        zegclip.load(path, weights_only=False)
+    assert "weights_only=False" not in str(info.value)

@@ -41,6 +41,7 @@ _WARNINGS = (
     r".*does not have many workers which may be a bottleneck",
     r"You are using `torch.load` with `weights_only=False`",
     r"Precision bf16-mixed is not supported by the model summary",
+    r"It is recommended to use `self.log\(.*sync_dist=True",  # our epoch metrics are reduced already
 )
 
 

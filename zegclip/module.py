@@ -18,6 +18,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from zegclip.console import quiet_lightning
 from zegclip.errors import NonFiniteLossError
 from zegclip.metrics import ZeroShotSegmentationMetrics
 from zegclip.model.checkpoint import is_frozen_clip_key, read_checkpoint
@@ -26,6 +27,8 @@ from zegclip.model.loss import CrossEntropySegLoss, FocalDiceLoss
 from zegclip.model.text import load_text_embeddings
 from zegclip.model.zegclip import ZegCLIP, ZegCLIPConfig
 from zegclip.optim import build_optimizer
+
+quiet_lightning()  # also in the processes a spawned strategy (ddp_spawn) starts
 
 SETTINGS = ("inductive", "transductive", "fully")
 SUMMARY_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc")

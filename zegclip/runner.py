@@ -155,14 +155,18 @@ def _check_train_config(cfg: DictConfig) -> None:
         raise ValueError(f"trainer.max_steps must be > 0 (iteration-based recipes), got {trainer.get('max_steps')}")
 
 
-def _trainer_overrides(cfg: DictConfig) -> dict[str, Any]:
-    """Settings every run gets: atomic checkpoint writes, our own model summary, and at least one
-    logged training step however short the run."""
+def _trainer_overrides(cfg: DictConfig, callbacks: list[L.Callback]) -> dict[str, Any]:
+    """Settings every run gets: atomic checkpoint writes, our own model summary, no checkpoint
+    callback Lightning would add by itself (last.ckpt is ours), and at least one logged training
+    step however short the run."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     max_steps = int(cfg.trainer.max_steps)
     every = int(cfg.trainer.get("log_every_n_steps") or 50)
     return {
         "plugins": [AtomicCheckpointIO()],
         "enable_model_summary": False,
+        "enable_checkpointing": any(isinstance(cb, ModelCheckpoint) for cb in callbacks),
         "log_every_n_steps": max(1, min(every, max_steps)),
     }
 
@@ -196,7 +200,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             loggers = build_loggers(cfg)
             callbacks = [*build_callbacks(cfg, has_unseen=bool(datamodule.unseen), has_logger=bool(loggers)), last]
             trainer: L.Trainer = instantiate(
-                cfg.trainer, callbacks=callbacks, logger=loggers or False, **_trainer_overrides(cfg)
+                cfg.trainer, callbacks=callbacks, logger=loggers or False, **_trainer_overrides(cfg, callbacks)
             )
             _log_config_once(cfg, loggers, module, datamodule)
             save_resolved_config(cfg)
@@ -331,7 +335,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             loggers = build_loggers(cfg)
             trainer: L.Trainer = instantiate(
                 cfg.trainer, logger=loggers or False, callbacks=[_progress_bar(), _InterruptCheck(interrupts)],
-                plugins=[AtomicCheckpointIO()], enable_model_summary=False,
+                plugins=[AtomicCheckpointIO()], enable_model_summary=False, enable_checkpointing=False,
             )  # fmt: skip
             results = trainer.test(module, datamodule=datamodule, verbose=False)
             summary = summary_from_logged(results, datamodule.class_names)

@@ -20,6 +20,7 @@ from zegclip.data import (
     derive_seed,
     seed_worker,
 )
+from zegclip.data.loading import TrainStream
 
 IMG = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
 LAB = np.repeat(np.array([0, 1, 2, 255], dtype=np.uint8), 15)[None].repeat(40, 0)
@@ -97,13 +98,16 @@ def test_ddp_samplers(synth, voc_root):
     for rank in range(2):
         dm.trainer = SimpleNamespace(world_size=2, global_rank=rank, current_epoch=0)
         train = dm.train_dataloader()
-        assert type(train.sampler) is DistributedSampler
-        assert train.sampler.num_replicas == 2 and train.sampler.rank == rank and train.sampler.shuffle
-        assert train.sampler.drop_last
+        assert type(train.sampler) is TrainStream
+        assert train.sampler.num_replicas == 2 and train.sampler.rank == rank
+        assert len(train.sampler) == 1  # 3 training images over 2 ranks: the odd one is dropped
+        names += [m["name"] for b in train for m in b["meta"]]
         val = dm.val_dataloader()
         assert isinstance(val.sampler, ShardedEvalSampler)
         names += [m["name"] for b in val for m in b["meta"]]
-    assert sorted(names) == sorted(synth.VOC_VAL)
+    train_names = [n for n in names if n not in synth.VOC_VAL]
+    assert len(train_names) == 2 and len(set(train_names)) == 2  # the ranks train on different images
+    assert sorted(n for n in names if n in synth.VOC_VAL) == sorted(synth.VOC_VAL)
     dm.trainer = SimpleNamespace(world_size=3, global_rank=0, current_epoch=0)
     with pytest.raises(ValueError, match="2 evaluation images cannot be split over 3 ranks"):
         dm.val_dataloader()

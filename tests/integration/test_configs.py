@@ -121,9 +121,15 @@ def test_every_debug_config_composes(tmp_path: Path, debug: str) -> None:
 def test_every_callback_instantiates(tmp_path: Path) -> None:
     cfg = compose_train(tmp_path, "dataset=voc", "model=tiny")
     names = {type(instantiate(node)).__name__ for node in cfg.callbacks.values() if node is not None}
-    assert {"ModelCheckpoint", "LearningRateMonitor"} <= names
-    assert cfg.callbacks.model_checkpoint.dirpath == str(tmp_path / "out" / "checkpoints")
-    assert cfg.callbacks.model_checkpoint.monitor == "val/hIoU"
+    assert names == {"LearningRateMonitor", "StepProgressBar", "ValidationReport"}
+    assert cfg.callbacks.best_checkpoint is None and cfg.test_weights == "last"  # the fair protocol by default
+
+
+def test_best_checkpoint_selection_is_opt_in_and_seen_only(tmp_path: Path) -> None:
+    cfg = compose_train(tmp_path, "dataset=voc", "model=tiny", "callbacks=best", "test_weights=best")
+    best = instantiate(cfg.callbacks.best_checkpoint)
+    assert type(best).__name__ == "ModelCheckpoint" and best.monitor == "val/mIoU_seen"
+    assert cfg.callbacks.best_checkpoint.dirpath == str(tmp_path / "out" / "checkpoints")
 
 
 @pytest.mark.parametrize(("devices", "nodes"), [(4, 1), (2, 3)])

@@ -106,8 +106,9 @@ def test_ddp_spawn_metrics_equal_single_process(single_and_ddp) -> None:
 def test_ddp_spawn_eval_writes_metrics_json(single_and_ddp) -> None:
     single, ddp = single_and_ddp[1], single_and_ddp[2]
     assert ddp["summary"], "evaluate() returned no metrics under ddp_spawn"
-    expected = read_metrics(single["dir"])
-    assert read_metrics(ddp["dir"]) == expected
+    per_run = ("run_dir", "overrides")  # where each run wrote its files and how it was launched
+    expected = {k: v for k, v in read_metrics(single["dir"]).items() if k not in per_run}
+    assert {k: v for k, v in read_metrics(ddp["dir"]).items() if k not in per_run} == expected
 
 
 NO_LOGGER = ["~logger", "~callbacks.lr_monitor"]
@@ -115,15 +116,15 @@ NO_LOGGER = ["~logger", "~callbacks.lr_monitor"]
 
 def test_ddp_spawn_training_run(cfg_train) -> None:
     """Two processes train (every trainable parameter gets a gradient: no unused-parameter error),
-    checkpoint, and test the best checkpoint; metrics.json comes from rank 0's results."""
+    checkpoint, and test the final weights; metrics.json comes from rank 0's results."""
     cfg = cfg_train("voc", "inductive", "trainer=ddp_sim", "data.batch_size=1", *NO_LOGGER)
     with one_torch_thread():
         summary = train(cfg)
     out = Path(cfg.paths.output_dir)
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2
-    assert (out / "checkpoints" / "best-step000002.ckpt").is_file()
     metrics = read_metrics(out)
+    assert metrics["weights"]["checkpoint"] == str(out / "checkpoints" / "last.ckpt")
     assert summary and metrics["dataset"] == "voc" and metrics["setting"] == "inductive"
     check_metric_values(metrics, list(cfg.data.class_names))
 

@@ -14,7 +14,7 @@ from zegclip.runner import evaluate
 
 from .helpers import REPO_ROOT, SUMMARY_KEYS, check_metric_values, eval_overrides, read_metrics
 
-METRICS_KEYS = {*SUMMARY_KEYS, "IoU_per_class", "dataset", "setting", "checkpoint", "seen_bias"}
+METRICS_KEYS = {*SUMMARY_KEYS, "IoU_per_class", "dataset", "setting", "weights", "seen_bias", "seed", "overrides", "run_dir"}
 
 
 def _nan_mean(values: list[float | None]) -> float | None:
@@ -35,7 +35,8 @@ def test_eval_writes_metrics_json(runs, cfg_eval, setting: str, seen_bias: float
     assert set(metrics) == METRICS_KEYS
     assert metrics["dataset"] == "voc"
     assert metrics["setting"] == setting  # the checkpoint's own setting
-    assert metrics["checkpoint"] == str(ckpt)
+    assert metrics["weights"] == {"checkpoint": str(ckpt), "step": 2, "selection": "given by ckpt_path"}
+    assert metrics["seed"] == 0 and metrics["run_dir"] == cfg.paths.output_dir
     assert metrics["seen_bias"] == seen_bias  # the checkpoint's calibration on its own vocabulary
     class_names = list(run["cfg"].data.class_names)
     check_metric_values(metrics, class_names)
@@ -51,7 +52,7 @@ def test_eval_writes_metrics_json(runs, cfg_eval, setting: str, seen_bias: float
     assert metrics["hIoU"] == pytest.approx(2 * s * u / (s + u) if s + u > 0 else 0.0)
     for key in SUMMARY_KEYS:  # metrics.json holds what evaluate returned (NaN -> null)
         assert metrics[key] == (None if math.isnan(summary[key]) else pytest.approx(summary[key]))
-    # same weights (best = last = step 2), same calibration: the numbers of the run's own test
+    # the same final weights, the same calibration: the numbers of the run's own test
     trained = read_metrics(run["dir"])
     for key in SUMMARY_KEYS:
         assert metrics[key] == (None if trained[key] is None else pytest.approx(trained[key], abs=1e-12))
@@ -66,7 +67,7 @@ def test_eval_cross_dataset_uses_no_seen_offset(runs, cfg_eval, dataset: str) ->
     metrics = read_metrics(Path(cfg.paths.output_dir))
     assert set(metrics) == METRICS_KEYS
     assert metrics["seen_bias"] == 0.0
-    assert metrics["dataset"] == dataset and metrics["checkpoint"] == str(ckpt)
+    assert metrics["dataset"] == dataset and metrics["weights"]["checkpoint"] == str(ckpt)
     assert metrics["setting"] == "inductive"
     check_metric_values(metrics, list(cfg.data.class_names))
 
@@ -114,7 +115,15 @@ def test_eval_cli(runs, data_dir: Path, tmp_path: Path) -> None:
     assert (out / ".hydra" / "config.yaml").is_file()
     metrics = read_metrics(out)  # paths.output_dir defaults to Hydra's run folder
     assert set(metrics) == METRICS_KEYS
-    assert metrics["checkpoint"] == str(ckpt) and metrics["seen_bias"] == 0.1
+    assert metrics["weights"]["checkpoint"] == str(ckpt) and metrics["seen_bias"] == 0.1
     assert metrics["mIoU"] == pytest.approx(
         read_metrics(runs.get("voc", "inductive")["dir"])["mIoU"], abs=1e-12
     )
+
+
+def test_eval_of_a_run_folder_tests_its_final_weights(runs, cfg_eval) -> None:
+    run_dir = runs.get("voc", "inductive")["dir"]
+    cfg = cfg_eval("voc", run_dir)
+    evaluate(cfg)
+    weights = read_metrics(Path(cfg.paths.output_dir))["weights"]
+    assert weights["checkpoint"] == str(run_dir / "checkpoints" / "last.ckpt") and weights["step"] == 2

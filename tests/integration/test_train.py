@@ -19,9 +19,7 @@ def test_train_writes_checkpoints(runs, dataset: str, setting: str) -> None:
     run = runs.get(dataset, setting)  # transductive runs start from the inductive run's last.ckpt
     ckpt_dir = run["dir"] / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    best = sorted(ckpt_dir.glob("best-step*.ckpt"))
-    assert last.is_file()
-    assert [p.name for p in best] == ["best-step000002.ckpt"]  # validation at step 2 of 2
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["last.ckpt"]  # no "best" selection by default
 
     ckpt = torch.load(last, map_location="cpu", weights_only=True)  # plain hyper-parameters only
     assert ckpt["global_step"] == 2
@@ -46,20 +44,44 @@ def test_train_writes_checkpoints(runs, dataset: str, setting: str) -> None:
     ]
     assert frozen and all(torch.equal(inductive[k], ckpt["state_dict"][k]) for k in frozen)
 
-    # test after training: metrics.json of the best checkpoint
+    # test after training: metrics.json of the final weights, saying which weights and how chosen
     metrics = read_metrics(run["dir"])
     assert metrics["dataset"] == dataset and metrics["setting"] == setting
-    assert metrics["checkpoint"] == str(best[0])
+    assert metrics["weights"] == {"checkpoint": str(last), "step": 2, "selection": "final weights (last step)"}
+    assert metrics["seed"] == 0 and f"dataset={dataset}" in metrics["overrides"]
     check_metric_values(metrics, classes)
     for key in ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc"):
         value = run["summary"][key]
         assert metrics[key] == (None if value != value else pytest.approx(value))
 
 
-def test_train_without_unseen_classes_monitors_miou(runs) -> None:
-    """A dataset with no unseen classes has no hIoU: the best checkpoint follows val/mIoU."""
+def test_best_checkpoint_is_opt_in_and_recorded(cfg_train) -> None:
+    """callbacks=best test_weights=best tests the checkpoint with the best seen-class validation mIoU."""
+    cfg = cfg_train("voc", "inductive", "callbacks=best", "test_weights=best", "trainer.max_steps=4")
+    train(cfg)
+    out = Path(cfg.paths.output_dir)
+    best = sorted((out / "checkpoints").glob("best-step*.ckpt"))
+    assert len(best) == 1 and (out / "checkpoints" / "last.ckpt").is_file()
+    weights = read_metrics(out)["weights"]
+    assert weights["checkpoint"] == str(best[0])
+    assert weights["selection"] == "best val/mIoU_seen on the validation split (opt-in)"
+    assert weights["step"] == int(best[0].stem.removeprefix("best-step"))
+
+
+@pytest.mark.parametrize("monitor", ["val/hIoU", "val/mIoU_unseen", "val/mIoU", "val/pAcc"])
+def test_selection_with_unseen_labels_is_refused(cfg_train, monitor: str) -> None:
+    cfg = cfg_train("voc", "inductive", "callbacks=best", f"callbacks.best_checkpoint.monitor={monitor}")
+    with pytest.raises(ValueError, match=f"monitor={monitor} would choose weights with unseen-class labels"):
+        train(cfg)
+
+
+def test_test_weights_best_needs_a_selection(cfg_train) -> None:
+    with pytest.raises(ValueError, match="test_weights=best needs a checkpoint selection: add callbacks=best"):
+        train(cfg_train("voc", "inductive", "test_weights=best"))
+
+
+def test_train_without_unseen_classes(runs) -> None:
     run = runs.get("custom", "fully", "data.unseen=[]")
-    assert (run["dir"] / "checkpoints" / "best-step000002.ckpt").is_file()
     metrics = read_metrics(run["dir"])
     assert metrics["hIoU"] is None and metrics["mIoU_unseen"] is None
     assert metrics["mIoU"] is not None and metrics["mIoU"] == metrics["mIoU_seen"]

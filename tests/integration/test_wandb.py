@@ -93,3 +93,59 @@ def test_wandb_each_run_in_a_process_gets_its_own_run(cfg_train, wandb_offline, 
     for seed in (0, 1):
         train(cfg_train("voc", "inductive", *wandb_overrides(save_dir, seed), name=f"job{seed}"))
     assert len(offline_runs(save_dir)) == 2
+
+
+@pytest.fixture()
+def wandb_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
+    """What the runner sends to W&B: init arguments, logged rows, hyper-parameter updates."""
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+    from wandb.sdk.wandb_run import Run
+
+    calls: dict[str, list] = {"init": [], "log": [], "hparams": []}
+    init, log, hparams = wandb.init, Run.log, WandbLogger.log_hyperparams
+
+    def record_init(*args, **kwargs):
+        calls["init"].append(kwargs)
+        return init(*args, **kwargs)
+
+    def record_log(self, data, *args, **kwargs):
+        calls["log"].append(dict(data))
+        return log(self, data, *args, **kwargs)
+
+    def record_hparams(self, params, *args, **kwargs):
+        calls["hparams"].append(params)
+        return hparams(self, params, *args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", record_init)
+    monkeypatch.setattr(Run, "log", record_log)
+    monkeypatch.setattr(WandbLogger, "log_hyperparams", record_hparams)
+    return calls
+
+
+def test_wandb_runs_are_named_grouped_and_tagged_by_what_differs(
+    cfg_train, wandb_offline, wandb_calls, tmp_path: Path
+) -> None:
+    cfg = cfg_train("voc", "inductive", *wandb_overrides(tmp_path / "w", seed=3), "optimizer.lr=1e-3",
+                    "trainer.max_steps=4")  # fmt: skip
+    train(cfg)
+    (init,) = wandb_calls["init"]
+    assert init["name"].startswith("voc-inductive-seed3-") and "optimizer.lr=1e-3" in init["name"]
+    assert init["group"] == "voc-inductive"  # a single run: its recipe; a sweep gets one group of its own
+    assert set(init["tags"]) == {"voc", "inductive", "seed3", "train"}
+    assert len(wandb_calls["hparams"]) == 1 and "optimizer" in wandb_calls["hparams"][0]  # the config, once
+
+    rows = wandb_calls["log"]
+    metric_steps = {r["trainer/global_step"] for r in rows if "val/hIoU" in r}
+    image_steps = {r["trainer/global_step"] for r in rows if "val/examples" in r}
+    assert metric_steps and image_steps == metric_steps  # images beside the metrics of their validation
+    train_rows = [r for r in rows if "train/loss" in r]
+    assert train_rows  # even a 4-step run logs its training loss
+    assert all(0.0 <= r["train/pAcc"] <= 1.0 for r in train_rows)  # a fraction, like val/pAcc
+    assert all("train/loss_focal" in r and "train/loss_dice" in r for r in train_rows)  # focal + dice terms
+
+
+def test_wandb_cross_entropy_logs_no_empty_loss_terms(cfg_train, wandb_offline, wandb_calls, tmp_path: Path) -> None:
+    train(cfg_train("voc", "inductive", *wandb_overrides(tmp_path / "w"), "loss.name=cross_entropy"))
+    train_rows = [r for r in wandb_calls["log"] if "train/loss" in r]
+    assert train_rows and not any("train/loss_focal" in r or "train/loss_dice" in r for r in train_rows)

@@ -33,7 +33,11 @@ from zegclip.data.errors import (  # noqa: E402
 )
 from zegclip.data.io import decode_label, make_label_lut, read_image, read_label  # noqa: E402
 from zegclip.data.loading import (  # noqa: E402
+    ResumableDataLoader,
+    SeededSamples,
     ShardedEvalSampler,
+    StreamProgress,
+    TrainStream,
     collate_segmentation,
     derive_seed,
     seed_dataset,
@@ -76,7 +80,11 @@ __all__ = [
     "Sample",
     "SegmentationDataModule",
     "SegmentationDataset",
+    "ResumableDataLoader",
+    "SeededSamples",
     "ShardedEvalSampler",
+    "StreamProgress",
+    "TrainStream",
     "ShortSideResize",
     "SizeMismatchError",
     "SplitListError",
