@@ -42,8 +42,7 @@ def yes(flag: bool) -> str:
     return "yes" if flag else "**no**"
 
 
-def resumed_row(reference: Run, run: Run, resumed: Run, fault_step: int) -> tuple[str, str, str]:
-    saved = run.step() or 0
+def resumed_row(reference: Run, saved: int, resumed: Run, fault_step: int) -> tuple[str, str, str]:
     lost = f"{max(fault_step - saved, 0)} (resumed at step {saved})"
     equal = yes(resumed.returncode == 0 and same_weights(resumed.weights(), reference.weights()))
     metrics = yes(same_metrics(resumed.metrics(), reference.metrics()))
@@ -64,14 +63,14 @@ def main() -> None:
         killed = signal_at(work / "killed", signal.SIGKILL, 14)
         resumed = train(work / "killed-resumed", f"ckpt_path={killed.last}")
         rows.append(("`kill -9` at step 14 (mid-epoch)", f"killed (exit {killed.returncode}); last.ckpt of step "
-                     f"{killed.step()} intact", *resumed_row(reference, killed, resumed, 14)))  # fmt: skip
+                     f"{killed.step()} intact", *resumed_row(reference, killed.step() or 0, resumed, 14)))  # fmt: skip
 
         for name, signum in (("SIGTERM", signal.SIGTERM), ("SIGINT (Ctrl+C)", signal.SIGINT)):
             stopped = signal_at(work / name.split()[0], signum, 13)
             step = stopped.step() or 0
             resumed = train(work / f"{name.split()[0]}-resumed", f"ckpt_path={stopped.last}")
             rows.append((f"{name} at step 13", f"saved step {step}, exit {stopped.returncode}, message says how to resume",
-                         *resumed_row(reference, stopped, resumed, step)))  # fmt: skip
+                         *resumed_row(reference, step, resumed, step)))  # fmt: skip
 
         bin_dir, record = fake_scontrol(work / "slurm")
         env = environment(SLURM_JOB_ID="4242", PATH=f"{bin_dir}:{environment()['PATH']}")
@@ -82,7 +81,7 @@ def main() -> None:
         second = train(job, env=env)
         rows.append(("SLURM pre-timeout signal (SIGUSR2) at step 12",
                      f"saved step {step}, `scontrol {requeue}`, exit {first.returncode}; the requeued job resumed itself",
-                     *resumed_row(reference, first, second, step)))  # fmt: skip
+                     *resumed_row(reference, step, second, step)))  # fmt: skip
 
         nan = train(work / "nan", "optimizer.lr=1e4", "optimizer.warmup_steps=0", "checkpoint_every_n_steps=1")
         found = re.search(r"loss is \S+ at step (\d+)", nan.output)
