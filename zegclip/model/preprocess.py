@@ -80,7 +80,7 @@ def array_to_rgb(array: np.ndarray) -> np.ndarray:
     """
     if array.ndim == 3 and array.shape[2] in (1, 3, 4):
         array = array[..., :3] if array.shape[2] != 1 else array[..., 0]
-    if array.ndim not in (2, 3) or array.shape[0] == 0 or array.shape[1] == 0:
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)) or 0 in array.shape:
         raise ImageReadError(f"expected an (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey array, got shape {array.shape}")
     if array.dtype == np.uint8:
         out = array
