@@ -147,3 +147,16 @@ def test_calibration_follows_eval(model):
         resolve_seen(["cow"], ["cat", "dog"])
     with pytest.raises(ValueError, match="index 5 is out of range"):
         resolve_seen([5], ["cat", "dog"])
+
+
+def test_predict_with_an_official_checkpoint_uses_its_calibration(golden_dir, photos, tmp_path):
+    official = golden_dir / "official_tiny.pth"
+    summary = predict(_compose(tmp_path, f"ckpt_path={official}", f"inputs={photos}/wide.png"))
+    assert summary.exit_code == 0 and len(summary.written) == 1
+    model = zegclip.load(official)
+    meta = model.metadata
+    assert meta["seen_bias"] == 0.1 and meta["seen"] == [0, 1, 2, 3]  # the official inductive calibration
+    expected = model.predict(photos / "wide.png", seen=meta["seen"], seen_bias=0.1)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "labels" / "wide.png")), expected.label)
+    uncalibrated = model.predict(photos / "wide.png")
+    assert not np.array_equal(expected.label, uncalibrated.label)  # the offset was applied
