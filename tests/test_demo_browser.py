@@ -60,8 +60,10 @@ def _free_port() -> int:
 def demo_url(tmp_path_factory):
     """`python -m zegclip.demo` as a user starts it, on a free local port."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("demo") / "demo.log"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    folder = tmp_path_factory.mktemp("demo")
+    log = folder / "demo.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "GRADIO_TEMP_DIR": str(folder / "gradio")}  # fmt: skip
     with open(log, "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "zegclip.demo", "ckpt_path=shapes", f"--port={port}"],
@@ -135,18 +137,31 @@ def _type(browser, selector: str, text: str, then: str = "") -> None:
     box.send_keys(text + then)
 
 
-def _page_result(browser, wait, previous: dict[str, float] | None) -> tuple[dict[str, float], str]:
-    """Click Segment; wait for a share table other than ``previous``; return it and the overlay URL."""
+_READ_RESULT = """
+const table = document.querySelector("#zegclip-shares");
+const img = document.querySelector("#zegclip-overlay img");
+if (!table || !img) return null;
+const rows = [...table.querySelectorAll("tr[data-class]")].map(r => [r.dataset.class, r.dataset.share]);
+return {count: Number(table.dataset.count), rows: rows, src: img.src};
+"""
+
+
+def _page_result(browser, wait, previous: tuple[dict[str, float], str] | None) -> tuple[dict[str, float], str]:
+    """Click Segment; wait until the page shows a complete share table and an overlay, both new
+    (read in one script, so atomically); return the shares and the overlay's URL."""
     from selenium.webdriver.common.by import By
 
-    def shares(driver) -> dict[str, float] | None:
-        rows = driver.find_elements(By.CSS_SELECTOR, "#zegclip-shares tr[data-class]")
-        table = {r.get_attribute("data-class"): float(r.get_attribute("data-share")) for r in rows}
-        return table if table and table != previous else None
+    def result(driver) -> tuple[dict[str, float], str] | None:
+        state = driver.execute_script(_READ_RESULT)
+        if not state or not state["rows"] or len(state["rows"]) != state["count"]:
+            return None
+        shares = {name: float(share) for name, share in state["rows"]}
+        if previous is not None and (shares == previous[0] or state["src"] == previous[1]):
+            return None
+        return shares, state["src"]
 
     browser.find_element(By.CSS_SELECTOR, "#zegclip-run").click()
-    table = wait.until(shares, message="the demo showed no (new) class-share table")
-    return table, browser.find_element(By.CSS_SELECTOR, "#zegclip-overlay img").get_attribute("src")
+    return wait.until(result, message="the demo showed no (new) overlay and class-share table")
 
 
 def _fetch_png(url: str) -> np.ndarray:
@@ -175,7 +190,8 @@ def test_demo_in_a_browser_gives_what_predict_gives(demo_url, browser, tmp_path)
     _type(browser, "#zegclip-classes textarea", ", ".join(classes))
 
     # 1. class names only
-    shares, overlay_url = _page_result(browser, wait, None)
+    first = _page_result(browser, wait, None)
+    shares, overlay_url = first
     expected = model.predict(upload, classes)
     assert shares == pytest.approx(expected.shares(), abs=1e-6)
     assert list(shares) == list(expected.shares())  # largest first, as in the legend
@@ -188,7 +204,7 @@ def test_demo_in_a_browser_gives_what_predict_gives(demo_url, browser, tmp_path)
     # 2. a seen class and its bias, typed into the page (they change this image's shares)
     _type(browser, "#zegclip-seen textarea", "red triangle")
     _type(browser, "#zegclip-bias input[type=number]", "0.25", then=Keys.TAB)
-    shares, overlay_url = _page_result(browser, wait, shares)
+    shares, overlay_url = _page_result(browser, wait, first)
     expected = model.predict(upload, classes, seen=[2], seen_bias=0.25)
     assert shares == pytest.approx(expected.shares(), abs=1e-6)
     assert np.array_equal(_fetch_png(overlay_url), np.asarray(expected.overlay()))

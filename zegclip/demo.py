@@ -30,7 +30,7 @@ from zegclip.model.preprocess import ImageReadError  # noqa: E402
 from zegclip.predict import resolve_seen  # noqa: E402
 
 SHARES_ID = "zegclip-shares"
-"""HTML id of the class-share table (one ``tr`` per class with ``data-class`` / ``data-share``)."""
+"""HTML id of the class-share table (``data-count`` rows, each with ``data-class`` / ``data-share``)."""
 
 
 def split_names(text: str | None) -> list[str]:
@@ -46,7 +46,7 @@ def shares_table(prediction: Prediction) -> str:
         for name, share in prediction.shares().items()
     )
     return (
-        f'<table id="{SHARES_ID}"><thead><tr><th>class</th><th style="text-align:right">pixel share</th></tr></thead>'
+        f'<table id="{SHARES_ID}" data-count="{len(prediction.shares())}"><thead><tr><th>class</th><th style="text-align:right">pixel share</th></tr></thead>'
         f"<tbody>{rows}</tbody></table>"
     )
 
@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.examples is not None:
         examples: list[Path] = sorted(p for p in args.examples.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
     elif model.metadata.get("dataset") == "shapes":
-        examples = shapes_examples(Path(tempfile.mkdtemp(prefix="zegclip_demo_")))
+        examples = shapes_examples(Path(tempfile.gettempdir()) / "zegclip_demo_examples")  # same files each start
     else:
         examples = []
     title = "ZegCLIP (bundled shapes-world model)" if args.ckpt_path == "shapes" else f"ZegCLIP ({Path(args.ckpt_path).name})"

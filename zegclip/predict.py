@@ -62,7 +62,7 @@ def collect_inputs(inputs: str | Sequence[str]) -> list[Path]:
             matches = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not matches:
                 raise ValueError(f"inputs: folder {entry!r} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        elif glob.has_magic(entry):
+        elif any(c in entry for c in "*?["):
             matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(entry), recursive=True) if Path(p).is_file())
             if not matches:
                 raise ValueError(f"inputs: the pattern {entry!r} matches no file")
