@@ -60,7 +60,8 @@ def test_segmenter_matches_predict_and_reports_bad_input(model, tmp_path):
         segment(str(tmp_path / "bad.png"), "cat", "", 0.1, "slide")
 
 
-def test_demo_builds_with_examples(model, tmp_path):
+def test_demo_builds_with_examples(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # Gradio caches the examples there
     examples = shapes_examples(tmp_path, count=2)
     assert [p.name for p in examples] == ["shapes_0.png", "shapes_1.png"]
     assert Image.open(examples[0]).size == (256, 256)
