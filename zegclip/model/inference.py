@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 """Maps images ``(N, 3, h, w)`` to calibrated scores ``(N, C, h, w)``."""
@@ -68,3 +69,28 @@ def sliding_window(
             out[:, :, y1:y2, x1:x2] += score
             count[:, :, y1:y2, x1:x2] += 1
     return out / count
+
+
+def upsampled_argmax(scores: torch.Tensor, size: tuple[int, int], max_bytes: int = 256 * 2**20) -> torch.Tensor:
+    """``argmax`` over classes of ``scores`` ``(C, h, w)`` bilinearly resized to ``size`` ``(H, W)``.
+
+    Equals ``interpolate(scores)[...].argmax(0)`` (ties go to the lower index) without holding
+    all ``C x H x W`` resized scores: classes are resized a chunk at a time (at most
+    ``max_bytes`` of resized scores), keeping the running maximum.
+    """
+    num_classes = scores.shape[0]
+    height, width = size
+    chunk = max(1, min(num_classes, max_bytes // max(1, height * width * scores.element_size())))
+    best = best_index = None
+    for start in range(0, num_classes, chunk):
+        resized = F.interpolate(scores[None, start : start + chunk], size=size, mode="bilinear", align_corners=False)[0]
+        value, index = resized.max(0)
+        index = index + start
+        if best is None:
+            best, best_index = value, index
+        else:
+            better = value > best  # strict: an earlier class keeps a tie
+            best = torch.where(better, value, best)
+            best_index = torch.where(better, index, best_index)
+    assert best_index is not None
+    return best_index

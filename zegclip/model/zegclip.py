@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from zegclip.model.clip import CLIPConfig, create_clip
 from zegclip.model.decoder import MaskDecoder, RelationshipDescriptor
-from zegclip.model.inference import calibrate, sliding_window, whole_image
+from zegclip.model.inference import calibrate, sliding_window, upsampled_argmax, whole_image
+from zegclip.model.prediction import Prediction
+from zegclip.model.preprocess import ImageInput, normalize, read_image, resize_short_side
 from zegclip.model.prompted_vit import PromptedVisionTransformer
 from zegclip.model.text import SINGLE_TEMPLATE, TextEncoder
 
@@ -237,6 +241,69 @@ class ZegCLIP(nn.Module):
             stride = stride or (crop * 5) // 6
             return sliding_window(encode, pixel_values, num_classes, crop, stride, window_batch)
         raise ValueError(f"mode must be 'slide' or 'whole', got {mode!r}")
+
+    @torch.no_grad()
+    def predict(
+        self,
+        image: ImageInput,
+        class_names: Sequence[str] | None = None,
+        seen: Sequence[int] | None = None,
+        seen_bias: float = 0.1,
+        mode: str = "slide",
+        crop: int | None = None,
+        stride: int | None = None,
+        templates: str | Sequence[str] | None = None,
+        return_scores: bool = False,
+        window_batch: int = 8,
+    ) -> Prediction:
+        """Segment one image given as a file, a PIL image or an ``(H, W, 3)`` uint8 RGB array.
+
+        Done as evaluation does it: keep-ratio resize so that the short side is the crop size,
+        normalisation, :meth:`segment` (sliding window by default), scores resized bilinearly
+        back to the image's size, argmax.
+
+        Args:
+            image: a path, a PIL image or an array (see :func:`zegclip.model.preprocess.read_image`
+                for the modes handled: EXIF rotation, grey, RGBA, 16-bit, ...).
+            class_names: the vocabulary (default: the checkpoint's).
+            seen, seen_bias: class indices that get ``-seen_bias`` (None: no offset).
+            mode, crop, stride, window_batch: as in :meth:`segment`; ``crop`` and ``stride``
+                default to the checkpoint's test settings (else ``image_size`` and 5/6 of it).
+            templates: prompt templates (default: the checkpoint's, else ``"single"``).
+            return_scores: keep the calibrated scores ``(C, H, W)`` at the image's size.
+
+        Returns:
+            A :class:`~zegclip.model.prediction.Prediction` (``label``, ``shares()``,
+            ``overlay()``, ``save()``, ``to_dict()``).
+        """
+        source = str(image) if isinstance(image, (str, Path)) else None
+        rgb = read_image(image)
+        if class_names is None:
+            class_names = self.metadata.get("class_names")
+        if not class_names:
+            raise ValueError("class_names is empty: give the names of the classes to segment")
+        if crop is None:
+            crop = int(self.metadata.get("crop") or self.config.image_size)
+            stride = stride or self.metadata.get("stride")
+        if templates is None:
+            templates = self.metadata.get("templates") or SINGLE_TEMPLATE
+        pixels = normalize(resize_short_side(rgb, crop))[None]
+        scores = self.segment(
+            pixels, list(class_names), seen=seen, seen_bias=seen_bias, mode=mode, crop=crop, stride=stride,
+            templates=templates, window_batch=window_batch,
+        )[0].float()  # fmt: skip
+        size = rgb.shape[:2]
+        full = None
+        if return_scores:
+            full = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
+            label = full.argmax(0)
+            full = full.cpu()
+        else:
+            label = upsampled_argmax(scores, size)
+        return Prediction(
+            image=rgb, label=label.cpu().numpy().astype(np.int64), class_names=[str(n) for n in class_names],
+            scores=full, source=source,
+        )  # fmt: skip
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False):  # type: ignore[override]
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)

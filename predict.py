@@ -1,0 +1,28 @@
+"""Segment your own images: `python predict.py inputs=PATH [classes=[cat,dog]] [ckpt_path=CKPT]`.
+
+CKPT: an official ZegCLIP .pth, a converted file, a zegclip .ckpt, or "shapes" (the bundled
+shapes-world model, the default). Writes label PNGs, overlays with a legend and predictions.json
+into the run folder; `python predict.py --help` lists every key. See README.md.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+_exit_codes: list[int] = []
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    from zegclip.predict import predict
+
+    _exit_codes.append(predict(cfg).exit_code)
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(max(_exit_codes, default=0))  # non-zero when a file could not be read

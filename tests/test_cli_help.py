@@ -1,0 +1,30 @@
+"""Every command-line tool answers --help."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("module", ["zegclip.export", "zegclip.convert", "zegclip.data.prepare", "zegclip.pretrain_clip", "zegclip.demo"])
+def test_command_line_tools_have_help(module, capsys):
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: python -m " + module) and len(text.splitlines()) > 5
+
+
+@pytest.mark.parametrize(("module", "word"), [("zegclip.export", "--onnx"), ("zegclip.demo", "ckpt_path")])
+def test_help_runs_as_a_command(module, word):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    run = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and word in run.stdout, run.stderr

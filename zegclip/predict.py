@@ -1,0 +1,213 @@
+"""What ``predict.py`` does: segment image files with any checkpoint and class names.
+
+For each image the run folder gets ``labels/<name>.png`` (palette PNG, pixel value = class index),
+``overlays/<name>.png`` (colours blended in, legend of the classes present) and one line of
+``predictions.json`` (JSON Lines: file, size, classes present with their pixel share). Files that
+cannot be read are reported, listed in ``failures.json`` and skipped; the others are processed.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from rich.console import Console
+from tqdm import tqdm
+
+import zegclip
+from zegclip.model.preprocess import ImageReadError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+"""File types picked up when ``inputs`` is a folder (a file or a glob is taken as given)."""
+
+console = Console()
+
+
+@dataclass
+class PredictSummary:
+    """What a run did: the images segmented and the files that failed (with their error)."""
+
+    output_dir: Path
+    written: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def collect_inputs(inputs: str | Sequence[str]) -> list[Path]:
+    """Image files named by ``inputs``: a file, a folder (its image files, recursively), a glob
+    pattern (``**`` recurses), or a list of these. Sorted, duplicates removed.
+
+    Raises:
+        ValueError: ``inputs`` is empty, or one entry matches nothing (named in the message).
+    """
+    if inputs is None or (not isinstance(inputs, str) and len(inputs) == 0) or inputs == "":
+        raise ValueError("inputs is empty: give inputs=IMAGE, inputs=FOLDER or inputs='GLOB' (e.g. 'photos/*.jpg')")
+    entries = [inputs] if isinstance(inputs, str) else [str(i) for i in inputs]
+    found: list[Path] = []
+    for entry in entries:
+        path = Path(entry).expanduser()
+        if path.is_file():
+            matches = [path]
+        elif path.is_dir():
+            matches = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not matches:
+                raise ValueError(f"inputs: folder {entry!r} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        elif any(c in entry for c in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(entry), recursive=True) if Path(p).is_file())
+            if not matches:
+                raise ValueError(f"inputs: the pattern {entry!r} matches no file")
+        else:
+            raise ValueError(f"inputs: {entry!r} is neither a file, a folder nor a glob pattern that matches files")
+        found.extend(matches)
+    unique = dict.fromkeys(p.resolve() for p in found)
+    return sorted(unique)
+
+
+def output_names(files: Sequence[Path]) -> dict[Path, str]:
+    """A unique output name per input: its path below the inputs' common folder, without the
+    suffix (``a/b.jpg`` -> ``a/b``); the suffix is kept (``b.jpg`` -> ``b_jpg``) where two
+    files would otherwise share a name."""
+    if not files:
+        return {}
+    root = Path(os.path.commonpath([str(f.parent) for f in files]))
+    stems = {f: f.relative_to(root).with_suffix("").as_posix() for f in files}
+    counts: dict[str, int] = {}
+    for stem in stems.values():
+        counts[stem] = counts.get(stem, 0) + 1
+    return {
+        f: stem if counts[stem] == 1 else f"{stem}_{f.suffix.lstrip('.').lower()}" for f, stem in stems.items()
+    }
+
+
+def _names(value: Any) -> list[str] | None:
+    """Class names from a list or a comma-separated string."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",")]
+    else:
+        items = [str(v).strip() for v in value]
+    return [v for v in items if v]
+
+
+def resolve_seen(seen: Any, class_names: Sequence[str]) -> list[int]:
+    """Seen classes given as indices and/or names -> indices (errors name the unknown entry)."""
+    items = [seen] if isinstance(seen, (str, int)) else list(seen)
+    if len(items) == 1 and isinstance(items[0], str) and "," in items[0]:
+        items = _names(items[0]) or []
+    out = []
+    for item in items:
+        if isinstance(item, int) or (isinstance(item, str) and item.strip().isdigit()):
+            index = int(item)
+            if not 0 <= index < len(class_names):
+                raise ValueError(f"seen: index {index} is out of range for {len(class_names)} classes")
+        else:
+            name = str(item).strip()
+            if name not in class_names:
+                raise ValueError(f"seen: {name!r} is not one of the classes {list(class_names)}")
+            index = list(class_names).index(name)
+        out.append(index)
+    return out
+
+
+def calibration(
+    model: zegclip.ZegCLIP, class_names: Sequence[str], seen: Any, seen_bias: float | None
+) -> tuple[list[int] | None, float]:
+    """The seen-class offset to apply.
+
+    ``seen`` given: those classes, minus ``seen_bias`` (default 0.1, the paper's). ``seen`` null:
+    the checkpoint's own calibration if ``class_names`` is its vocabulary (as ``eval.py``), else
+    none.
+    """
+    if seen is not None:
+        return resolve_seen(seen, class_names), 0.1 if seen_bias is None else float(seen_bias)
+    meta = model.metadata
+    if list(class_names) == list(meta.get("class_names") or []) and meta.get("seen"):
+        bias = float(meta.get("seen_bias", 0.0)) if seen_bias is None else float(seen_bias)
+        return list(meta["seen"]), bias
+    return None, 0.0
+
+
+def _device(name: str | None) -> str:
+    if name:
+        return str(name)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+def predict(cfg: DictConfig) -> PredictSummary:
+    """Segment every image of ``cfg.inputs``; write labels, overlays and ``predictions.json``."""
+    out_dir = Path(cfg.paths.output_dir)
+    files = collect_inputs(_plain(cfg.get("inputs")))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config_resolved.yaml").write_text(
+        OmegaConf.to_yaml({k: _plain(cfg[k]) for k in cfg if k != "hydra"})
+    )
+    console.print(f"[bold]run folder[/bold]: {out_dir}")
+    model = zegclip.load(cfg.ckpt_path, device=_device(cfg.get("device")), precision=cfg.get("precision"))
+    class_names = _names(_plain(cfg.get("classes"))) or list(model.metadata.get("class_names") or [])
+    if not class_names:
+        raise ValueError(f"{cfg.ckpt_path} holds no vocabulary: give classes=[name,name,...]")
+    seen, seen_bias = calibration(model, class_names, _plain(cfg.get("seen")), cfg.get("seen_bias"))
+    templates = _plain(cfg.get("templates"))
+    console.print(
+        f"{len(files)} image(s), {len(class_names)} classes"
+        + (f", seen-class offset -{seen_bias:g} on {len(seen)} classes" if seen and seen_bias else "")
+    )
+
+    summary = PredictSummary(output_dir=out_dir)
+    names = output_names(files)
+    with open(out_dir / "predictions.json", "w") as records:
+        for file in tqdm(files, desc="segmenting", unit="image", dynamic_ncols=True):
+            try:
+                prediction = model.predict(
+                    file, class_names, seen=seen, seen_bias=seen_bias, mode=cfg.mode, crop=cfg.get("crop"),
+                    stride=cfg.get("stride"), templates=templates, window_batch=int(cfg.window_batch),
+                )  # fmt: skip
+            except (ImageReadError, OSError) as err:
+                summary.failed[str(file)] = str(err)
+                tqdm.write(f"skipped {file}: {err}")
+                continue
+            name = names[file]
+            prediction.save(
+                label=out_dir / "labels" / f"{name}.png",
+                overlay=out_dir / "overlays" / f"{name}.png",
+                alpha=float(cfg.alpha),
+            )
+            records.write(json.dumps(prediction.to_dict()) + "\n")
+            records.flush()
+            summary.written.append(str(file))
+    _report(summary)
+    return summary
+
+
+def _report(summary: PredictSummary) -> None:
+    out = summary.output_dir
+    if summary.failed:
+        _write_lines(out / "failures.json", ({"file": f, "error": e} for f, e in summary.failed.items()))
+    console.print(
+        f"[bold]segmented {len(summary.written)} image(s)[/bold]: labels/ overlays/ predictions.json in {out}"
+    )
+    if summary.failed:
+        console.print(f"[bold red]{len(summary.failed)} file(s) could not be read[/bold red] (failures.json):")
+        for file, error in summary.failed.items():
+            console.print(f"  {file}: {error}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _write_lines(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
