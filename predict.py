@@ -13,6 +13,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+import zegclip.resolvers  # noqa: E402, F401  (the ${zegclip.*} resolvers, before Hydra composes)
+
 _exit_codes: list[int] = []
 
 

@@ -81,12 +81,32 @@ def needs_no_download(entry: str, args: list[str], tmp_path: Path) -> bool:
         return False
     for job in sweep_jobs(args):
         cfg = compose_job(entry, job, tmp_path)
-        data = str(cfg.get("data", {}).get("name", ""))
+        data = "shapes" if entry == "predict.py" else str(cfg.get("data", {}).get("name", ""))
         if not data.startswith("shapes") or "slurm" in str(cfg.hydra.launcher.get("_target_", "")):
             return False
-        if entry == "train" and (cfg.trainer.accelerator == "gpu" or cfg.get("init_from")):
+        if entry == "train.py" and (cfg.trainer.accelerator == "gpu" or cfg.get("init_from")):
+            return False
+        if entry == "predict.py" and (cfg.ckpt_path != "shapes" or cfg.device not in (None, "cpu")):
             return False
     return True
+
+
+def make_user_images(workdir: Path, args: list[str]) -> None:
+    """The user's own images that a documented ``predict.py`` command names (shapes-world pictures)."""
+    from PIL import Image
+
+    from zegclip.data.shapes import ShapesWorld
+
+    inputs = next(a.split("=", 1)[1] for a in args if a.startswith("inputs="))
+    if inputs.endswith("/"):
+        paths = [f"{inputs}a.jpg", f"{inputs}b.png"]
+    else:
+        paths = [inputs.replace("**/", "sub/").replace("*", "img")]
+    world = ShapesWorld()
+    for i, rel in enumerate(paths):
+        path = workdir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(world.sample(i)[0]).resize((160, 120)).save(path)
 
 
 @pytest.mark.parametrize(("entry", "args"), COMMANDS, ids=[" ".join(["python", e, *a]) for e, a in COMMANDS])
@@ -98,6 +118,8 @@ def test_documented_command(entry: str, args: list[str], tmp_path: Path) -> None
         return
     workdir = tmp_path / "user"  # a fresh folder: logs go to <cwd>/logs, as for a user
     workdir.mkdir()
+    if entry == "predict.py":
+        make_user_images(workdir, args)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
     command = [sys.executable, str(REPO / entry), *args, *SHORTEN[ENTRY_POINTS[entry]]]
     proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
@@ -110,5 +132,4 @@ def test_documented_command(entry: str, args: list[str], tmp_path: Path) -> None
         assert all((j / "metrics.json").is_file() for j in jobs)
     else:
         (run,) = (workdir / "logs" / task / "runs").iterdir()
-        if task in ("train", "eval"):
-            assert (run / "metrics.json").is_file()
+        assert (run / ("predictions.json" if task == "predict" else "metrics.json")).is_file()
