@@ -45,7 +45,8 @@ class ZegCLIPModule(L.LightningModule):
         optimizer: arguments of :func:`zegclip.optim.build_optimizer` (lr, weight_decay, ...).
         loss: ``{"name": "focal_dice" | "cross_entropy", ...weights}``.
         evaluation: ``mode`` (slide/whole), ``crop``, ``stride``, ``seen_bias`` (None: 0.1 when
-            inductive, else 0), ``window_batch``.
+            inductive, else 0), ``window_batch``, ``scales`` / ``flip`` (test-time augmentation;
+            None / False: off).
         init_from: checkpoint whose prompts and decoder initialise this run (transductive).
         compile: ``torch.compile`` the model's forward.
         log_images: images per validation sent to W&B as mask overlays.
@@ -94,7 +95,10 @@ class ZegCLIPModule(L.LightningModule):
         self.seen = [int(i) for i in seen]
         self.unseen = [int(i) for i in unseen]
         self.setting = setting
-        self.evaluation = {"mode": "slide", "crop": None, "stride": None, "seen_bias": None, "window_batch": 8}
+        self.evaluation = {
+            "mode": "slide", "crop": None, "stride": None, "seen_bias": None, "window_batch": 8,
+            "scales": None, "flip": False,
+        }  # fmt: skip
         self.evaluation.update(evaluation or {})
         if self.evaluation["seen_bias"] is None:
             self.evaluation["seen_bias"] = 0.1 if setting == "inductive" else 0.0
@@ -234,6 +238,8 @@ class ZegCLIPModule(L.LightningModule):
             crop=ev["crop"],
             stride=ev["stride"],
             window_batch=ev["window_batch"],
+            scales=ev["scales"],
+            flip=bool(ev["flip"]),
         )
         return F.interpolate(scores, size=out_size, mode="bilinear", align_corners=False)
 
