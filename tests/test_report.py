@@ -110,8 +110,8 @@ def test_report_numbers_match_numpy(sweep: dict) -> None:
     line = next(ln for ln in md.splitlines() if ln.startswith("| `optimizer.lr=0.1`"))
     assert line.split(" | ")[1:3] == ["3", "0,1,2"]
     assert line.count("(n=2)") == 1  # mIoU(U): defined in 2 of the 3 jobs
-    assert "Jobs: 6 expected, 5 finished, 1 failed or missing." in md
-    assert "`model=tiny`" in md.split("\n\n")[1]  # the common overrides line
+    assert "- Jobs: 6 expected, 5 finished, 1 failed or missing." in md
+    assert "`model=tiny`" in next(ln for ln in md.splitlines() if ln.startswith("- Overrides of every job"))
     failed = md.split("## Failed or missing jobs")[1]
     assert "`5`" in failed and "seed=2 optimizer.lr=0.2" in failed and "CUDA out of memory" in failed
     per_class = md.split("## IoU per class (%)")[1]
@@ -131,7 +131,7 @@ def test_missing_job_folder_and_log_reason(sweep: dict) -> None:
     assert [j.name for j in rep.failed] == ["5"]
     assert "Killed by the OOM killer" in rep.failed[0].reason
     md = report.markdown(rep)
-    assert "Jobs: 6 expected, 4 finished, 2 failed or missing." in md
+    assert "- Jobs: 6 expected, 4 finished, 2 failed or missing." in md
     b = next(g for g in rep.groups if "optimizer.lr=0.2" in g.key)
     assert len(b.finished) == 1 and "± -" in md  # one value: no std
 

@@ -106,9 +106,16 @@ class Report:
         return [o for o in self.groups[0].key if o in shared]
 
     def label(self, group: Group) -> str:
-        common = set(self.common_overrides()) if len(self.groups) > 1 else set()
+        """The group's overrides that not every group shares (``(all)`` when nothing varies)."""
+        common = set(self.common_overrides())
         own = [o for o in group.key if o not in common]
-        return " ".join(own) if own else "(defaults)"
+        return " ".join(own) if own else "(all)"
+
+    def short(self, overrides: Sequence[str]) -> str:
+        """A job's overrides without those every group shares and without hydra.* / paths.*."""
+        common = set(self.common_overrides())
+        kept = [o for o in overrides if o not in common and (is_variable(o) or override_key(o) == "seed")]
+        return " ".join(kept)
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -333,16 +340,16 @@ def seeds(group: Group) -> str:
 
 def markdown(report: Report, per_class: bool = False) -> str:
     lines = ["# Sweep report", ""]
-    lines.append("Sources: " + ", ".join(f"`{p}`" for p in report.sources))
+    lines.append("- Sources: " + ", ".join(f"`{p}`" for p in report.sources))
     finished = sum(len(g.finished) for g in report.groups)
     failed = len(report.failed) + len(report.missing)
     expected = report.expected if report.expected is not None else len(report.jobs)
-    lines.append(f"Jobs: {expected} expected, {finished} finished, {failed} failed or missing.")
-    common = report.common_overrides() if len(report.groups) > 1 else []
+    lines.append(f"- Jobs: {expected} expected, {finished} finished, {failed} failed or missing.")
+    common = report.common_overrides()
     if common:
-        lines.append("Overrides common to all groups: " + " ".join(f"`{o}`" for o in common))
+        lines.append("- Overrides of every job: " + " ".join(f"`{o}`" for o in common))
     lines += [
-        "Values: mean ± sample standard deviation (ddof=1) over the group's finished jobs, in %;"
+        "- Values: mean ± sample standard deviation (ddof=1) over the group's finished jobs, in %;"
         " n = finished jobs; groups = jobs with the same overrides except `seed`.",
         "",
     ]
@@ -363,9 +370,9 @@ def markdown(report: Report, per_class: bool = False) -> str:
         lines.append("| job | overrides | status |")
         lines.append("|---|---|---|")
         for job in report.failed:
-            lines.append(f"| `{job.name}` | `{' '.join(job.overrides)}` | {_md_escape(job.reason or '')} |")
+            lines.append(f"| `{job.name}` | `{report.short(job.overrides)}` | {_md_escape(job.reason or '')} |")
         for miss in report.missing:
-            lines.append(f"| {miss.name} | `{' '.join(miss.overrides)}` | {_md_escape(miss.reason)} |")
+            lines.append(f"| {miss.name} | `{report.short(miss.overrides)}` | {_md_escape(miss.reason)} |")
     if per_class and report.class_names:
         lines += ["", "## IoU per class (%)", ""]
         labels = [report.label(g) for g in report.groups]
@@ -379,7 +386,7 @@ def markdown(report: Report, per_class: bool = False) -> str:
 
 
 def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
 
 
 def write_csv(report: Report, path: Path, per_class: bool = False) -> None:
@@ -425,13 +432,17 @@ def write_report(report: Report, out_dir: Path, per_class: bool = False) -> dict
 
 def print_report(report: Report, paths: dict[str, Path]) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console()
     console.print(rich_table(report))
+    common = report.common_overrides()
+    if common:
+        console.print("overrides of every job: " + escape(" ".join(common)), highlight=False)
     for job in report.failed:
-        console.print(f"[yellow]job {job.name} ({' '.join(job.overrides)}): {job.reason}[/yellow]", markup=True)
+        console.print(f"[yellow]job {job.name} ({escape(report.short(job.overrides))}): {escape(job.reason or '')}[/yellow]")
     for miss in report.missing:
-        console.print(f"[yellow]job {miss.name} ({' '.join(miss.overrides)}): {miss.reason}[/yellow]")
+        console.print(f"[yellow]job {miss.name} ({escape(report.short(miss.overrides))}): {escape(miss.reason)}[/yellow]")
     console.print(f"report written to {paths['md']} and {paths['csv'].name}")
 
 

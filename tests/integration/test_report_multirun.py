@@ -45,7 +45,7 @@ def test_multirun_writes_the_sweep_report(data_dir: Path, tmp_path: Path) -> Non
         assert float(row[f"{key}_mean"]) == pytest.approx(values.mean(), abs=1e-12)
         assert float(row[f"{key}_std"]) == pytest.approx(values.std(ddof=1), abs=1e-12)
     md = (sweep / "report.md").read_text()
-    assert "Jobs: 2 expected, 2 finished, 0 failed or missing." in md
+    assert "- Jobs: 2 expected, 2 finished, 0 failed or missing." in md
     assert json.loads((sweep / "0" / "job_status.json").read_text())["status"] == "COMPLETED"
 
 
@@ -56,7 +56,7 @@ def test_failed_jobs_are_reported_not_dropped(data_dir: Path, tmp_path: Path) ->
     proc = multirun(sweep, tmp_path, data_dir, "transductive", "seed=0,1")
     assert proc.returncode != 0
     md = (sweep / "report.md").read_text()
-    assert "Jobs: 2 expected, 0 finished, 2 failed or missing." in md
+    assert "- Jobs: 2 expected, 0 finished, 2 failed or missing." in md
     failed = md.split("## Failed or missing jobs")[1]
     assert failed.count("failed: ValueError: setting=transductive starts from an inductive checkpoint") == 2
     lines = [ln for ln in failed.splitlines() if "ValueError" in ln]
