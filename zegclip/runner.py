@@ -103,6 +103,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     announce(f"[bold]run folder[/bold]: {output_dir(cfg)}")
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)
+    module.plots_dir = str(output_dir(cfg))  # plots/*.png after the test
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg, has_unseen=bool(datamodule.unseen), has_logger=bool(loggers))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -194,6 +195,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         dataset_name=datamodule.name,
         model=model,
     )
+    module.plots_dir = str(output_dir(cfg))  # plots/*.png after the test
     loggers = build_loggers(cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[_progress_bar()])
     results = trainer.test(module, datamodule=datamodule)
