@@ -11,6 +11,7 @@ less sensitive than wall time to other work on the machine). Rows:
 * flip: the image and its mirror image.
 * scale_0.5 ... scale_1.5: one view at that scale (the model was trained at scale 1 only).
 * tta: ``evaluation.scales=[0.5,0.75,1.0,1.25,1.5] evaluation.flip=true`` (10 views).
+* tta_up: ``evaluation.scales=[1.0,1.25,1.5] evaluation.flip=true`` (6 views, no down-scaling).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ ROWS: dict[str, list[str]] = {
     "scale_1.25": ["evaluation.scales=[1.25]"],
     "scale_1.5": ["evaluation.scales=[1.5]"],
     "tta": [f"evaluation.scales={TTA_SCALES}", "evaluation.flip=true"],
+    "tta_up": ["evaluation.scales=[1.0,1.25,1.5]", "evaluation.flip=true"],
 }
 
 
