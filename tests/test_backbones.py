@@ -54,6 +54,7 @@ def test_config_names_a_known_open_clip_tag_with_gelu(name: str) -> None:
     base = model_config("vit_b16" if arch == "ViT-B-16" else "vit_l14")
     assert {k: v for k, v in model.items() if k != "clip"} == {k: v for k, v in base.items() if k != "clip"}
     assert model["prompt_tokens"] == 10 and model["image_size"] == 512
+    assert model_config(name, "dataset=coco")["prompt_tokens"] == 100  # the recipe still applies
 
 
 def random_clip_file(arch: str, path: Path, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
