@@ -91,6 +91,11 @@ def test_sample_panels_show_image_truth_prediction_and_legend() -> None:
     assert len(fig.axes) == 2 * 4
     truth = fig.axes[1].images[0].get_array()
     assert np.array_equal(np.asarray(truth), plots.colour_mask(samples[0]["label"].numpy(), palette(6)))
+    shown_pred = np.asarray(fig.axes[2].images[0].get_array())
+    full = plots.colour_mask(samples[0]["pred"].numpy(), palette(6))
+    ignored = samples[0]["label"].numpy() == 255
+    assert np.array_equal(shown_pred[~ignored], full[~ignored])
+    assert (shown_pred[ignored] <= full[ignored]).all() and (shown_pred[ignored] < full[ignored]).any()  # dimmed
     legend = fig.axes[3].get_legend()
     texts = [t.get_text() for t in legend.get_texts()]
     assert "bird * (unseen)" in texts and "cat" in texts

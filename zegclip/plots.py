@@ -188,10 +188,14 @@ def sample_panels_figure(
     for r, sample in enumerate(samples):
         label = sample["label"].cpu().numpy().astype(np.int64)
         pred = sample["pred"].cpu().numpy().astype(np.int64)
+        ignored = label == IGNORE_INDEX
+        prediction = colour_mask(pred, colours)
+        if ignored.shape == pred.shape and ignored.any():  # pixels the metrics skip: dimmed
+            prediction[ignored] = (prediction[ignored] * 0.35).astype(np.uint8)
         panels = [
             (denormalize(sample["image"]), f"image {sample.get('name', '')}".strip()),
             (colour_mask(label, colours), "ground truth (black: ignored)"),
-            (colour_mask(pred, colours), "prediction"),
+            (prediction, "prediction (dim: not evaluated)" if ignored.any() else "prediction"),
         ]
         for c, (array, title) in enumerate(panels):
             ax = fig.add_subplot(grid[r, c])
