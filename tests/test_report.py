@@ -159,6 +159,23 @@ def test_run_folders_without_a_sweep(tmp_path: Path) -> None:
     assert [g.key for g in report.collect([tmp_path / "runs"]).groups] == [("dataset=voc",)]
 
 
+def test_ignored_keys_do_not_split_groups(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Transductive runs from per-seed inductive checkpoints: ``--ignore init_from`` puts them in one
+    group; logger settings never split groups."""
+    rng = np.random.default_rng(2)
+    for seed in range(2):
+        overrides = [f"seed={seed}", "setting=transductive", f"init_from=/runs/ind{seed}/last.ckpt",
+                     f"logger.wandb.name=run{seed}", "+hydra/launcher=slurm"]  # fmt: skip
+        write_job(tmp_path / f"run{seed}", overrides, seed, fake_metrics(rng))
+    assert len(report.collect([tmp_path]).groups) == 2
+    rep = report.collect([tmp_path], ignore=["init_from"])
+    assert [g.key for g in rep.groups] == [("setting=transductive",)] and len(rep.groups[0].finished) == 2
+    assert report.main([str(tmp_path), "--ignore", "init_from", "--out", str(tmp_path / "out")]) == 0
+    with (tmp_path / "out" / "report.csv").open() as handle:
+        assert [row["n"] for row in csv.DictReader(handle)] == ["2"]
+    capsys.readouterr()
+
+
 def test_cli_errors_name_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         report.main([str(tmp_path / "nowhere")])

@@ -2,8 +2,8 @@
 
 ``python -m zegclip.report PATH [PATH ...] [--per-class] [--out DIR]`` reads the ``metrics.json``
 of every job of a multirun folder (``logs/train/multiruns/<time>/``) or of run folders, groups the
-jobs by their command-line overrides without ``seed`` (and without ``hydra.*`` / ``paths.*``,
-which are not experimental variables), and writes ``report.md`` and ``report.csv`` (mean, sample
+jobs by their command-line overrides without ``seed`` (and without ``hydra``, ``paths``,
+``logger`` keys, which are not experimental variables, nor those given with ``--ignore``), and writes ``report.md`` and ``report.csv`` (mean, sample
 std and n per metric and group), printing the table. Jobs a sweep defines that left no
 ``metrics.json`` are listed as failed or missing, with the reason when one was recorded.
 
@@ -33,8 +33,8 @@ LABELS = {"mIoU_seen": "mIoU(S)", "mIoU_unseen": "mIoU(U)", "hIoU": "hIoU", "mIo
           "mAcc": "mAcc"}  # fmt: skip
 STATUS_FILE = "job_status.json"
 """Written into a multirun job's folder by :class:`SweepReportCallback` when the job ends."""
-NON_VARIABLE_KEYS = ("seed",)
-NON_VARIABLE_PREFIXES = ("hydra.", "hydra/", "paths.")
+NON_VARIABLE = ("seed", "hydra", "paths", "logger")
+"""Override keys (and their sub-keys) that never tell groups apart: seeds, Hydra, paths, loggers."""
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
@@ -50,9 +50,8 @@ class Job:
     reason: str | None = None  # why there are no metrics
     name: str = ""
 
-    @property
-    def group_key(self) -> tuple[str, ...]:
-        return tuple(sorted(o for o in self.overrides if is_variable(o)))
+    def group_key(self, ignore: Sequence[str] = ()) -> tuple[str, ...]:
+        return tuple(sorted(o for o in self.overrides if is_variable(o, ignore)))
 
 
 @dataclass
@@ -88,6 +87,7 @@ class Report:
     missing: list[MissingJob]
     class_names: list[str]
     expected: int | None  # jobs the sweep definitions imply (None: unknown)
+    ignore: list[str] = field(default_factory=list)  # extra keys left out of the grouping
 
     @property
     def jobs(self) -> list[Job]:
@@ -114,7 +114,7 @@ class Report:
     def short(self, overrides: Sequence[str]) -> str:
         """A job's overrides without those every group shares and without hydra.* / paths.*."""
         common = set(self.common_overrides())
-        kept = [o for o in overrides if o not in common and (is_variable(o) or override_key(o) == "seed")]
+        kept = [o for o in overrides if o not in common and (is_variable(o, self.ignore) or override_key(o) == "seed")]
         return " ".join(kept)
 
 
@@ -126,12 +126,11 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~").strip()
 
 
-def is_variable(override: str) -> bool:
-    """Whether an override distinguishes groups (seeds, Hydra and path settings do not)."""
+def is_variable(override: str, ignore: Sequence[str] = ()) -> bool:
+    """Whether an override tells groups apart: not ``seed``, ``hydra``, ``paths``, ``logger``
+    (nor their sub-keys ``hydra.*``, ``hydra/*`` ...) and not in ``ignore``."""
     key = override_key(override)
-    return key not in NON_VARIABLE_KEYS and key not in ("hydra", "paths") and not key.startswith(
-        NON_VARIABLE_PREFIXES
-    )
+    return not any(key == k or key.startswith((f"{k}.", f"{k}/")) for k in (*NON_VARIABLE, *ignore))
 
 
 def is_job_folder(path: Path) -> bool:
@@ -231,8 +230,9 @@ def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
     return [list(job) for batch in batches for job in batch]
 
 
-def collect(paths: Sequence[str | Path]) -> Report:
-    """Jobs of every sweep or run folder in ``paths``, grouped."""
+def collect(paths: Sequence[str | Path], ignore: Sequence[str] = ()) -> Report:
+    """Jobs of every sweep or run folder in ``paths``, grouped by their overrides except ``seed``
+    and the keys in :data:`NON_VARIABLE` and ``ignore`` (e.g. ``init_from``)."""
     jobs: list[Job] = []
     missing: list[MissingJob] = []
     expected_total: int | None = 0
@@ -265,13 +265,14 @@ def collect(paths: Sequence[str | Path]) -> Report:
         )
     groups: dict[tuple[str, ...], Group] = {}
     for job in jobs:
-        groups.setdefault(job.group_key, Group(job.group_key)).jobs.append(job)
+        key = job.group_key(ignore)
+        groups.setdefault(key, Group(key)).jobs.append(job)
     class_names: list[str] = []
     for job in jobs:
         for name in (job.metrics or {}).get("IoU_per_class") or {}:
             if name not in class_names:
                 class_names.append(name)
-    return Report([Path(p) for p in paths], list(groups.values()), missing, class_names, expected_total)
+    return Report([Path(p) for p in paths], list(groups.values()), missing, class_names, expected_total, list(ignore))
 
 
 def _canonical(overrides: Sequence[str]) -> list[str]:
@@ -447,9 +448,9 @@ def print_report(report: Report, paths: dict[str, Path]) -> None:
 
 
 def run(paths: Sequence[str | Path], out: str | Path | None = None, per_class: bool = False,
-        quiet: bool = False) -> dict[str, Path]:  # fmt: skip
+        quiet: bool = False, ignore: Sequence[str] = ()) -> dict[str, Path]:  # fmt: skip
     """Collect, write (into ``out`` or the first path) and print a report; returns the file paths."""
-    report = collect(paths)
+    report = collect(paths, ignore)
     written = write_report(report, Path(out) if out else Path(paths[0]), per_class)
     if not quiet:
         print_report(report, written)
@@ -534,9 +535,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", help="multirun folder(s) (logs/train/multiruns/<time>) or run folders")
     parser.add_argument("--per-class", action="store_true", help="also report each class's IoU")
     parser.add_argument("--out", help="folder for report.md / report.csv (default: the first PATH)")
+    parser.add_argument(
+        "--ignore", action="append", default=[], metavar="KEY",
+        help="an override key (and its sub-keys) that does not define groups, e.g. init_from; repeatable "
+        "(seed, hydra, paths and logger never do)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        run(args.paths, out=args.out, per_class=args.per_class)
+        run(args.paths, out=args.out, per_class=args.per_class, ignore=args.ignore)
     except FileNotFoundError as err:
         parser.error(str(err))
     return 0
