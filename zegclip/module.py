@@ -17,6 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 
 from zegclip.console import quiet_lightning
 from zegclip.errors import NonFiniteLossError
@@ -49,7 +50,8 @@ class ZegCLIPModule(L.LightningModule):
         optimizer: arguments of :func:`zegclip.optim.build_optimizer` (lr, weight_decay, ...).
         loss: ``{"name": "focal_dice" | "cross_entropy", ...weights}``.
         evaluation: ``mode`` (slide/whole), ``crop``, ``stride``, ``seen_bias`` (None: 0.1 when
-            inductive, else 0), ``window_batch``.
+            inductive, else 0), ``window_batch``, ``scales`` / ``flip`` (test-time augmentation;
+            None / False: off).
         init_from: checkpoint whose prompts and decoder initialise this run (transductive).
         compile: ``torch.compile`` the model's forward.
         log_images: images per validation sent to W&B as mask overlays.
@@ -98,7 +100,10 @@ class ZegCLIPModule(L.LightningModule):
         self.seen = [int(i) for i in seen]
         self.unseen = [int(i) for i in unseen]
         self.setting = setting
-        self.evaluation = {"mode": "slide", "crop": None, "stride": None, "seen_bias": None, "window_batch": 8}
+        self.evaluation = {
+            "mode": "slide", "crop": None, "stride": None, "seen_bias": None, "window_batch": 8,
+            "scales": None, "flip": False,
+        }  # fmt: skip
         self.evaluation.update(evaluation or {})
         if self.evaluation["seen_bias"] is None:
             self.evaluation["seen_bias"] = 0.1 if setting == "inductive" else 0.0
@@ -121,6 +126,8 @@ class ZegCLIPModule(L.LightningModule):
         self.test_summary: dict[str, Any] | None = None
         self._text: torch.Tensor | None = None
         self._image_samples: list[dict[str, Any]] = []
+        self.plots_dir: str | None = None
+        """Set (by the runner) to write evaluation plots after testing: ``<plots_dir>/plots/*.png``."""
         # a compiled function, not a module attribute, so the state dict keeps plain names
         self._compiled_forward = torch.compile(self.model.forward) if compile else None
         self.hparams["metadata"] = self.metadata()
@@ -264,6 +271,8 @@ class ZegCLIPModule(L.LightningModule):
             crop=ev["crop"],
             stride=ev["stride"],
             window_batch=ev["window_batch"],
+            scales=ev["scales"],
+            flip=bool(ev["flip"]),
         )
         return F.interpolate(scores, size=out_size, mode="bilinear", align_corners=False)
 
@@ -317,11 +326,27 @@ class ZegCLIPModule(L.LightningModule):
         self._image_samples = []
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate_batch(batch, self.test_metrics, keep_samples=True)
+        self._evaluate_batch(batch, self.test_metrics, keep_samples=self.plots_dir is not None)
 
     def on_test_epoch_end(self) -> None:
+        confmat = self.test_metrics.compute()  # every rank: the matrix is summed across processes
         self.test_summary = self.test_metrics.summary()
         self._log_summary("test", self.test_summary)
+        if self.plots_dir is not None and self.trainer.is_global_zero:
+            self._write_plots(confmat)
+        self._image_samples = []
+
+    def _write_plots(self, confmat: torch.Tensor) -> None:
+        """``plots/*.png`` in ``plots_dir`` and to W&B; a plotting error only warns."""
+        try:
+            from zegclip.plots import log_plots_to_wandb, write_evaluation_plots
+
+            paths = write_evaluation_plots(
+                self.plots_dir, confmat.cpu(), self.class_names, self.seen, self.unseen, self._image_samples
+            )
+            log_plots_to_wandb(self.loggers, paths, self.global_step)
+        except Exception as err:  # the metrics matter more than their pictures
+            rank_zero_warn(f"evaluation plots not written: {type(err).__name__}: {err}")
 
     def _log_summary(self, stage: str, summary: dict[str, Any]) -> None:
         values = {f"{stage}/{k}": float(summary[k]) for k in SUMMARY_KEYS if summary[k] == summary[k]}

@@ -196,6 +196,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             if cfg.get("verify_data", True):
                 datamodule.verify_eval_splits(("val",))
             module = build_module(cfg, datamodule)
+            module.plots_dir = str(output_dir(cfg))  # plots/*.png after the test
             announce(model_summary(module))
             loggers = build_loggers(cfg)
             callbacks = [*build_callbacks(cfg, has_unseen=bool(datamodule.unseen), has_logger=bool(loggers)), last]
@@ -332,6 +333,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             model = zegclip.load(checkpoint, precision=cfg.get("precision"))
             datamodule = instantiate(cfg.data)
             module = _evaluation_module(cfg, model, datamodule)
+            module.plots_dir = str(output_dir(cfg))  # plots/*.png after the test
             loggers = build_loggers(cfg)
             trainer: L.Trainer = instantiate(
                 cfg.trainer, logger=loggers or False, callbacks=[_progress_bar(), _InterruptCheck(interrupts)],

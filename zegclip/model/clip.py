@@ -3,7 +3,8 @@
 Weights can come from:
 
 * an OpenAI TorchScript archive (``ViT-B-16.pt``, what the official ZegCLIP code loads);
-* a plain state-dict file (``.pt``/``.pth``/``.bin``, optionally under a ``state_dict`` key);
+* a plain state-dict file (``.pt``/``.pth``/``.bin``, optionally under a ``state_dict`` key), or a
+  ``.safetensors`` file (open_clip's Hugging Face repositories hold both);
 * a compact file written by :func:`save_compact_clip` (only the used token-embedding rows);
 * an open_clip pretrained tag such as ``"openai"`` or ``"laion2b_s34b_b88k"`` (needs a network);
 * ``"zegclip:NAME"``, a file bundled in ``zegclip/assets`` (``zegclip:shapes_clip``).
@@ -134,7 +135,7 @@ def _create_from_pretrained_tag(config: CLIPConfig) -> CLIP:
         raise RuntimeError(
             f"Could not get open_clip weights {config.model_name}/{config.weights!r} "
             f"(config key {config.config_key}): {err}. Without a network, give a local file instead. "
-            f"{OPENAI_DOWNLOAD_HINT}"
+            f"{_download_hint(config.model_name, str(config.weights))}"
         ) from err
     if config.image_size is not None:
         state = model.state_dict()
@@ -144,8 +145,35 @@ def _create_from_pretrained_tag(config: CLIPConfig) -> CLIP:
     return model.eval()
 
 
+def _download_hint(model_name: str, tag: str) -> str:
+    """Where a user without network gets the file for an open_clip pretrained tag."""
+    if tag == "openai":
+        return OPENAI_DOWNLOAD_HINT
+    try:
+        hub = (open_clip.get_pretrained_cfg(model_name, tag) or {}).get("hf_hub", "")
+    except Exception:
+        hub = ""
+    if not hub:
+        known = [t for m, t in open_clip.list_pretrained() if m == model_name]
+        return f"Known open_clip tags for {model_name}: {known}."
+    repo = hub.strip("/")
+    return (
+        f"The file is open_clip_model.safetensors (or open_clip_pytorch_model.bin) of "
+        f"https://huggingface.co/{repo}: download it on a machine with internet access and set "
+        f"model.clip.weights=/path/to/open_clip_model.safetensors."
+    )
+
+
 def read_clip_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """Read a CLIP state dict from any supported file; returns (state dict, architecture or None)."""
+    if path.suffix == ".safetensors":  # e.g. open_clip_model.safetensors from a Hugging Face hub repo
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path), device="cpu")
+        except Exception as err:
+            raise ValueError(f"Cannot read CLIP weights from {str(path)!r} (safetensors): {err}") from err
+        return {k.removeprefix("module."): v for k, v in state.items() if k not in _TORCHSCRIPT_EXTRA_KEYS}, None
     if zipfile.is_zipfile(path) and _is_torchscript(path):
         scripted = torch.jit.load(str(path), map_location="cpu")
         state = {k: v.float() for k, v in scripted.state_dict().items()}

@@ -1,4 +1,5 @@
-"""Inference helpers: seen-class calibration, whole-image and sliding-window scoring (SPEC 1.5, 5)."""
+"""Inference helpers: seen-class calibration, whole-image and sliding-window scoring (SPEC 1.5, 5),
+and multi-scale + flip test-time augmentation."""
 
 from __future__ import annotations
 
@@ -94,3 +95,44 @@ def upsampled_argmax(scores: torch.Tensor, size: tuple[int, int], max_bytes: int
             best_index = torch.where(better, index, best_index)
     assert best_index is not None
     return best_index
+
+
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """``(round(height * scale), round(width * scale))``, rounding halves up as mmcv does, at least 1."""
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
+def multi_scale_flip(
+    score_fn: ScoreFn, images: torch.Tensor, scales: Sequence[float] = (1.0,), flip: bool = False
+) -> torch.Tensor:
+    """Test-time augmentation: the mean of the scores of rescaled and horizontally flipped views.
+
+    Each view is the input resized bilinearly by ``scale`` (and mirrored when ``flip``); its
+    scores from ``score_fn`` (whole-image or sliding-window) are mirrored back and resized
+    bilinearly to the input size, then all views are averaged. A scale of 1.0 scores the input
+    itself, so ``scales=[1.0], flip=False`` is exactly ``score_fn(images)``.
+
+    Args:
+        images: ``(B, 3, H, W)``. Returns: ``(B, C, H, W)``.
+    """
+    scales = [float(s) for s in scales]
+    if not scales or any(not s > 0 for s in scales):
+        raise ValueError(f"scales must be a non-empty list of positive numbers, got {scales}")
+    height, width = images.shape[-2:]
+    total: torch.Tensor | None = None
+    views = 0
+    for scale in scales:
+        size = scaled_size(height, width, scale)
+        scaled = images if size == (height, width) else F.interpolate(
+            images, size=size, mode="bilinear", align_corners=False
+        )  # fmt: skip
+        for mirrored in (False, True) if flip else (False,):
+            scores = score_fn(scaled.flip(-1) if mirrored else scaled)
+            if mirrored:
+                scores = scores.flip(-1)
+            if scores.shape[-2:] != (height, width):
+                scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
+            total = scores if total is None else total + scores
+            views += 1
+    assert total is not None
+    return total / views

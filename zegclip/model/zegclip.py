@@ -14,7 +14,7 @@ from torch import nn
 
 from zegclip.model.clip import CLIPConfig, create_clip
 from zegclip.model.decoder import MaskDecoder, RelationshipDescriptor
-from zegclip.model.inference import calibrate, sliding_window, upsampled_argmax, whole_image
+from zegclip.model.inference import calibrate, multi_scale_flip, sliding_window, upsampled_argmax, whole_image
 from zegclip.model.prediction import Prediction
 from zegclip.model.preprocess import ImageInput, normalize, read_image, resize_short_side
 from zegclip.model.prompted_vit import PromptedVisionTransformer
@@ -199,6 +199,8 @@ class ZegCLIP(nn.Module):
         templates: str | Sequence[str] = SINGLE_TEMPLATE,
         text_embeddings: torch.Tensor | None = None,
         window_batch: int = 8,
+        scales: Sequence[float] | None = None,
+        flip: bool = False,
     ) -> torch.Tensor:
         """Segment images with any class names.
 
@@ -213,6 +215,9 @@ class ZegCLIP(nn.Module):
             templates: ``"single"``, ``"multi"`` or a list of ``{}`` templates.
             text_embeddings: precomputed ``(C, D)`` embeddings instead of names.
             window_batch: windows encoded per forward pass in slide mode.
+            scales, flip: test-time augmentation (mmseg's ``aug_test``): average the calibrated
+                scores of the image resized by each scale (e.g. ``[0.5, 0.75, 1.0, 1.25, 1.5]``)
+                and, with ``flip``, of its mirror image; None / False: one pass (the paper's protocol).
 
         Returns:
             ``(B, C, H, W)`` calibrated scores; ``argmax(1)`` is the segmentation.
@@ -235,12 +240,23 @@ class ZegCLIP(nn.Module):
             return self.scores(batch, text_embeddings, seen_idx, seen_bias)
 
         if mode == "whole":
-            return whole_image(encode, pixel_values)
-        if mode == "slide":
+
+            def score(images: torch.Tensor) -> torch.Tensor:
+                return whole_image(encode, images)
+
+        elif mode == "slide":
             crop = crop or self.config.image_size
             stride = stride or (crop * 5) // 6
-            return sliding_window(encode, pixel_values, num_classes, crop, stride, window_batch)
-        raise ValueError(f"mode must be 'slide' or 'whole', got {mode!r}")
+
+            def score(images: torch.Tensor) -> torch.Tensor:
+                # windows larger than the image shrink to it, unpadded (mmseg 0.24 / official ZegCLIP)
+                return sliding_window(encode, images, num_classes, crop, stride, window_batch)
+
+        else:
+            raise ValueError(f"mode must be 'slide' or 'whole', got {mode!r}")
+        if scales is None and not flip:
+            return score(pixel_values)
+        return multi_scale_flip(score, pixel_values, scales if scales is not None else (1.0,), flip)
 
     @torch.no_grad()
     def predict(
