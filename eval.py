@@ -5,14 +5,10 @@ PATH: a zegclip Lightning .ckpt, a training run folder (its final weights), an o
 metrics.json into the run folder.
 """
 
-import os
+import hydra
+from omegaconf import DictConfig
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-import zegclip.resolvers  # noqa: E402, F401  (the ${zegclip.*} resolvers, before Hydra composes)
+import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers, before Hydra composes)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

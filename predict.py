@@ -5,15 +5,12 @@ shapes-world model, the default). Writes label PNGs, overlays with a legend and 
 into the run folder; `python predict.py --help` lists every key. See README.md.
 """
 
-import os
 import sys
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import hydra
+from omegaconf import DictConfig
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-import zegclip.resolvers  # noqa: E402, F401  (the ${zegclip.*} resolvers, before Hydra composes)
+import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers, before Hydra composes)
 
 _exit_codes: list[int] = []
 

@@ -3,14 +3,10 @@
 With no arguments it trains on the embedded shapes world (no download needed). See README.md.
 """
 
-import os
+import hydra
+from omegaconf import DictConfig
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-import zegclip.resolvers  # noqa: E402, F401  (the ${zegclip.*} resolvers, before Hydra composes)
+import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers, before Hydra composes)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -123,7 +123,7 @@ def main() -> int:
         common = [f"seed={seed}", f"hydra.run.dir={run_dir}", "logger=csv", *args.extra]
         inductive_dir = args.work_dir / "inductive" / f"seed{seed}"
         if row == "calibration":
-            data = [o for o in args.extra if o.startswith("data.")]  # same test split as the inductive run
+            data = [o for o in args.extra if o.startswith("dataset.")]  # same test split as the inductive run
             cmd = ["eval.py", f"ckpt_path={inductive_dir / 'checkpoints' / 'last.ckpt'}", "evaluation.seen_bias=0.1",
                    f"seed={seed}", f"hydra.run.dir={run_dir}", *data]  # fmt: skip
         elif row == "transductive":

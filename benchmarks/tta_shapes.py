@@ -41,7 +41,7 @@ ROWS: dict[str, list[str]] = {
 
 def evaluate(overrides: list[str], run_dir: Path) -> tuple[dict, float, float]:
     """Run eval.py; returns (metrics.json, wall seconds, CPU seconds)."""
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}
+    env = {**os.environ, "WANDB_MODE": "disabled"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     log = run_dir.with_suffix(".log")

@@ -9,7 +9,6 @@ import pytest
 import torch
 from tiny_model import TINY_ARCH
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -77,7 +77,7 @@ def test_vit_b16_from_a_local_weights_file(name: str, tmp_path: Path) -> None:
     suffix = ".safetensors" if name.endswith("datacomp") else ".bin"
     path = tmp_path / f"open_clip_model{suffix}"
     saved = random_clip_file("ViT-B-16", path)
-    config = model_config(name, f"model.clip.weights={path}", "data.crop_size=64")
+    config = model_config(name, f"model.clip.weights={path}", "dataset.crop_size=64")
     model = ZegCLIP(ZegCLIPConfig.from_dict(config)).eval()
     del config
     block = model.image_encoder.vit.transformer.resblocks[0]
@@ -95,7 +95,7 @@ def test_vit_b16_from_a_local_weights_file(name: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["vit_l14_laion", "vit_l14_datacomp"])
 def test_vit_l14_architecture_with_gelu(name: str) -> None:
     """ViT-L/14 (428M parameters) at reduced depth: the config's architecture, GELU, one forward."""
-    config = model_config(name, "model.clip.weights=null", "data.crop_size=56")
+    config = model_config(name, "model.clip.weights=null", "dataset.crop_size=56")
     arch = copy.deepcopy(open_clip.get_model_config(config["clip"]["model_name"]))
     assert (arch["vision_cfg"]["width"], arch["vision_cfg"]["patch_size"], arch["embed_dim"]) == (1024, 14, 768)
     arch["vision_cfg"]["layers"], arch["text_cfg"]["layers"] = 2, 1
@@ -112,7 +112,7 @@ def test_vit_l14_architecture_with_gelu(name: str) -> None:
 def test_vit_l14_full_size_from_a_local_weights_file(tmp_path: Path) -> None:
     path = tmp_path / "open_clip_model.safetensors"
     saved = random_clip_file("ViT-L-14", path)
-    config = model_config("vit_l14_laion", f"model.clip.weights={path}", "data.crop_size=56")
+    config = model_config("vit_l14_laion", f"model.clip.weights={path}", "dataset.crop_size=56")
     model = ZegCLIP(ZegCLIPConfig.from_dict(config)).eval()
     assert len(model.image_encoder.vit.transformer.resblocks) == 24
     assert isinstance(model.image_encoder.vit.transformer.resblocks[23].mlp.gelu, nn.GELU)

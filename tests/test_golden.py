@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 
 import zegclip
-from zegclip.model.checkpoint import build_from_state, convert_official, map_official_key
+from zegclip.model.checkpoint import build_from_state
 from zegclip.model.decoder import DecoderLayer
 from zegclip.model.labels import inductive_targets, seen_lookup, transductive_targets
 from zegclip.model.loss import FocalDiceLoss
+from zegclip.model.official import convert_official, map_official_key
 
 ATOL = 1e-5
 SEEN = [0, 1, 2, 3]
@@ -215,26 +216,26 @@ def test_fully_supervised_loss_gradients_and_scores(converted, golden):
     assert_close(scores, fu["encode_decode"], what="encode_decode")
 
 
-def test_convert_cli_and_load_reproduce_eval(golden_dir, golden, tmp_path):
+def test_export_converts_an_official_file_and_load_reproduces_eval(golden_dir, golden, tmp_path):
     out = tmp_path / "tiny.ckpt"
     result = subprocess.run(
-        [sys.executable, "-m", "zegclip.convert", str(golden_dir / "official_tiny.pth"), str(out)],
+        [sys.executable, "-m", "zegclip.export", str(golden_dir / "official_tiny.pth"), str(out)],
         capture_output=True, text=True, check=True,
     )
     # official 57,920 minus the never-used decoder self-attention/norm1 (12,864) and the
     # last layer's unread value/output/FFN/norms (10,592)
-    assert "learnable parameters: 34,464" in result.stdout
+    assert "learnable parameters: 34,464" in result.stdout and "dropped 31 unused official tensors" in result.stdout
     assert out.is_file()
     model = zegclip.load(out)
     assert not model.training
     inputs, ev = golden["inputs"], golden["eval_outputs"]
     names = model.metadata["class_names"]
     scores = model.segment(inputs["img_slide"], names, seen=model.metadata["seen"], crop=64, stride=43)
-    assert_close(scores, ev["slide_inference"], what="slide after convert + load")
+    assert_close(scores, ev["slide_inference"], what="slide after export + load")
     # the official file loads directly too
     direct = zegclip.load(golden_dir / "official_tiny.pth")
     assert_close(direct.segment(inputs["img_slide"], names, seen=SEEN, crop=64, stride=43), ev["slide_inference"])
     # refusing to overwrite
-    again = subprocess.run([sys.executable, "-m", "zegclip.convert", str(golden_dir / "official_tiny.pth"), str(out)],
+    again = subprocess.run([sys.executable, "-m", "zegclip.export", str(golden_dir / "official_tiny.pth"), str(out)],
                            capture_output=True, text=True)
     assert again.returncode != 0 and "--overwrite" in again.stderr

@@ -136,7 +136,7 @@ def test_lightning_checkpoint_layout(tiny_config, tmp_path):
     }
     torch.save(ckpt, tmp_path / "last.ckpt")
     loaded = zegclip.load(tmp_path / "last.ckpt")
-    assert loaded.metadata == {"class_names": NAMES}
+    assert loaded.metadata == {"class_names": NAMES, "global_step": 10}  # the step recorded in metrics.json
     assert_same_weights(loaded, model)
     assert torch.equal(outputs(loaded), outputs(model))
 

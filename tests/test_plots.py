@@ -11,7 +11,8 @@ from matplotlib.colors import to_hex
 from PIL import Image
 
 from zegclip import plots
-from zegclip.visualize import IMAGENET_MEAN, IMAGENET_STD, palette
+from zegclip.constants import IMAGENET_MEAN, IMAGENET_STD
+from zegclip.visualize import palette
 
 NAMES = ["cat", "dog", "bird", "grass", "sky", "tree"]
 SEEN, UNSEEN = [0, 1, 3, 4], [2, 5]

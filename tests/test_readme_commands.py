@@ -25,10 +25,10 @@ import zegclip.resolvers  # noqa: F401
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = {"train.py": "train", "eval.py": "eval", "predict.py": "predict"}
 SHORTEN = {
-    "train": ["trainer.max_steps=4", "trainer.val_check_interval=2", "data.batch_size=8",
-              "data.dataset_kwargs.train_size=64", "data.dataset_kwargs.val_size=16",
-              "data.dataset_kwargs.test_size=16"],  # fmt: skip
-    "eval": ["data.dataset_kwargs.test_size=16"],
+    "train": ["trainer.max_steps=4", "trainer.val_check_interval=2", "dataset.batch_size=8",
+              "dataset.layout.train_size=64", "dataset.layout.val_size=16",
+              "dataset.layout.test_size=16"],  # fmt: skip
+    "eval": ["dataset.layout.test_size=16"],
     "predict": [],
 }
 
@@ -81,7 +81,7 @@ def needs_no_download(entry: str, args: list[str], tmp_path: Path) -> bool:
         return False
     for job in sweep_jobs(args):
         cfg = compose_job(entry, job, tmp_path)
-        data = "shapes" if entry == "predict.py" else str(cfg.get("data", {}).get("name", ""))
+        data = "shapes" if entry == "predict.py" else str(cfg.get("dataset", {}).get("name", ""))
         if not data.startswith("shapes") or "slurm" in str(cfg.hydra.launcher.get("_target_", "")):
             return False
         if entry == "train.py" and (cfg.trainer.accelerator == "gpu" or cfg.get("init_from")):

@@ -35,8 +35,8 @@ def test_ablation_runs_dependent_rows_after_the_inductive_run(tmp_path, monkeypa
     ablation = load_script()
     out = tmp_path / "table.md"
     tiny = [
-        "trainer.max_steps=4", "trainer.val_check_interval=2", "data.dataset_kwargs.train_size=64",
-        "data.dataset_kwargs.val_size=10", "data.dataset_kwargs.test_size=10", "data.batch_size=8",
+        "trainer.max_steps=4", "trainer.val_check_interval=2", "dataset.layout.train_size=64",
+        "dataset.layout.val_size=10", "dataset.layout.test_size=10", "dataset.batch_size=8",
     ]  # fmt: skip
     argv = ["shapes_ablation.py", "--seeds", "0", "--rows", "calibration", "transductive",
             "--work-dir", str(tmp_path / "runs"), "--out", str(out), *tiny]  # fmt: skip

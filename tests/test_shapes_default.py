@@ -29,9 +29,9 @@ def compose_train(tmp_path: Path, *overrides: str):
 
 def test_default_config_is_the_shapes_world(tmp_path):
     cfg = compose_train(tmp_path)
-    assert cfg.data.name == "shapes" and cfg.setting == "inductive"
+    assert cfg.dataset.name == "shapes" and cfg.setting == "inductive"
     assert cfg.model.clip.weights == "zegclip:shapes_clip" and cfg.model.image_size == 64
-    assert [cfg.data.class_names[i] for i in cfg.data.unseen] == ["red circle", "green square", "blue triangle", "yellow star"]
+    assert [cfg.dataset.class_names[i] for i in cfg.dataset.unseen] == ["red circle", "green square", "blue triangle", "yellow star"]
     assert cfg.trainer.max_steps == 1000
     # the documented deviations of the shapes recipe (README, conf/experiment/shapes_inductive.yaml)
     assert cfg.loss.name == "cross_entropy" and cfg.evaluation.seen_bias == 0.0
@@ -45,12 +45,12 @@ def test_paper_recipe_is_untouched_outside_the_shapes_world(tmp_path):
 def test_default_config_trains_a_few_steps(tmp_path):
     torch.set_num_threads(1)
     cfg = compose_train(
-        tmp_path, "trainer.max_steps=4", "trainer.val_check_interval=2", "data.dataset_kwargs.train_size=64",
-        "data.dataset_kwargs.val_size=20", "data.dataset_kwargs.test_size=20", "data.batch_size=8",
+        tmp_path, "trainer.max_steps=4", "trainer.val_check_interval=2", "dataset.layout.train_size=64",
+        "dataset.layout.val_size=20", "dataset.layout.test_size=20", "dataset.batch_size=8",
     )  # fmt: skip
     summary = train(cfg)
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
-    assert set(summary["IoU_per_class"]) == set(cfg.data.class_names)
+    assert set(summary["IoU_per_class"]) == set(cfg.dataset.class_names)
     assert 0.0 <= summary["mIoU_seen"] <= 1.0 and 0.0 <= summary["mIoU_unseen"] <= 1.0
     assert (tmp_path / "metrics.json").is_file()
 

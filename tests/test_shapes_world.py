@@ -198,15 +198,12 @@ def test_voc_layout_writer(tmp_path, image_format):
 
 
 def test_datamodule_layout_splits_and_transforms():
-    from zegclip.data import build_dataset, build_test_transform, collate_segmentation
+    from zegclip.data import build_test_transform, collate_segmentation
     from zegclip.data.errors import ClassSplitError
     from zegclip.data.shapes import ShapesSegmentationDataset, build_shapes_dataset
 
     kwargs = {"vocabulary": "compositional", "world_seed": 3, "train_size": 30, "val_size": 5, "test_size": 7}
-    layout = "zegclip.data.shapes.build_shapes_dataset"
-    splits = {
-        s: build_dataset(layout, "/unused", s, num_classes=16, **kwargs) for s in ("train", "val", "test")
-    }
+    splits = {s: build_shapes_dataset("/unused", s, num_classes=16, **kwargs) for s in ("train", "val", "test")}
     assert [len(splits[s]) for s in ("train", "val", "test")] == [30, 5, 7]
     names = [splits[s][i]["meta"]["name"] for s in splits for i in range(len(splits[s]))]
     assert len(set(names)) == 42  # disjoint index ranges of one world

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from zegclip import visualize
-from zegclip.visualize import IGNORE_INDEX, blend, min_lab_distance, overlay, palette, srgb_to_lab
+from zegclip.constants import IGNORE_INDEX
+from zegclip.visualize import blend, min_lab_distance, overlay, palette, srgb_to_lab
 
 
 @pytest.mark.parametrize(("num_classes", "minimum"), [(20, 40.0), (59, 25.0), (171, 15.0)])

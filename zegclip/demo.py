@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from PIL import Image
 
-import zegclip  # noqa: E402
-from zegclip.model.prediction import Prediction  # noqa: E402
-from zegclip.model.preprocess import ImageReadError  # noqa: E402
-from zegclip.predict import resolve_seen  # noqa: E402
+import zegclip
+from zegclip.model.prediction import Prediction
+from zegclip.model.preprocess import ImageReadError
+from zegclip.predict import resolve_seen
 
 SHARES_ID = "zegclip-shares"
 """HTML id of the class-share table (``data-count`` rows, each with ``data-class`` / ``data-share``)."""

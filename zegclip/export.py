@@ -1,7 +1,13 @@
-"""Export a checkpoint as a small zegclip file, or as an ONNX graph for deployment.
+"""Write a checkpoint as a self-describing zegclip file, or as an ONNX graph for deployment.
 
-    python -m zegclip.export RUN/checkpoints/best-step001500.ckpt OUT.pt [--include-clip]
+    python -m zegclip.export OFFICIAL.pth OUT.ckpt                 # convert an official release
+    python -m zegclip.export RUN/checkpoints/last.ckpt OUT.pt [--include-clip]
     python -m zegclip.export CHECKPOINT --onnx OUT.onnx [--classes "cat,dog,grass"] [--seen dog]
+
+Official ZegCLIP ``.pth`` files are converted: the architecture is inferred from the tensor shapes
+and the embedded mmseg config, the vocabulary and test settings are kept, the weights get our
+names (the whole CLIP is stored), and the official tensors that never take part in any
+computation are dropped and listed.
 
 Small file: without ``--include-clip`` it holds the prompts, the decoder, the architecture and the
 vocabulary, and references the frozen CLIP weights by ``model.clip.weights`` (which must be a
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from zegclip.model.checkpoint import load, save
 
@@ -56,10 +63,41 @@ def main(argv: list[str] | None = None) -> int:
     if args.output.exists() and not args.overwrite:
         parser.error(f"{args.output} exists; pass --overwrite to replace it")
     model = load(args.checkpoint)
-    save(model, args.output, include_clip=args.include_clip, metadata={"exported_from": Path(args.checkpoint).name})
+    official = _official_checkpoint(args.checkpoint)
+    include_clip = args.include_clip or official is not None  # an official file names no CLIP weights
+    save(model, args.output, include_clip=include_clip, metadata={"exported_from": Path(args.checkpoint).name})
+    if official is not None:
+        _describe_conversion(model, official)
     size = args.output.stat().st_size
-    print(f"wrote {args.output} ({size / 2**20:.2f} MiB, CLIP {'included' if args.include_clip else 'referenced: ' + str(model.config.clip.weights)})")
+    print(f"wrote {args.output} ({size / 2**20:.2f} MiB, CLIP {'included' if include_clip else 'referenced: ' + str(model.config.clip.weights)})")
     return 0
+
+
+def _official_checkpoint(path: str) -> dict | None:
+    """The checkpoint's content if it is an official ZegCLIP release, else None."""
+    import torch
+
+    from zegclip.model.official import is_official_checkpoint
+
+    if not Path(path).is_file():
+        return None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a plain torch file (our own formats are read by load())
+        return None
+    return obj if is_official_checkpoint(obj) else None
+
+
+def _describe_conversion(model: Any, official: dict) -> None:
+    from zegclip.model.official import convert_official
+
+    config, _, metadata, dropped = convert_official(official)
+    print(f"  architecture: {config.to_dict()}")
+    print(f"  classes: {len(metadata['class_names'])} ({len(metadata['unseen'])} unseen), setting: {metadata['setting']}")
+    print(f"  learnable parameters: {sum(p.numel() for p in model.trainable_parameters()):,}")
+    print(f"  dropped {len(dropped)} unused official tensors ({sum(t.numel() for t in dropped.values()):,} values):")
+    for key in sorted(dropped):
+        print(f"    {key}")
 
 
 def _export_onnx(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

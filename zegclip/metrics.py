@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-IGNORE_INDEX = 255
+from zegclip.constants import IGNORE_INDEX
 
 
 class ZeroShotSegmentationMetrics(MulticlassConfusionMatrix):

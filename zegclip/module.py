@@ -23,6 +23,7 @@ from zegclip.console import quiet_lightning
 from zegclip.errors import NonFiniteLossError
 from zegclip.metrics import ZeroShotSegmentationMetrics
 from zegclip.model.checkpoint import is_frozen_clip_key, read_checkpoint
+from zegclip.model.inference import default_seen_bias
 from zegclip.model.labels import inductive_targets, seen_lookup, transductive_targets
 from zegclip.model.loss import CrossEntropySegLoss, FocalDiceLoss
 from zegclip.model.text import load_text_embeddings
@@ -33,6 +34,33 @@ quiet_lightning()  # also in the processes a spawned strategy (ddp_spawn) starts
 
 SETTINGS = ("inductive", "transductive", "fully")
 SUMMARY_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc")
+
+
+def check_setting(setting: str, unseen: Any = (1,), init_from: str | None = None, has_model: bool = False) -> None:
+    """The setting exists; transductive runs have unseen classes and start from an inductive checkpoint."""
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
+    if setting == "transductive" and not unseen:
+        raise ValueError("setting=transductive needs unseen classes (dataset.unseen is empty)")
+    if setting == "transductive" and not init_from and not has_model:
+        raise ValueError(
+            "setting=transductive starts from an inductive checkpoint: set init_from=PATH "
+            "(e.g. the last.ckpt of the same dataset's inductive run, logs/train/runs/<run>/checkpoints/last.ckpt)"
+        )
+
+
+def build_criterion(loss: dict[str, Any] | None) -> tuple[torch.nn.Module, str, bool]:
+    """``(criterion, loss name, deep supervision)`` from the ``loss`` config."""
+    args = dict(loss or {})
+    name = args.pop("name", "focal_dice")
+    # Deep supervision of every decoder layer: the official loss has weights for it, but the
+    # official head never hands the auxiliary layers over, so it is off by default.
+    aux_layers = bool(args.pop("aux_layers", False))
+    if name == "focal_dice":
+        return FocalDiceLoss(**args), name, aux_layers
+    if name == "cross_entropy":
+        return CrossEntropySegLoss(**args), name, aux_layers
+    raise ValueError(f"loss.name must be 'focal_dice' or 'cross_entropy', got {name!r}")
 
 
 class ZegCLIPModule(L.LightningModule):
@@ -85,15 +113,7 @@ class ZegCLIPModule(L.LightningModule):
         metadata: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if setting not in SETTINGS:
-            raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
-        if setting == "transductive" and not unseen:
-            raise ValueError("setting=transductive needs unseen classes (data.unseen is empty)")
-        if setting == "transductive" and not init_from and model is None:
-            raise ValueError(
-                "setting=transductive starts from an inductive checkpoint: set init_from=PATH "
-                "(e.g. the last.ckpt of the same dataset's inductive run)"
-            )
+        check_setting(setting, unseen, init_from, model is not None)
         self.save_hyperparameters(ignore=["model", "metadata"])
         self.model = model if model is not None else ZegCLIP(ZegCLIPConfig.from_dict(model_config))
         self.class_names = list(class_names)
@@ -106,24 +126,13 @@ class ZegCLIPModule(L.LightningModule):
         }  # fmt: skip
         self.evaluation.update(evaluation or {})
         if self.evaluation["seen_bias"] is None:
-            self.evaluation["seen_bias"] = 0.1 if setting == "inductive" else 0.0
+            self.evaluation["seen_bias"] = default_seen_bias(setting)
         self.optimizer_args = dict(optimizer or {})
-        loss_args = dict(loss or {})
-        loss_name = self.loss_name = loss_args.pop("name", "focal_dice")
-        # Deep supervision of every decoder layer: the official loss has weights for it, but the
-        # official head never hands the auxiliary layers over, so it is off by default.
-        self.aux_layers = bool(loss_args.pop("aux_layers", False))
-        if loss_name == "focal_dice":
-            self.criterion: torch.nn.Module = FocalDiceLoss(**loss_args)
-        elif loss_name == "cross_entropy":
-            self.criterion = CrossEntropySegLoss(**loss_args)
-        else:
-            raise ValueError(f"loss.name must be 'focal_dice' or 'cross_entropy', got {loss_name!r}")
+        self.criterion, self.loss_name, self.aux_layers = build_criterion(loss)
         self.train_classes = self.seen if setting == "inductive" else list(range(len(self.class_names)))
         self.register_buffer("seen_lookup", seen_lookup(len(self.class_names), self.seen), persistent=False)
         self.val_metrics = ZeroShotSegmentationMetrics(self.class_names, self.seen, self.unseen)
         self.test_metrics = ZeroShotSegmentationMetrics(self.class_names, self.seen, self.unseen)
-        self.test_summary: dict[str, Any] | None = None
         self._text: torch.Tensor | None = None
         self._image_samples: list[dict[str, Any]] = []
         self.plots_dir: str | None = None
@@ -330,8 +339,7 @@ class ZegCLIPModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         confmat = self.test_metrics.compute()  # every rank: the matrix is summed across processes
-        self.test_summary = self.test_metrics.summary()
-        self._log_summary("test", self.test_summary)
+        self._log_summary("test", self.test_metrics.summary())
         if self.plots_dir is not None and self.trainer.is_global_zero:
             self._write_plots(confmat)
         self._image_samples = []

@@ -19,7 +19,8 @@ from matplotlib.colors import Normalize, PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from zegclip.visualize import IGNORE_INDEX, denormalize, palette
+from zegclip.constants import IGNORE_INDEX
+from zegclip.visualize import denormalize, palette
 
 SEEN_COLOUR = "#3b75af"  # blue
 UNSEEN_COLOUR = "#e1812c"  # orange: tells the splits apart with red-green colour blindness too

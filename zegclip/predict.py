@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from tqdm import tqdm
 
 import zegclip
+from zegclip.model.inference import SEEN_BIAS
 from zegclip.model.preprocess import ImageReadError
+from zegclip.values import plain
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 """File types picked up when ``inputs`` is a folder (a file or a glob is taken as given)."""
@@ -130,7 +132,7 @@ def calibration(
     none.
     """
     if seen is not None:
-        return resolve_seen(seen, class_names), 0.1 if seen_bias is None else float(seen_bias)
+        return resolve_seen(seen, class_names), SEEN_BIAS if seen_bias is None else float(seen_bias)
     meta = model.metadata
     if list(class_names) == list(meta.get("class_names") or []) and meta.get("seen"):
         bias = float(meta.get("seen_bias", 0.0)) if seen_bias is None else float(seen_bias)
@@ -144,25 +146,22 @@ def _device(name: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
-
 
 def predict(cfg: DictConfig) -> PredictSummary:
     """Segment every image of ``cfg.inputs``; write labels, overlays and ``predictions.json``."""
     out_dir = Path(cfg.paths.output_dir)
-    files = collect_inputs(_plain(cfg.get("inputs")))
+    files = collect_inputs(plain(cfg.get("inputs")))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config_resolved.yaml").write_text(
-        OmegaConf.to_yaml({k: _plain(cfg[k]) for k in cfg if k != "hydra"})
+        OmegaConf.to_yaml({k: plain(cfg[k]) for k in cfg if k != "hydra"})
     )
     console.print(f"[bold]run folder[/bold]: {out_dir}")
     model = zegclip.load(cfg.ckpt_path, device=_device(cfg.get("device")), precision=cfg.get("precision"))
-    class_names = _names(_plain(cfg.get("classes"))) or list(model.metadata.get("class_names") or [])
+    class_names = _names(plain(cfg.get("classes"))) or list(model.metadata.get("class_names") or [])
     if not class_names:
         raise ValueError(f"{cfg.ckpt_path} holds no vocabulary: give classes=[name,name,...]")
-    seen, seen_bias = calibration(model, class_names, _plain(cfg.get("seen")), cfg.get("seen_bias"))
-    templates = _plain(cfg.get("templates"))
+    seen, seen_bias = calibration(model, class_names, plain(cfg.get("seen")), cfg.get("seen_bias"))
+    templates = plain(cfg.get("templates"))
     console.print(
         f"{len(files)} image(s), {len(class_names)} classes"
         + (f", seen-class offset -{seen_bias:g} on {len(seen)} classes" if seen and seen_bias else "")

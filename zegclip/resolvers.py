@@ -31,6 +31,22 @@ def register() -> None:
         OmegaConf.register_new_resolver("zegclip.cwd", os.getcwd)
     if not OmegaConf.has_resolver("zegclip.run_id"):
         OmegaConf.register_new_resolver("zegclip.run_id", run_id, use_cache=True)
+    if not OmegaConf.has_resolver("zegclip.class_names"):
+        OmegaConf.register_new_resolver("zegclip.class_names", _class_names)
+    if not OmegaConf.has_resolver("zegclip.unseen"):
+        OmegaConf.register_new_resolver("zegclip.unseen", _unseen)
+
+
+def _class_names(dataset: str) -> list[str]:
+    from zegclip.data.classes import class_names
+
+    return class_names(dataset)
+
+
+def _unseen(dataset: str) -> list[int]:
+    from zegclip.data.classes import unseen_classes
+
+    return unseen_classes(dataset)
 
 
 register()

@@ -15,7 +15,7 @@ run folder records how the run ended.
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,12 @@ from zegclip.checkpointing import AtomicCheckpointIO, LastCheckpoint, check_sele
 from zegclip.console import announce, console, model_summary, quiet_lightning
 from zegclip.errors import RunInterrupted
 from zegclip.interrupts import Interrupts
-from zegclip.module import SUMMARY_KEYS, ZegCLIPModule
+from zegclip.model.inference import default_seen_bias
+from zegclip.module import SUMMARY_KEYS, ZegCLIPModule, check_setting
+from zegclip.values import json_number, plain
 
 quiet_lightning()
 
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -96,7 +95,7 @@ def wandb_identity(cfg: DictConfig) -> dict[str, Any]:
     """Name, group and tags that tell W&B runs apart: the name carries the seed and the job's other
     overrides, one group per sweep (or per dataset x setting for single runs), tags for dataset /
     setting / seed."""
-    data, setting, seed = cfg.data.name, cfg.setting, cfg.seed
+    data, setting, seed = cfg.dataset.name, cfg.setting, cfg.seed
     ignored = ("seed=", "dataset=", "setting=", "experiment=", "hydra.", "hydra/", "paths.", "logger")
     others = [o for o in job_overrides() if not o.lstrip("+~").startswith(ignored)]
     name = f"{data}-{setting}-seed{seed}" + (f"-{','.join(others)}" if others else "")
@@ -125,7 +124,7 @@ def build_module(cfg: DictConfig, datamodule: Any) -> ZegCLIPModule:
         seen=list(datamodule.seen),
         unseen=list(datamodule.unseen),
         setting=cfg.setting,
-        templates=_plain(cfg.text.templates),
+        templates=plain(cfg.text.templates),
         text_embedding_file=cfg.text.embedding_file,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
@@ -140,11 +139,7 @@ def build_module(cfg: DictConfig, datamodule: Any) -> ZegCLIPModule:
 
 
 def _check_train_config(cfg: DictConfig) -> None:
-    if cfg.setting == "transductive" and not cfg.get("init_from"):
-        raise ValueError(
-            "setting=transductive starts from an inductive checkpoint: set init_from=PATH "
-            "(e.g. logs/train/runs/<inductive run>/checkpoints/last.ckpt)"
-        )
+    check_setting(str(cfg.setting), init_from=cfg.get("init_from"))  # before any data is touched
     weights = cfg.get("test_weights", "last")
     if weights not in ("last", "best"):
         raise ValueError(f"test_weights must be 'last' (the final weights) or 'best', got {weights!r}")
@@ -192,7 +187,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     last = LastCheckpoint(ckpt_dir, int(cfg.get("checkpoint_every_n_steps", 500)), interrupts, resumed_from=resume)
     try:
         with interrupts:
-            datamodule = instantiate(cfg.data)
+            datamodule = instantiate(cfg.dataset)
             if cfg.get("verify_data", True):
                 datamodule.verify_eval_splits(("val",))
             module = build_module(cfg, datamodule)
@@ -215,7 +210,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 results = trainer.test(module, datamodule=datamodule, ckpt_path=weights["checkpoint"],
                                        weights_only=True, verbose=False)  # fmt: skip
                 summary = summary_from_logged(results, datamodule.class_names)
-                report(cfg, summary, weights=weights, dataset=datamodule.name, setting=cfg.setting)
+                report(cfg, summary, datamodule.class_split.unseen_names, weights=weights, dataset=datamodule.name,
+                       setting=cfg.setting)  # fmt: skip
             finish_wandb(loggers)
     except (RunInterrupted, SIGTERMException) as err:
         if isinstance(err, SIGTERMException):  # Lightning's own handler got there first
@@ -318,7 +314,7 @@ def resolve_checkpoint(path: str) -> str:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate a checkpoint (ours, converted or official) on ``cfg.data``'s test split."""
+    """Evaluate a checkpoint (ours, converted or official) on ``cfg.dataset``'s test split."""
     import zegclip
 
     if not cfg.get("ckpt_path"):
@@ -331,7 +327,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     try:
         with Interrupts(None) as interrupts:
             model = zegclip.load(checkpoint, precision=cfg.get("precision"))
-            datamodule = instantiate(cfg.data)
+            datamodule = instantiate(cfg.dataset)
             module = _evaluation_module(cfg, model, datamodule)
             module.plots_dir = str(output_dir(cfg))  # plots/*.png after the test
             loggers = build_loggers(cfg)
@@ -352,7 +348,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise
     weights = {"checkpoint": checkpoint, "step": model.metadata.get("global_step", model.metadata.get("iter")),
                "selection": "given by ckpt_path"}  # fmt: skip
-    report(cfg, summary, weights=weights, dataset=datamodule.name, setting=module.setting,
+    report(cfg, summary, datamodule.class_split.unseen_names, weights=weights, dataset=datamodule.name, setting=module.setting,
            seen_bias=module.evaluation["seen_bias"])  # fmt: skip
     _finish(folder, "finished")
     _announce_end(cfg, None)
@@ -366,7 +362,7 @@ def _evaluation_module(cfg: DictConfig, model: Any, datamodule: Any) -> ZegCLIPM
     evaluation = OmegaConf.to_container(cfg.evaluation, resolve=True)
     if evaluation.get("seen_bias") is None:
         # the checkpoint's calibration on its own classes; none across datasets unless configured
-        evaluation["seen_bias"] = float(meta.get("seen_bias", 0.1 if setting == "inductive" else 0.0)) if own_vocabulary else 0.0
+        evaluation["seen_bias"] = float(meta.get("seen_bias", default_seen_bias(setting))) if own_vocabulary else 0.0
     templates = cfg.text.templates or (meta.get("templates") if own_vocabulary else None) or "single"
     text_file = cfg.text.embedding_file or (meta.get("text_embedding_file") if own_vocabulary else None)
     if text_file and not Path(str(text_file)).is_file():
@@ -378,7 +374,7 @@ def _evaluation_module(cfg: DictConfig, model: Any, datamodule: Any) -> ZegCLIPM
         seen=list(datamodule.seen),
         unseen=list(datamodule.unseen),
         setting=setting,
-        templates=_plain(templates),
+        templates=plain(templates),
         text_embedding_file=text_file,
         evaluation=evaluation,
         dataset_name=datamodule.name,
@@ -406,12 +402,9 @@ def _progress_bar() -> L.Callback:
 # -- reporting ---------------------------------------------------------------------------------
 
 
-def _json_number(value: float) -> float | None:
-    return None if isinstance(value, float) and math.isnan(value) else value
-
 
 @rank_zero_only
-def report(cfg: DictConfig, summary: dict[str, Any], **info: Any) -> None:
+def report(cfg: DictConfig, summary: dict[str, Any], unseen_names: Sequence[str], **info: Any) -> None:
     """Print the per-class table and write ``metrics.json`` into the run folder."""
     if not summary:
         return
@@ -419,7 +412,7 @@ def report(cfg: DictConfig, summary: dict[str, Any], **info: Any) -> None:
     table.add_column("class")
     table.add_column("split")
     table.add_column("IoU", justify="right")
-    unseen = set(_unseen_names(cfg, summary))
+    unseen = set(unseen_names)
     for name, value in summary["IoU_per_class"].items():
         table.add_row(name, "unseen" if name in unseen else "seen", "-" if value != value else f"{100 * value:.1f}")
     console.print(table)
@@ -427,8 +420,8 @@ def report(cfg: DictConfig, summary: dict[str, Any], **info: Any) -> None:
         f"{key}: {'-' if summary[key] != summary[key] else f'{100 * summary[key]:.1f}'}" for key in SUMMARY_KEYS
     )
     console.print(f"[bold]{headline}[/bold]")
-    payload: dict[str, Any] = {k: _json_number(summary[k]) for k in SUMMARY_KEYS}
-    payload["IoU_per_class"] = {k: _json_number(v) for k, v in summary["IoU_per_class"].items()}
+    payload: dict[str, Any] = {k: json_number(summary[k]) for k in SUMMARY_KEYS}
+    payload["IoU_per_class"] = {k: json_number(v) for k, v in summary["IoU_per_class"].items()}
     payload.update(info)
     payload["seed"] = int(cfg.seed)
     payload["overrides"] = job_overrides()
@@ -449,10 +442,5 @@ def _announce_end(cfg: DictConfig, last_checkpoint: str | None) -> None:
         console.print(f"final weights: {last_checkpoint}")
     console.print(f"[bold]run folder[/bold]: {output_dir(cfg)}")
 
-
-def _unseen_names(cfg: DictConfig, summary: dict[str, Any]) -> list[str]:
-    names = list(summary["IoU_per_class"])
-    unseen = cfg.data.get("unseen") or []
-    return [names[i] for i in unseen if 0 <= int(i) < len(names)]
 
 

@@ -13,9 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
-IGNORE_INDEX = 255
+from zegclip.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
 # Palette candidates: an sRGB grid, step 15 (18^3 colours), lightness L* in [20, 95] so that no
 # class is near-black (reads as shadow) or near-white (invisible on a bright image).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 H, W = 40, 60
 

@@ -132,8 +132,10 @@ SPEC_CONTEXT_UNSEEN_NAMES = [
 
 
 def load(name: str, data_dir: str = "/nonexistent", **extra: object):
+    import zegclip.resolvers  # noqa: F401  (the configs read their class lists through ${zegclip.class_names:...})
+
     cfg = OmegaConf.create({"paths": {"data_dir": data_dir}, "seed": 7, **extra})
-    cfg.data = OmegaConf.load(CONF / f"{name}.yaml")
+    cfg.dataset = OmegaConf.load(CONF / f"{name}.yaml").dataset
     return cfg
 
 
@@ -146,17 +148,19 @@ def load(name: str, data_dir: str = "/nonexistent", **extra: object):
     ],
 )
 def test_config_matches_spec(name, names, unseen, unseen_names, reduce_zero):
-    assert (CONF / f"{name}.yaml").read_text().startswith("# @package data")
+    assert set(OmegaConf.load(CONF / f"{name}.yaml")) == {"defaults", "dataset"}  # group `dataset` fills key `dataset`
     cfg = load(name)
-    d = cfg.data
+    d = cfg.dataset
     assert list(d.class_names) == names
     assert list(d.unseen) == unseen
     assert [names[i] for i in d.unseen] == unseen_names
     assert d.reduce_zero_label is reduce_zero
-    assert d.layout == name and d.root == "/nonexistent" and d.seed == 7
+    expected_layout = {"voc": "VOCDataset", "coco": "COCOStuffDataset", "context": "ContextDataset"}[name]
+    assert d.layout._target_ == f"zegclip.data.{expected_layout}" and d.layout._partial_ is True
+    assert d.root == "/nonexistent" and d.seed == 7
     assert d.crop_size == 512 and list(d.scale) == [2048, 512] and list(d.ratio_range) == [0.5, 2.0]
     assert d.cat_max_ratio == 0.75 and d.test_short_side == 512 and d.batch_size == 4 and d.val_limit is None
-    dm = instantiate(cfg.data)  # start-up validation runs here; no data needed yet
+    dm = instantiate(cfg.dataset)  # start-up validation runs here; no data needed yet
     assert isinstance(dm, SegmentationDataModule)
     assert dm.class_names == tuple(names) and dm.unseen == tuple(unseen)
     assert set(dm.seen) | set(dm.unseen) == set(range(len(names))) and not set(dm.seen) & set(dm.unseen)
@@ -165,8 +169,8 @@ def test_config_matches_spec(name, names, unseen, unseen_names, reduce_zero):
 
 def test_custom_config_reads_class_file(custom_root):
     cfg = load("custom", data_dir=str(custom_root.parent))
-    cfg.data.unseen = [2]
-    dm = instantiate(cfg.data)
+    cfg.dataset.unseen = [2]
+    dm = instantiate(cfg.dataset)
     assert dm.class_names == ("cat", "dog", "bird")
     assert dm.seen == (0, 1) and dm.unseen == (2,)
     dm.setup("fit")
@@ -176,26 +180,26 @@ def test_custom_config_reads_class_file(custom_root):
 def _startup_error(cfg) -> BaseException:
     """Hydra wraps the error raised by the target; return the original."""
     with pytest.raises(Exception) as info:
-        instantiate(cfg.data)
+        instantiate(cfg.dataset)
     err = info.value
     return err.__cause__ if err.__cause__ is not None else err
 
 
 def test_config_with_wrong_unseen_fails_at_startup():
     cfg = load("voc")
-    cfg.data.unseen = [15, 20]
+    cfg.dataset.unseen = [15, 20]
     err = _startup_error(cfg)
     assert isinstance(err, ClassSplitError) and "index 20 is out of range" in str(err)
     cfg = load("coco")
-    cfg.data.class_names = SPEC_COCO[:170]
+    cfg.dataset.class_names = SPEC_COCO[:170]
     err = _startup_error(cfg)
     assert isinstance(err, ClassSplitError) and "170 entries but the dataset's labels encode 171" in str(err)
     cfg = load("context")
-    cfg.data.seen = [1, 4]
+    cfg.dataset.seen = [1, 4]
     err = _startup_error(cfg)
     assert isinstance(err, ClassSplitError) and "must cover all 59 classes" in str(err)
     cfg = load("voc")
-    cfg.data.reduce_zero_label = False  # VOC's raw 0 is background: this would shift every id
+    cfg.dataset.reduce_zero_label = False  # VOC's raw 0 is background: this would shift every id
     err = _startup_error(cfg)
     assert isinstance(err, ClassSplitError) and "reduce_zero_label=True" in str(err)
 

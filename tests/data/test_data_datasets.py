@@ -18,7 +18,6 @@ from zegclip.data import (
     SizeMismatchError,
     SplitListError,
     VOCDataset,
-    build_dataset,
     decode_label,
     make_label_lut,
 )
@@ -71,11 +70,11 @@ def test_context_and_coco_mapping(synth, context_root, coco_root):
     assert len(COCOStuffDataset(coco_root, "val")) == 2
 
 
-def test_custom_dataset_and_registry(synth, custom_root):
-    ds = build_dataset("custom", custom_root, "train", num_classes=3)
+def test_custom_dataset(synth, custom_root):
+    ds = CustomDataset(custom_root, "train", num_classes=3)
     assert isinstance(ds, CustomDataset) and len(ds) == 2
     np.testing.assert_array_equal(ds.load_sample(0)["label"], synth.stripes([0, 1, 2, 255]))
-    assert len(build_dataset("custom", custom_root, "test", num_classes=3)) == 1
+    assert len(CustomDataset(custom_root, "test", num_classes=3)) == 1
     # reduce_zero_label: 0 -> 255, 1 -> 0, 2 -> 1 with two classes
     ds = CustomDataset(custom_root, "train", num_classes=2, reduce_zero_label=True)
     np.testing.assert_array_equal(ds.load_sample(0)["label"], synth.stripes([255, 0, 1, 255]))
@@ -89,8 +88,6 @@ def test_custom_dataset_and_registry(synth, custom_root):
     synth.write_list(custom_root / "splits" / "train.txt", ["b"])
     ds = CustomDataset(custom_root, "train", num_classes=3, split_file="splits/{split}.txt")
     assert [s.name for s in ds.samples] == ["b"]
-    with pytest.raises(ValueError, match="unknown dataset layout"):
-        build_dataset("nope", custom_root, "train")
 
 
 def test_layout_rules_cannot_be_changed(voc_root):

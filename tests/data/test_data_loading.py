@@ -15,6 +15,7 @@ from zegclip.data import (
     SegmentationDataModule,
     SegmentationDataset,
     ShardedEvalSampler,
+    VOCDataset,
     build_train_transform,
     collate_segmentation,
     derive_seed,
@@ -27,7 +28,7 @@ LAB = np.repeat(np.array([0, 1, 2, 255], dtype=np.uint8), 15)[None].repeat(40, 0
 
 
 def voc_dm(root, **kw) -> SegmentationDataModule:
-    args = dict(layout="voc", root=root, class_names=VOC_NAMES, unseen=[15, 16, 17, 18, 19], num_workers=0)
+    args = dict(layout=VOCDataset, root=root, class_names=VOC_NAMES, unseen=[15, 16, 17, 18, 19], num_workers=0)
     return SegmentationDataModule(**{**args, **kw})
 
 

@@ -10,9 +10,9 @@ from PIL import Image
 from scipy.io import savemat
 
 from zegclip.data import ContextDataset, PreparationError, VOCDataset, read_label
+from zegclip.data.classes import CONTEXT59_CLASSES as CONTEXT59_NAMES
 from zegclip.data.prepare import (
     CONTEXT59_IDS,
-    CONTEXT59_NAMES,
     check_dataset,
     coco_stuff_lut,
     load_sbd_mat,
@@ -188,6 +188,6 @@ def test_cli(synth, tmp_path, capsys):
         dst / "VOCdevkit/VOC2012/SegmentationClass/2007_000042.png", synth.stripes([0, 40], 50, 30)
     )
     with pytest.raises(
-        PreparationError, match=r"1 sample\(s\) failed:\n.*2007_000042\.png holds values \[40\]"
+        PreparationError, match=r"1 of 2 voc val samples cannot be used:\n.*2007_000042\.png holds values \[40\]"
     ):
         check_dataset("voc", dst)

@@ -33,10 +33,10 @@ SHORT = [
     "+logger.csv.flush_logs_every_n_steps=1",  # the log shows each step at once (to time the faults)
     "trainer.enable_progress_bar=false",
     "callbacks.progress_bar=null",
-    "data.batch_size=8",
-    "data.dataset_kwargs.train_size=256",
-    "data.dataset_kwargs.val_size=16",
-    "data.dataset_kwargs.test_size=16",
+    "dataset.batch_size=8",
+    "dataset.layout.train_size=256",
+    "dataset.layout.val_size=16",
+    "dataset.layout.test_size=16",
     "optimizer.warmup_steps=5",
 ]
 
@@ -70,7 +70,7 @@ class Run:
 
 
 def environment(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1",
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO_ROOT), "HYDRA_FULL_ERROR": "1"}  # fmt: skip
     env.update(extra)
     return env

@@ -123,7 +123,7 @@ def test_the_validation_check_is_cached_and_notices_changed_files(voc_tree: Path
     from zegclip.data.verify import verify_samples
 
     monkeypatch.setenv("ZEGCLIP_CACHE_DIR", str(tmp_path / "cache"))
-    dm = SegmentationDataModule("voc", voc_tree, class_names=[f"c{i}" for i in range(20)], num_workers=0)
+    dm = SegmentationDataModule(VOCDataset, voc_tree, class_names=[f"c{i}" for i in range(20)], num_workers=0)
     dm.setup("validate")
     reads = []
     original = VOCDataset.load_sample

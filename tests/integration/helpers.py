@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -23,8 +22,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers the configs use)
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO_ROOT / "conf"
@@ -79,13 +76,13 @@ synthetic = _load_data_builders()
 TINY_OVERRIDES = [
     "model=tiny",
     "trainer=cpu",
-    "data.crop_size=64",
-    "data.scale=[128,64]",
-    "data.test_short_side=64",
-    "data.batch_size=2",
-    "data.num_workers=0",
-    "data.persistent_workers=false",
-    "data.pin_memory=false",
+    "dataset.crop_size=64",
+    "dataset.scale=[128,64]",
+    "dataset.test_short_side=64",
+    "dataset.batch_size=2",
+    "dataset.num_workers=0",
+    "dataset.persistent_workers=false",
+    "dataset.pin_memory=false",
     "optimizer.warmup_steps=2",
     "trainer.max_steps=2",
     "trainer.val_check_interval=2",
@@ -93,7 +90,7 @@ TINY_OVERRIDES = [
     "trainer.log_every_n_steps=1",
 ]
 # the custom layout: 3 classes (cat, dog, bird); "bird" unseen so that every setting applies
-DATASET_OVERRIDES = {"custom": ["data.unseen=[2]"]}
+DATASET_OVERRIDES = {"custom": ["dataset.unseen=[2]"]}
 
 
 def make_all_datasets(root: Path) -> Path:
@@ -138,10 +135,10 @@ def eval_overrides(dataset: str, ckpt: Path | str, data_dir: Path, *extra: str) 
         f"ckpt_path={ckpt}",
         f"paths.data_dir={data_dir}",
         "trainer=cpu",
-        "data.test_short_side=64",
-        "data.num_workers=0",
-        "data.persistent_workers=false",
-        "data.pin_memory=false",
+        "dataset.test_short_side=64",
+        "dataset.num_workers=0",
+        "dataset.persistent_workers=false",
+        "dataset.pin_memory=false",
         *DATASET_OVERRIDES.get(dataset, []),
         *extra,
     ]

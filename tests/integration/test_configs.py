@@ -52,7 +52,7 @@ def test_every_experiment_composes(tmp_path: Path, experiment: str) -> None:
     # the experiment is selected from dataset and setting (defaults: experiment: ${dataset}_${setting})
     cfg = compose_train(tmp_path, f"dataset={dataset}", f"setting={setting}")
     assert cfg.hydra.runtime.choices.experiment == experiment
-    assert cfg.setting == setting and cfg.data.name == dataset
+    assert cfg.setting == setting and cfg.dataset.name == dataset
     resolve_all(cfg)
     # ... and explicitly: the same config
     explicit = compose_train(tmp_path, f"dataset={dataset}", f"setting={setting}", f"experiment={experiment}")
@@ -63,8 +63,8 @@ def test_every_experiment_composes(tmp_path: Path, experiment: str) -> None:
         assert cfg.text.templates == recipe["templates"]
         assert cfg.trainer.max_steps == recipe["max_steps"][setting]
         assert cfg.model.clip.model_name == "ViT-B-16" and cfg.model.clip.quick_gelu
-        assert cfg.model.image_size == cfg.data.crop_size == 512
-        assert cfg.data.batch_size == 4
+        assert cfg.model.image_size == cfg.dataset.crop_size == 512
+        assert cfg.dataset.batch_size == 4
         assert cfg.optimizer.lr == 2e-4 and cfg.optimizer.weight_decay == 0.01
         assert cfg.optimizer.warmup_steps == 1500 and cfg.optimizer.power == 0.9
         assert cfg.evaluation.mode == "slide"
@@ -113,7 +113,7 @@ def test_every_logger_composes(tmp_path: Path, logger: str, monkeypatch: pytest.
 def test_every_debug_config_composes(tmp_path: Path, debug: str) -> None:
     cfg = compose_train(tmp_path, "dataset=voc", "model=tiny", f"debug={debug}")
     resolve_all(cfg)
-    assert cfg.data.num_workers == 0 and cfg.trainer.max_steps <= 10  # over the experiment's values
+    assert cfg.dataset.num_workers == 0 and cfg.trainer.max_steps <= 10  # over the experiment's values
     if debug == "fdr":
         assert cfg.trainer.fast_dev_run is True and cfg.test_after_training is False
 
@@ -157,5 +157,5 @@ def test_eval_config_composes(tmp_path: Path, dataset: str) -> None:
         "eval", [f"dataset={dataset}", "ckpt_path=x.ckpt", f"paths.data_dir={tmp_path}"], tmp_path / "out"
     )
     resolve_all(cfg)
-    assert cfg.data.name == dataset and cfg.setting is None and cfg.evaluation.seen_bias is None
+    assert cfg.dataset.name == dataset and cfg.setting is None and cfg.evaluation.seen_bias is None
     assert cfg.task_name == "eval" and cfg.text.templates is None

@@ -117,7 +117,7 @@ NO_LOGGER = ["~logger", "~callbacks.lr_monitor"]
 def test_ddp_spawn_training_run(cfg_train) -> None:
     """Two processes train (every trainable parameter gets a gradient: no unused-parameter error),
     checkpoint, and test the final weights; metrics.json comes from rank 0's results."""
-    cfg = cfg_train("voc", "inductive", "trainer=ddp_sim", "data.batch_size=1", *NO_LOGGER)
+    cfg = cfg_train("voc", "inductive", "trainer=ddp_sim", "dataset.batch_size=1", *NO_LOGGER)
     with one_torch_thread():
         summary = train(cfg)
     out = Path(cfg.paths.output_dir)
@@ -126,12 +126,12 @@ def test_ddp_spawn_training_run(cfg_train) -> None:
     metrics = read_metrics(out)
     assert metrics["weights"]["checkpoint"] == str(out / "checkpoints" / "last.ckpt")
     assert summary and metrics["dataset"] == "voc" and metrics["setting"] == "inductive"
-    check_metric_values(metrics, list(cfg.data.class_names))
+    check_metric_values(metrics, list(cfg.dataset.class_names))
 
 
 def test_ddp_spawn_training_run_with_csv_logger(cfg_train) -> None:
     """The default logger (csv) with trainer=ddp_sim: fit, then test after training."""
-    cfg = cfg_train("voc", "inductive", "trainer=ddp_sim", "data.batch_size=1")
+    cfg = cfg_train("voc", "inductive", "trainer=ddp_sim", "dataset.batch_size=1")
     with one_torch_thread():
         train(cfg)
     out = Path(cfg.paths.output_dir)

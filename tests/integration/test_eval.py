@@ -38,11 +38,11 @@ def test_eval_writes_metrics_json(runs, cfg_eval, setting: str, seen_bias: float
     assert metrics["weights"] == {"checkpoint": str(ckpt), "step": 2, "selection": "given by ckpt_path"}
     assert metrics["seed"] == 0 and metrics["run_dir"] == cfg.paths.output_dir
     assert metrics["seen_bias"] == seen_bias  # the checkpoint's calibration on its own vocabulary
-    class_names = list(run["cfg"].data.class_names)
+    class_names = list(run["cfg"].dataset.class_names)
     check_metric_values(metrics, class_names)
     # the summary is consistent with the per-class IoUs (NaN-skipping means, harmonic mean)
     iou = list(metrics["IoU_per_class"].values())
-    unseen_ids = set(run["cfg"].data.unseen)
+    unseen_ids = set(run["cfg"].dataset.unseen)
     unseen = [v for i, v in enumerate(iou) if i in unseen_ids]
     seen_iou = [v for i, v in enumerate(iou) if i not in unseen_ids]
     assert metrics["mIoU_seen"] == pytest.approx(_nan_mean(seen_iou))
@@ -69,7 +69,7 @@ def test_eval_cross_dataset_uses_no_seen_offset(runs, cfg_eval, dataset: str) ->
     assert metrics["seen_bias"] == 0.0
     assert metrics["dataset"] == dataset and metrics["weights"]["checkpoint"] == str(ckpt)
     assert metrics["setting"] == "inductive"
-    check_metric_values(metrics, list(cfg.data.class_names))
+    check_metric_values(metrics, list(cfg.dataset.class_names))
 
 
 def test_eval_explicit_seen_bias_is_recorded(runs, cfg_eval) -> None:
@@ -102,7 +102,7 @@ def test_eval_cli(runs, data_dir: Path, tmp_path: Path) -> None:
     overrides = eval_overrides(
         "voc", ckpt, data_dir, f"hydra.run.dir={out}", f"paths.log_dir={tmp_path / 'logs'}"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "eval.py", *overrides],
         cwd=REPO_ROOT,

@@ -15,7 +15,7 @@ from zegclip.runner import build_module
 
 def configured(cfg):
     """The module of a composed config with a trainer attached, and its optimizer + scheduler."""
-    module = build_module(cfg, instantiate(cfg.data))
+    module = build_module(cfg, instantiate(cfg.dataset))
     module.trainer = L.Trainer(max_steps=cfg.trainer.max_steps, logger=False, enable_progress_bar=False)
     conf = module.configure_optimizers()
     return module, conf["optimizer"], conf["lr_scheduler"]

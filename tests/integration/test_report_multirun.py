@@ -14,7 +14,7 @@ import pytest
 
 from .helpers import REPO_ROOT, read_metrics, train_overrides
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled",
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
        "COLUMNS": "200"}  # fmt: skip
 
 

@@ -15,7 +15,7 @@ import zegclip.runner as runner
 # every epoch end; 6 steps in all, the interrupted run stops after the checkpoint at step 3
 STEPS, STOP = 6, 3
 RESUME_OVERRIDES = [
-    "data.batch_size=1",
+    "dataset.batch_size=1",
     f"trainer.max_steps={STEPS}",
     f"trainer.val_check_interval={STOP}",
     "test_after_training=false",
@@ -101,7 +101,7 @@ def test_last_checkpoint_holds_the_final_step(cfg_train, monkeypatch, max_steps:
     of it (the issue's `trainer.max_steps=3`), or a run too short to validate at all."""
     cfg = cfg_train(
         "voc", "inductive", f"trainer.max_steps={max_steps}", f"trainer.val_check_interval={val_every}",
-        "data.batch_size=1", "checkpoint_every_n_steps=0", "test_after_training=false",
+        "dataset.batch_size=1", "checkpoint_every_n_steps=0", "test_after_training=false",
     )  # fmt: skip
     recorder = run_with(monkeypatch, cfg, Recorder())
     assert recorder.step == max_steps
@@ -115,8 +115,8 @@ def test_last_checkpoint_holds_the_final_step(cfg_train, monkeypatch, max_steps:
 def test_resumed_run_is_independent_of_loader_workers(cfg_train, monkeypatch) -> None:
     """The training stream (order and augmentation) is a function of (seed, epoch, position) only."""
     runs = [
-        run_with(monkeypatch, cfg_train("voc", "inductive", *RESUME_OVERRIDES, *NO_DROPOUT, f"data.num_workers={w}",
-                                        f"data.persistent_workers={w > 0}", name=f"w{w}"), Recorder())
+        run_with(monkeypatch, cfg_train("voc", "inductive", *RESUME_OVERRIDES, *NO_DROPOUT, f"dataset.num_workers={w}",
+                                        f"dataset.persistent_workers={w > 0}", name=f"w{w}"), Recorder())
         for w in (0, 2)
     ]  # fmt: skip
     assert_same_weights(runs[0].weights, runs[1].weights)

@@ -81,7 +81,7 @@ def test_test_weights_best_needs_a_selection(cfg_train) -> None:
 
 
 def test_train_without_unseen_classes(runs) -> None:
-    run = runs.get("custom", "fully", "data.unseen=[]")
+    run = runs.get("custom", "fully", "dataset.unseen=[]")
     metrics = read_metrics(run["dir"])
     assert metrics["hIoU"] is None and metrics["mIoU_unseen"] is None
     assert metrics["mIoU"] is not None and metrics["mIoU"] == metrics["mIoU_seen"]

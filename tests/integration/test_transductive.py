@@ -16,8 +16,8 @@ IGNORE = 255
 @pytest.fixture()
 def voc_transductive(runs, cfg_train):
     """A transductive module initialised from the VOC inductive run and one batch of all 3 training images."""
-    cfg = cfg_train("voc", "transductive", f"init_from={runs.last_ckpt('voc')}", "data.batch_size=3")
-    datamodule = instantiate(cfg.data)
+    cfg = cfg_train("voc", "transductive", f"init_from={runs.last_ckpt('voc')}", "dataset.batch_size=3")
+    datamodule = instantiate(cfg.dataset)
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     module = build_module(cfg, datamodule)
@@ -97,4 +97,4 @@ def test_init_from_of_another_architecture_fails_clearly(runs, cfg_train) -> Non
     """VOC's 10 prompt tokens do not fit COCO-Stuff's 100."""
     cfg = cfg_train("coco", "transductive", f"init_from={runs.last_ckpt('voc')}")
     with pytest.raises(ValueError, match="does not fit"):
-        build_module(cfg, instantiate(cfg.data))
+        build_module(cfg, instantiate(cfg.dataset))

@@ -27,6 +27,6 @@ def test_eval_multi_scale_flip_changes_the_predictions(runs, cfg_eval) -> None:
     cfg = cfg_eval("voc", ckpt, "evaluation.scales=[0.5,1.0,1.5]", "evaluation.flip=true")
     evaluate(cfg)
     metrics = read_metrics(Path(cfg.paths.output_dir))
-    check_metric_values(metrics, list(cfg.data.class_names))
+    check_metric_values(metrics, list(cfg.dataset.class_names))
     trained = read_metrics(runs.get("voc", "inductive")["dir"])
     assert metrics["IoU_per_class"] != trained["IoU_per_class"]  # six views, not one

@@ -7,17 +7,15 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before albumentations is imported
 
+from zegclip.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from zegclip.data.datamodule import SegmentationDataModule  # noqa: E402
 from zegclip.data.datasets import (  # noqa: E402
-    DATASETS,
     COCOStuffDataset,
     ContextDataset,
     CustomDataset,
     Sample,
     SegmentationDataset,
     VOCDataset,
-    build_dataset,
-    register_dataset,
 )
 from zegclip.data.errors import (  # noqa: E402
     ClassSplitError,
@@ -43,10 +41,8 @@ from zegclip.data.loading import (  # noqa: E402
     seed_dataset,
     seed_worker,
 )
-from zegclip.data.splits import IGNORE_INDEX, ClassSplit, build_class_split, read_class_names  # noqa: E402
+from zegclip.data.splits import ClassSplit, build_class_split, read_class_names  # noqa: E402
 from zegclip.data.transforms import (  # noqa: E402
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     CatMaxRatioCrop,
     PhotoMetricDistortion,
     RatioRangeResize,
@@ -58,7 +54,6 @@ from zegclip.data.transforms import (  # noqa: E402
 )
 
 __all__ = [
-    "DATASETS",
     "IGNORE_INDEX",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -92,7 +87,6 @@ __all__ = [
     "TrainTransform",
     "VOCDataset",
     "build_class_split",
-    "build_dataset",
     "build_test_transform",
     "build_train_transform",
     "collate_segmentation",
@@ -102,7 +96,6 @@ __all__ = [
     "read_class_names",
     "read_image",
     "read_label",
-    "register_dataset",
     "seed_dataset",
     "seed_worker",
 ]

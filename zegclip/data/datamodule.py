@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from zegclip.data.datasets import build_dataset, dataset_num_classes, resolve_dataset_builder
+from zegclip.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from zegclip.data.errors import ClassSplitError
 from zegclip.data.io import make_label_lut
 from zegclip.data.loading import (
@@ -23,19 +23,9 @@ from zegclip.data.loading import (
     derive_seed,
     seed_worker,
 )
-from zegclip.data.splits import IGNORE_INDEX, ClassSplit, build_class_split, read_class_names
-from zegclip.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_test_transform, build_train_transform
-
-
-def _plain(value: Any) -> Any:
-    """Turn OmegaConf containers (from Hydra) into plain lists / dicts."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # pragma: no cover - omegaconf ships with hydra
-        return value
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
+from zegclip.data.splits import ClassSplit, build_class_split, read_class_names
+from zegclip.data.transforms import build_test_transform, build_train_transform
+from zegclip.values import plain
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -67,16 +57,16 @@ class SegmentationDataModule(L.LightningDataModule):
     metric states at epoch end (torchmetrics does).
 
     Args:
-        layout: ``voc``, ``coco``, ``context``, ``custom``, a registered layout, a dotted path
-            or a callable building a dataset (see :func:`zegclip.data.datasets.build_dataset`).
+        layout: builds the dataset of a split: ``layout(root, split, *, transform, num_classes,
+            reduce_zero_label)``, e.g. :class:`~zegclip.data.VOCDataset` or, from a config, a Hydra
+            partial with the layout's own options bound (``conf/dataset/*.yaml``: ``layout``).
         root: data root (``paths.data_dir``) holding the layout's tree.
         class_names: names in class-id order; or ``class_names_file`` (one per line, relative
             to ``root`` unless absolute).
         unseen: 0-based unseen class indices; ``seen`` defaults to all the others.
-        name: display name (defaults to ``layout``).
+        name: display name (defaults to the layout's name).
         reduce_zero_label: label decoding (raw 0 = background -> ignore, k -> k-1); ``None``
             uses the layout's fixed rule (VOC / Context true, COCO false).
-        dataset_kwargs: extra arguments of the layout's dataset class.
         crop_size, scale, ratio_range, cat_max_ratio, flip_prob, photometric: training pipeline.
         test_short_side: short side of val / test images.
         batch_size: training batch size per device; ``eval_batch_size`` for val / test.
@@ -86,7 +76,7 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        layout: str | Callable[..., Dataset] = "voc",
+        layout: Callable[..., Dataset],
         root: str | Path = "data",
         class_names: Sequence[str] | None = None,
         unseen: Sequence[int] = (),
@@ -94,7 +84,6 @@ class SegmentationDataModule(L.LightningDataModule):
         name: str | None = None,
         class_names_file: str | Path | None = None,
         reduce_zero_label: bool | None = None,
-        dataset_kwargs: Mapping[str, Any] | None = None,
         crop_size: int | Sequence[int] = 512,
         scale: Sequence[int] = (2048, 512),
         ratio_range: Sequence[float] = (0.5, 2.0),
@@ -113,76 +102,52 @@ class SegmentationDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if not callable(layout):
+            raise ValueError(f"layout must build a dataset (a dataset class or a Hydra partial), got {layout!r}")
         self.layout = layout
         self.root = Path(str(root))
-        self.name = name or (layout if isinstance(layout, str) else getattr(layout, "__name__", "custom"))
-        if class_names is None:
-            if class_names_file is None:
-                raise ValueError("give `class_names` or `class_names_file`")
-            path = Path(str(class_names_file))
-            class_names = read_class_names(path if path.is_absolute() else self.root / path)
-        self.class_split: ClassSplit = build_class_split(
-            _plain(class_names),
-            _plain(unseen) or (),
-            _plain(seen),
-            expected_num_classes=dataset_num_classes(layout),
-        )
+        self.name = name or getattr(getattr(layout, "func", layout), "layout", None) or "custom"
+        self.class_split: ClassSplit = self._build_class_split(class_names, class_names_file, unseen, seen)
         self.reduce_zero_label = reduce_zero_label
         self._validate_label_decoding()
-        self.dataset_kwargs = dict(_plain(dataset_kwargs) or {})
+        mean, std = tuple(plain(mean)), tuple(plain(std))
         self.train_transform_kwargs = {
-            "crop_size": _plain(crop_size),
-            "scale": tuple(_plain(scale)),
-            "ratio_range": tuple(_plain(ratio_range)),
-            "cat_max_ratio": cat_max_ratio,
-            "flip_prob": flip_prob,
-            "photometric": photometric,
-            "mean": tuple(_plain(mean)),
-            "std": tuple(_plain(std)),
-        }
-        self.test_transform_kwargs = {
-            "short_side": test_short_side,
-            "mean": tuple(_plain(mean)),
-            "std": tuple(_plain(std)),
-        }
+            "crop_size": plain(crop_size), "scale": tuple(plain(scale)), "ratio_range": tuple(plain(ratio_range)),
+            "cat_max_ratio": cat_max_ratio, "flip_prob": flip_prob, "photometric": photometric, "mean": mean, "std": std,
+        }  # fmt: skip
+        self.test_transform_kwargs = {"short_side": test_short_side, "mean": mean, "std": std}
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError(f"batch sizes must be >= 1, got {batch_size} / {eval_batch_size}")
         if val_limit is not None and val_limit < 1:
             raise ValueError(f"val_limit must be >= 1 or null, got {val_limit}")
-        self.batch_size = int(batch_size)
-        self.eval_batch_size = int(eval_batch_size)
-        self.num_workers = int(num_workers)
-        self.pin_memory = bool(pin_memory)
+        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
+        self.num_workers, self.pin_memory = int(num_workers), bool(pin_memory)
         self.persistent_workers = bool(persistent_workers)
         self.val_limit = val_limit
         self.seed = int(seed)
-        self.save_hyperparameters(
-            {
-                "layout": layout if isinstance(layout, str) else repr(layout),
-                "name": self.name,
-                "class_names": list(self.class_names),
-                "seen": list(self.seen),
-                "unseen": list(self.unseen),
-                "dataset_kwargs": self.dataset_kwargs,
-                "train_transform": {
-                    k: list(v) if isinstance(v, tuple) else v for k, v in self.train_transform_kwargs.items()
-                },
-                "test_short_side": test_short_side,
-                "batch_size": self.batch_size,
-                "eval_batch_size": self.eval_batch_size,
-                "val_limit": val_limit,
-                "seed": self.seed,
-            }
-        )
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
         self.stream_progress = StreamProgress()
 
+    def _build_class_split(
+        self,
+        class_names: Sequence[str] | None,
+        class_names_file: str | Path | None,
+        unseen: Sequence[int],
+        seen: Sequence[int] | None,
+    ) -> ClassSplit:
+        if class_names is None:
+            if class_names_file is None:
+                raise ValueError("give `class_names` or `class_names_file`")
+            path = Path(str(class_names_file))
+            class_names = read_class_names(path if path.is_absolute() else self.root / path)
+        expected = getattr(getattr(self.layout, "func", self.layout), "NUM_CLASSES", None)
+        return build_class_split(plain(class_names), plain(unseen) or (), plain(seen), expected_num_classes=expected)
+
     def _validate_label_decoding(self) -> None:
         """Check at start-up that the layout accepts this label decoding and class count."""
-        builder = resolve_dataset_builder(self.layout)
-        resolve = getattr(builder, "_resolve_label_args", None)
+        resolve = getattr(getattr(self.layout, "func", self.layout), "_resolve_label_args", None)
         rzl = self.reduce_zero_label
         if resolve is not None:
             _, rzl = resolve(self.num_classes, rzl)
@@ -220,14 +185,8 @@ class SegmentationDataModule(L.LightningDataModule):
             if train
             else build_test_transform(**self.test_transform_kwargs)
         )
-        return build_dataset(
-            self.layout,
-            self.root,
-            split,
-            transform=transform,
-            num_classes=self.num_classes,
-            reduce_zero_label=self.reduce_zero_label,
-            **self.dataset_kwargs,
+        return self.layout(
+            self.root, split, transform=transform, num_classes=self.num_classes, reduce_zero_label=self.reduce_zero_label
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -284,7 +243,7 @@ class SegmentationDataModule(L.LightningDataModule):
         if len(sampler) < self.batch_size:
             raise ValueError(
                 f"{len(self.train_dataset)} training images give {len(sampler)} per rank over {world} rank(s): "  # type: ignore[arg-type]
-                f"fewer than one batch of data.batch_size={self.batch_size}"
+                f"fewer than one batch of dataset.batch_size={self.batch_size}"
             )
         return ResumableDataLoader(
             SeededSamples(self.train_dataset),
@@ -322,5 +281,3 @@ class SegmentationDataModule(L.LightningDataModule):
         assert self.test_dataset is not None
         return self._eval_loader(self.test_dataset)
 
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()

@@ -9,7 +9,6 @@ is skipped silently.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -398,65 +397,6 @@ class CustomDataset(SegmentationDataset):
         samples = [Sample(s, images / f"{s}{img_suffix}", labels / f"{s}{seg_suffix}") for s in stems]
         _check_exist(samples, f"custom {split} ({images})")
         super().__init__(samples, num_classes, reduce_zero_label, transform)
-
-
-DATASETS: dict[str, type[SegmentationDataset] | Callable[..., Dataset]] = {
-    "voc": VOCDataset,
-    "coco": COCOStuffDataset,
-    "context": ContextDataset,
-    "custom": CustomDataset,
-}
-
-
-def register_dataset(layout: str, builder: type[SegmentationDataset] | Callable[..., Dataset]) -> None:
-    """Make ``layout`` buildable by :func:`build_dataset` / the datamodule.
-
-    ``builder(root, split, *, transform, num_classes, reduce_zero_label, **kwargs)`` must return a
-    dataset yielding the same sample format as :class:`SegmentationDataset`.
-    """
-    DATASETS[layout] = builder
-
-
-def resolve_dataset_builder(layout: str | Callable[..., Dataset]) -> Callable[..., Dataset]:
-    """A registered layout name, a callable, or a dotted path ``package.module.Name``."""
-    if callable(layout):
-        return layout
-    if layout in DATASETS:
-        return DATASETS[layout]
-    if "." in layout or ":" in layout:
-        mod, _, attr = layout.replace(":", ".").rpartition(".")
-        return getattr(importlib.import_module(mod), attr)
-    raise ValueError(
-        f"unknown dataset layout {layout!r}: expected one of {sorted(DATASETS)} or a dotted path"
-    )
-
-
-def dataset_num_classes(layout: str | Callable[..., Dataset]) -> int | None:
-    """Number of classes a layout's labels encode, if fixed (VOC 20, COCO-Stuff 171, Context 59)."""
-    builder = resolve_dataset_builder(layout)
-    return getattr(builder, "NUM_CLASSES", None)
-
-
-def build_dataset(
-    layout: str | Callable[..., Dataset],
-    root: str | Path,
-    split: str,
-    *,
-    transform: Callable[..., dict[str, Any]] | None = None,
-    num_classes: int | None = None,
-    reduce_zero_label: bool | None = None,
-    **kwargs: Any,
-) -> Dataset:
-    """Build the dataset of ``layout`` for ``split`` (``train``, ``val`` or ``test``)."""
-    builder = resolve_dataset_builder(layout)
-    return builder(
-        root,
-        split,
-        transform=transform,
-        num_classes=num_classes,
-        reduce_zero_label=reduce_zero_label,
-        **kwargs,
-    )
 
 
 def iter_base_datasets(ds: Dataset) -> Iterable[Dataset]:

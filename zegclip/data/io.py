@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from zegclip.constants import IGNORE_INDEX
 from zegclip.data.errors import ImageReadError, LabelValueError, MissingFileError
-from zegclip.data.splits import IGNORE_INDEX
 
 _READ_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
 

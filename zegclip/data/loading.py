@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
 
+from zegclip.constants import IGNORE_INDEX
 from zegclip.data.datasets import iter_base_datasets
-from zegclip.data.splits import IGNORE_INDEX
 
 
 def collate_segmentation(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:

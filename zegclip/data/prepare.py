@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from zegclip.data.classes import CONTEXT59_CLASSES
 from zegclip.data.errors import DataError, PreparationError
 from zegclip.data.io import read_label
 
@@ -397,67 +398,6 @@ def check_context_labels(labels_txt: Path, class_names: Sequence[str]) -> list[s
     return notes
 
 
-CONTEXT59_NAMES = [
-    "aeroplane",
-    "bag",
-    "bed",
-    "bedclothes",
-    "bench",
-    "bicycle",
-    "bird",
-    "boat",
-    "book",
-    "bottle",
-    "building",
-    "bus",
-    "cabinet",
-    "car",
-    "cat",
-    "ceiling",
-    "chair",
-    "cloth",
-    "computer",
-    "cow",
-    "cup",
-    "curtain",
-    "dog",
-    "door",
-    "fence",
-    "floor",
-    "flower",
-    "food",
-    "grass",
-    "ground",
-    "horse",
-    "keyboard",
-    "light",
-    "motorbike",
-    "mountain",
-    "mouse",
-    "person",
-    "plate",
-    "platform",
-    "pottedplant",
-    "road",
-    "rock",
-    "sheep",
-    "shelves",
-    "sidewalk",
-    "sign",
-    "sky",
-    "snow",
-    "sofa",
-    "table",
-    "track",
-    "train",
-    "tree",
-    "truck",
-    "tvmonitor",
-    "wall",
-    "water",
-    "window",
-    "wood",
-]
 
 
 def prepare_context(
@@ -503,7 +443,7 @@ def prepare_context(
     ]
     for labels_txt in (src / "labels.txt", mat_dir / "labels.txt"):
         if labels_txt.is_file():
-            report.notes += check_context_labels(labels_txt, CONTEXT59_NAMES) or [
+            report.notes += check_context_labels(labels_txt, CONTEXT59_CLASSES) or [
                 f"{labels_txt}: the 59 ids match"
             ]
             break
@@ -511,24 +451,26 @@ def prepare_context(
 
 
 # -- check ---------------------------------------------------------------------------------------
-def check_dataset(layout: str, root: str | Path, splits: Sequence[str] = ("train", "val")) -> Report:
-    """Read every sample of ``layout`` under ``root``; raise listing every problem found."""
-    from zegclip.data.datasets import build_dataset
+LAYOUTS = {"voc": "VOCDataset", "coco": "COCOStuffDataset", "context": "ContextDataset"}
+"""The layouts ``check`` reads (the CLI's choices; training builds datasets from the Hydra configs)."""
+
+
+def check_dataset(layout: str, root: str | Path, splits: Sequence[str] = ("train", "val"), workers: int = 4) -> Report:
+    """Read every sample of ``layout`` under ``root`` (no cache); raise listing every problem found."""
+    from zegclip.data import datasets
+    from zegclip.data.verify import verify_samples
 
     report = Report(f"check {layout}", keys=("ok",))
     problems: list[str] = []
     for split in splits:
-        ds = build_dataset(layout, root, split)
-        for i in tqdm(range(len(ds)), desc=f"{layout} {split}", unit="img"):
-            try:
-                ds.load_sample(i)  # type: ignore[attr-defined]
-                report.counts["ok"] += 1
-            except DataError as e:
-                problems.append(str(e))
+        ds = getattr(datasets, LAYOUTS[layout])(root, split)
+        try:
+            report.counts["ok"] += verify_samples(ds, f"{layout} {split}", workers=workers, use_cache=False)
+        except DataError as e:
+            problems.append(str(e))
         report.notes.append(f"{split}: {len(ds)} samples")
     if problems:
-        shown = "\n  ".join(problems[:20])
-        raise PreparationError(f"{len(problems)} sample(s) failed:\n  {shown}")
+        raise PreparationError("\n".join(problems))
     return report
 
 
@@ -592,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common(p)
     p = sub.add_parser("check", help="read every sample of a prepared dataset")
-    p.add_argument("layout", choices=("voc", "coco", "context"))
+    p.add_argument("layout", choices=tuple(LAYOUTS))
     p.add_argument("--root", required=True, type=Path, help="data root (paths.data_dir)")
     p.add_argument("--splits", nargs="+", default=["train", "val"], choices=("train", "val"))
     return parser

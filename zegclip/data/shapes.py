@@ -34,12 +34,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from zegclip.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from zegclip.data.datasets import SegmentationDataset
 from zegclip.data.errors import ClassSplitError
-
-IGNORE_INDEX = 255
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),

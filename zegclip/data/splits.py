@@ -8,8 +8,6 @@ from pathlib import Path
 
 from zegclip.data.errors import ClassSplitError
 
-IGNORE_INDEX = 255
-
 
 @dataclass(frozen=True)
 class ClassSplit:

@@ -13,10 +13,6 @@ which :meth:`TrainTransform.set_random_seed` seeds for the whole pipeline.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -25,10 +21,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from zegclip.data.splits import IGNORE_INDEX
-
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
+from zegclip.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:

@@ -3,9 +3,10 @@
 This package knows nothing of Lightning, Hydra or datasets.
 """
 
-from zegclip.model.checkpoint import convert_official, load, save
+from zegclip.model.checkpoint import load, save
 from zegclip.model.clip import CLIPConfig, create_clip
 from zegclip.model.loss import FocalDiceLoss, LossOutput
+from zegclip.model.official import convert_official
 from zegclip.model.text import MULTI_TEMPLATES, SINGLE_TEMPLATE, TextEncoder, load_text_embeddings
 from zegclip.model.zegclip import ZegCLIP, ZegCLIPConfig, ZegCLIPOutput
 

@@ -8,6 +8,15 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+SEEN_BIAS = 0.1
+"""The paper's calibration: seen-class scores minus 0.1 before the argmax (inductive setting only)."""
+
+
+def default_seen_bias(setting: str | None) -> float:
+    """The official calibration of a setting: 0.1 when inductive, none otherwise (docs/method.md §1.5)."""
+    return SEEN_BIAS if setting in (None, "inductive") else 0.0
+
+
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 """Maps images ``(N, 3, h, w)`` to calibrated scores ``(N, C, h, w)``."""
 

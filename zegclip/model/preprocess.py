@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
+from zegclip.constants import IMAGENET_MEAN, IMAGENET_STD
 
 ImageInput = str | Path | Image.Image | np.ndarray
 """A file path, a PIL image, or an ``(H, W, 3)`` uint8 RGB array (also ``(H, W)`` grey, ``(H, W, 4)``

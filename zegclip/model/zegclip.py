@@ -14,7 +14,14 @@ from torch import nn
 
 from zegclip.model.clip import CLIPConfig, create_clip
 from zegclip.model.decoder import MaskDecoder, RelationshipDescriptor
-from zegclip.model.inference import calibrate, multi_scale_flip, sliding_window, upsampled_argmax, whole_image
+from zegclip.model.inference import (
+    SEEN_BIAS,
+    calibrate,
+    multi_scale_flip,
+    sliding_window,
+    upsampled_argmax,
+    whole_image,
+)
 from zegclip.model.prediction import Prediction
 from zegclip.model.preprocess import ImageInput, normalize, read_image, resize_short_side
 from zegclip.model.prompted_vit import PromptedVisionTransformer
@@ -179,7 +186,7 @@ class ZegCLIP(nn.Module):
         images: torch.Tensor,
         text_embeddings: torch.Tensor,
         seen: Sequence[int] | torch.Tensor | None = None,
-        seen_bias: float = 0.1,
+        seen_bias: float = SEEN_BIAS,
     ) -> torch.Tensor:
         """Calibrated scores of one forward pass, resized to the input size ``(B, C, H, W)``."""
         logits = self(images, text_embeddings).pred_masks
@@ -192,7 +199,7 @@ class ZegCLIP(nn.Module):
         pixel_values: torch.Tensor,
         class_names: Sequence[str] | None = None,
         seen: Sequence[int] | None = None,
-        seen_bias: float = 0.1,
+        seen_bias: float = SEEN_BIAS,
         mode: str = "slide",
         crop: int | None = None,
         stride: int | None = None,
@@ -264,7 +271,7 @@ class ZegCLIP(nn.Module):
         image: ImageInput,
         class_names: Sequence[str] | None = None,
         seen: Sequence[int] | None = None,
-        seen_bias: float = 0.1,
+        seen_bias: float = SEEN_BIAS,
         mode: str = "slide",
         crop: int | None = None,
         stride: int | None = None,
