@@ -39,7 +39,7 @@ IGNORE = 255
 
 
 def official_style_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0):
-    """The computation as the official ZegCLIP loss does it (SPEC 2), written out plainly.
+    """The computation as the official ZegCLIP loss does it (docs/method.md §2), written out plainly.
 
     Per image, a Python loop over the classes present builds their binary masks; a full-size float
     one-hot target ``(B, C, H, W)`` is filled from them; the focal loss runs

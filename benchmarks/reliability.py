@@ -50,6 +50,7 @@ def resumed_row(reference: Run, saved: int, resumed: Run, fault_step: int) -> tu
 
 
 def main() -> None:
+    """Run the scenarios and write the table (long only because it lists the scenarios in table order)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "reliability.md")
     args = parser.parse_args()

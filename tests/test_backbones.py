@@ -13,7 +13,7 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra_compose import compose_config
 from omegaconf import OmegaConf
 from open_clip.model import CLIP
 from open_clip.transformer import QuickGELU
@@ -34,12 +34,8 @@ BACKBONES = {  # config -> (open_clip architecture, pretrained tag)
 
 def model_config(name: str, *overrides: str) -> dict:
     """``conf/model/<name>.yaml`` as composed by ``python train.py dataset=voc model=<name> ...``."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=["dataset=voc", f"model={name}", "paths.root_dir=/unused", "paths.output_dir=/unused",
-                       *overrides],
-        )  # fmt: skip
+    cfg = compose_config("train", ["dataset=voc", f"model={name}", "paths.root_dir=/unused", "paths.output_dir=/unused",
+                                   *overrides])  # fmt: skip
     return OmegaConf.to_container(cfg.model, resolve=True)
 
 

@@ -1,6 +1,6 @@
 """Fidelity: our model, loaded from the official tiny checkpoint, reproduces the official tensors.
 
-Tolerances (SPEC / golden README): 1e-5 absolute for tensors and losses, 1e-5 x max|grad| for
+Tolerances (the golden pack's README, ../shared/golden): 1e-5 absolute for tensors and losses, 1e-5 x max|grad| for
 gradients; label maps exactly.
 """
 

@@ -16,7 +16,7 @@ from torch import nn
 from zegclip import CLIPConfig, ZegCLIP, ZegCLIPConfig
 from zegclip.model.clip import architecture, create_clip, expand_compact_state_dict, save_compact_clip
 
-# SPEC 1: the official count and the two groups of official parameters we leave out.
+# docs/method.md §1: the official count and the two groups of official parameters we leave out.
 OFFICIAL_VOC = 13_821_184
 NEVER_USED = 3_154_944  # each decoder layer's self-attention (1,050,624) and norm1 (1,024), x3
 UNREAD = 2_627_072  # last decoder layer's v, proj, FFN, norm2, norm3: queries nothing reads

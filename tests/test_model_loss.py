@@ -1,4 +1,4 @@
-"""FocalDiceLoss against a direct implementation of SPEC 2 (value and gradient), chunking, label
+"""FocalDiceLoss against a direct implementation of docs/method.md §2 (value and gradient), chunking, label
 checks, and ``num_masks`` / DDP training under a real 2-process gloo group."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from zegclip.model.loss import FocalDiceLoss, global_num_masks
 
 
 def reference_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0):
-    """SPEC 2 as written: one-hot targets over all classes, focal BCE with ignore pixels as negatives,
+    """docs/method.md §2 as written: one-hot targets over all classes, focal BCE with ignore pixels as negatives,
     dice over present (image, class) pairs; returns (loss_mask, loss_dice, accuracy %)."""
     b, c = logits.shape[:2]
     if logits.shape[-2:] != labels.shape[-2:]:

@@ -27,7 +27,7 @@ def build(config, seed: int = 0, **overrides) -> ZegCLIP:
 
 
 def reference_image_encoder(enc, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """SPEC 1.2 written out step by step (eval mode: no prompt dropout)."""
+    """docs/method.md §1.2 written out step by step (eval mode: no prompt dropout)."""
     vit, n, width = enc.vit, enc.prompt_tokens, enc.width
     x = vit.conv1(images)
     b, _, h, w = x.shape

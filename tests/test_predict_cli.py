@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
+from hydra_compose import compose_config
 from PIL import Image
 
 import zegclip
@@ -90,14 +89,7 @@ def test_predict_help_documents_the_keys():
 
 
 def _compose(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            config_name="predict",
-            overrides=[f"hydra.run.dir={tmp_path}", f"paths.output_dir={tmp_path}", *overrides],
-            return_hydra_config=True,
-        )
-    HydraConfig().set_config(cfg)
-    return cfg
+    return compose_config("predict", overrides, tmp_path)
 
 
 def test_predict_with_own_classes_seen_names_and_a_glob(photos, tmp_path, model):

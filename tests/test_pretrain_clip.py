@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +13,10 @@ import torch
 
 from zegclip.data.shapes import COMPOSITIONAL, ShapesWorld, normalize_image
 from zegclip.model.clip import ASSETS_DIR, CLIPConfig, create_clip, save_compact_clip
-from zegclip.pretrain_clip import (
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+from pretrain_shapes_clip import (  # noqa: E402
     CONTEXT_LENGTH,
     QUICK_GELU,
     ZEGCLIP_TEMPLATES,
@@ -142,7 +147,7 @@ def test_pretraining_script_runs_a_few_steps(tmp_path):
 
 @pytest.fixture(scope="module")
 def committed_clip():
-    assert COMMITTED.is_file(), f"{COMMITTED} is missing: run python -m zegclip.pretrain_clip"
+    assert COMMITTED.is_file(), f"{COMMITTED} is missing: run python tools/pretrain_shapes_clip.py"
     return create_clip(CLIPConfig(weights="zegclip:shapes_clip"))
 
 

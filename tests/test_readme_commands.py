@@ -17,10 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-
-import zegclip.resolvers  # noqa: F401
+from hydra_compose import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = {"train.py": "train", "eval.py": "eval", "predict.py": "predict"}
@@ -69,11 +66,7 @@ def sweep_jobs(args: list[str]) -> list[list[str]]:
 
 
 def compose_job(entry: str, overrides: list[str], tmp_path: Path):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name=ENTRY_POINTS[entry], overrides=[f"hydra.run.dir={tmp_path}", *overrides],
-                      return_hydra_config=True)  # fmt: skip
-    HydraConfig().set_config(cfg)
-    return cfg
+    return compose_config(ENTRY_POINTS[entry], [f"hydra.run.dir={tmp_path}", *overrides])  # the default paths
 
 
 def needs_no_download(entry: str, args: list[str], tmp_path: Path) -> bool:

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
+from hydra_compose import compose_config
 
 import zegclip
 from zegclip.data.shapes import ShapesWorld, normalize_image
@@ -17,14 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def compose_train(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[f"hydra.run.dir={tmp_path}", f"paths.log_dir={tmp_path}", f"paths.output_dir={tmp_path}", *overrides],
-            return_hydra_config=True,
-        )
-    HydraConfig().set_config(cfg)
-    return cfg
+    return compose_config("train", overrides, tmp_path)
 
 
 def test_default_config_is_the_shapes_world(tmp_path):

@@ -1,4 +1,4 @@
-"""Zero-shot segmentation metrics (SPEC 6): one confusion matrix over the whole evaluation set.
+"""Zero-shot segmentation metrics (docs/evaluation.md §6): one confusion matrix over the whole evaluation set.
 
 IoU per class; mIoU(S) / mIoU(U) are means over the seen / unseen classes, skipping classes
 absent from both prediction and ground truth; hIoU = 2SU / (S + U); pAcc = correct / labelled

@@ -1,4 +1,4 @@
-"""Optimiser groups and the mmcv-style poly schedule with linear warm-up (SPEC 4)."""
+"""Optimiser groups and the mmcv-style poly schedule with linear warm-up (docs/method.md §4)."""
 
 from __future__ import annotations
 

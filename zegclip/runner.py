@@ -1,6 +1,6 @@
 """What ``train.py`` and ``eval.py`` do with a composed Hydra config.
 
-Protocol (SPEC 6): the test after training and ``eval.py`` report the **final weights**
+Protocol (docs/evaluation.md §6): the test after training and ``eval.py`` report the **final weights**
 (``checkpoints/last.ckpt``, the last step), as the paper's fixed-iteration recipes do. Choosing a
 "best" checkpoint is opt-in (``callbacks=best test_weights=best``) and, with unseen classes, may
 only use seen-class mIoU. ``metrics.json`` records which weights were tested and how they were

@@ -1,4 +1,4 @@
-"""SPEC section 5's VOC class list (official order and spellings), shared by the data tests."""
+"""docs/data.md §5's VOC class list (official order and spellings), shared by the data tests."""
 
 VOC_NAMES = [
     "aeroplane",

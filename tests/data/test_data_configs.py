@@ -1,4 +1,4 @@
-"""Class lists and zero-shot splits: the configs against SPEC, and split validation."""
+"""Class lists and zero-shot splits: the configs against the official lists (docs/data.md), and split validation."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from zegclip.data import ClassSplitError, SegmentationDataModule, build_class_sp
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "dataset"
 
-# Hard-coded from SPEC section 5 (official order and spellings).
+# Hard-coded from docs/data.md §5 (official order and spellings).
 SPEC_VOC = list(VOC_NAMES)
 SPEC_VOC_UNSEEN = [15, 16, 17, 18, 19]
 SPEC_COCO = [

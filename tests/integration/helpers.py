@@ -11,20 +11,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers the configs use)
+from hydra_compose import CONF_DIR, compose_config  # noqa: F401  (shared with the other test folders)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = REPO_ROOT / "conf"
 DATASETS = ("voc", "coco", "context", "custom")
 SETTINGS = ("inductive", "fully", "transductive")
 # the paper's recipes (conf/experiment/<dataset>_<setting>.yaml): prompt tokens, templates, iterations
@@ -100,21 +95,6 @@ def make_all_datasets(root: Path) -> Path:
     synthetic.make_context(root)
     synthetic.make_custom(root / "custom")
     return root
-
-
-def compose_config(config_name: str, overrides: Iterable[str], out_dir: Path) -> DictConfig:
-    """Compose ``conf/<config_name>.yaml`` with the run folder in ``out_dir`` and set HydraConfig."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [
-        f"hydra.run.dir={out_dir}",
-        f"paths.root_dir={out_dir}",
-        f"paths.log_dir={out_dir / 'logs'}",
-        f"paths.output_dir={out_dir}",
-    ]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=[*paths, *overrides], return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    return cfg
 
 
 def train_overrides(dataset: str, setting: str, data_dir: Path, *extra: str) -> list[str]:

@@ -476,6 +476,7 @@ def check_dataset(layout: str, root: str | Path, splits: Sequence[str] = ("train
 
 # -- CLI -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    """The CLI (over 60 lines only because it declares four subcommands' arguments, one after another)."""
     parser = argparse.ArgumentParser(
         prog="python -m zegclip.data.prepare",
         description="Convert released annotations into the layouts zegclip reads (see data/README.md).",

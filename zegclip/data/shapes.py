@@ -11,13 +11,13 @@ Vocabularies (class names are plain English, so a CLIP text tower can name them)
   triangle, yellow star), so each unseen class's colour and shape both occur among seen classes.
 * ``shapes`` ("task B", harder): the 8 shape names (any colour); star and ring are unseen.
 * ``all``: all 4 x 8 colour-shape pairs, no unseen classes (the world the tiny CLIP is
-  pretrained on, see :mod:`zegclip.pretrain_clip`).
+  pretrained on, see ``tools/pretrain_shapes_clip.py``).
 
 Label convention (the same as the real datasets after their conversion): object pixels carry
 the 0-based class id in the vocabulary, background pixels are 255 (ignored, as the study
 evaluated object pixels only). Where objects overlap, the one drawn last is on top.
 
-Rendering follows the feasibility study (``SHAPES_NOTES.md``) at 64x64; at another
+Rendering follows the feasibility study (docs/data.md, "The shapes world") at 64x64; at another
 ``image_size`` every length scales with ``image_size / 64``. Pure numpy + OpenCV.
 """
 
@@ -563,6 +563,11 @@ def write_voc_layout(
                 raise OSError(f"could not write {lbl_dir / name}.png")
             names.append(name)
         (set_dir / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
+    _write_world_info(base / "shapes_world.json", world, image_format, n_train, n_val)
+    return base
+
+
+def _write_world_info(path: Path, world: ShapesWorld, image_format: str, n_train: int, n_val: int) -> None:
     vocab = world.vocabulary
     info = {
         "vocabulary": vocab.name,
@@ -576,5 +581,4 @@ def write_voc_layout(
         "n_train": n_train,
         "n_val": n_val,
     }
-    (base / "shapes_world.json").write_text(json.dumps(info, indent=2) + "\n")
-    return base
+    path.write_text(json.dumps(info, indent=2) + "\n")

@@ -1,6 +1,6 @@
 """Augmentation pipelines (albumentations) matching the official mmsegmentation pipeline.
 
-Train (SPEC 5): ratio-range resize on (2048, 512) -> 512 crop with the 0.75 category-ratio rule
+Train (docs/data.md §5): ratio-range resize on (2048, 512) -> 512 crop with the 0.75 category-ratio rule
 -> horizontal flip p 0.5 -> photometric distortion -> ImageNet normalisation -> pad to the crop
 size with 0 (image, after normalisation) and 255 (label).
 Test: keep-ratio resize so that the short side is exactly ``short_side`` (no long-side cap) ->
@@ -337,7 +337,7 @@ def build_train_transform(
     ignore_index: int = IGNORE_INDEX,
     seed: int | None = None,
 ) -> TrainTransform:
-    """The official training pipeline (defaults = SPEC 5)."""
+    """The official training pipeline (defaults = docs/data.md §5)."""
     return TrainTransform(
         crop_size=crop_size,
         scale=scale,

@@ -1,4 +1,4 @@
-"""Relationship descriptor and the mask decoder (SPEC 1.3-1.4).
+"""Relationship descriptor and the mask decoder (docs/method.md §1.3-1.4).
 
 Class queries cross-attend to the patch tokens; each layer's attention logits (scaled,
 before the softmax, averaged over heads) are that layer's mask logits. There is no

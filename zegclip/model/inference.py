@@ -1,4 +1,4 @@
-"""Inference helpers: seen-class calibration, whole-image and sliding-window scoring (SPEC 1.5, 5),
+"""Inference helpers: seen-class calibration, whole-image and sliding-window scoring (docs/method.md §1.5, docs/data.md §5),
 and multi-scale + flip test-time augmentation."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training targets for the three settings (SPEC 3): seen-index mapping and pseudo-labels."""
+"""Training targets for the three settings (docs/method.md §3): seen-index mapping and pseudo-labels."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ZegCLIP's non-mutually-exclusive loss: sigmoid focal (x100) + dice (x1) (SPEC 2).
+"""ZegCLIP's non-mutually-exclusive loss: sigmoid focal (x100) + dice (x1) (docs/method.md §2).
 
 Same numbers as the official loss, computed without one-hot targets or full-size temporaries:
 

@@ -1,6 +1,6 @@
 """Images in, model input out: read any picture as RGB, resize as evaluation does, normalise.
 
-The test-time geometry is the official one (SPEC section 5, ``zegclip.data.transforms``): keep the
+The test-time geometry is the official one (docs/data.md §5, ``zegclip.data.transforms``): keep the
 aspect ratio and make the short side exactly the crop size (no cap on the long side; OpenCV
 bilinear on uint8), then ImageNet normalisation on 0-255 RGB.
 """

@@ -1,4 +1,4 @@
-"""CLIP's image tower with deep visual prompt tuning (VPT-deep), as ZegCLIP uses it (SPEC 1.2)."""
+"""CLIP's image tower with deep visual prompt tuning (VPT-deep), as ZegCLIP uses it (docs/method.md §1.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Class text embeddings from CLIP's frozen text tower (SPEC 1.1).
+"""Class text embeddings from CLIP's frozen text tower (docs/method.md §1.1).
 
 Embeddings are computed once per (class names, templates) without autograd and cached in
 memory, optionally on disk; or read from a precomputed ``.npy``/``.pt`` file (the official

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -231,39 +232,41 @@ class ZegCLIP(nn.Module):
         """
         _check_pixel_values(pixel_values, self.image_encoder.patch_size)
         if text_embeddings is None:
-            if class_names is None:
-                class_names = self.metadata.get("class_names")
-            if class_names is None or len(class_names) == 0:
-                raise ValueError("class_names is empty: give the names of the classes to segment")
-            text_embeddings = self.class_embeddings(class_names, templates)
-        num_classes = text_embeddings.shape[0]
-        seen_idx = _check_indices(seen, num_classes)
+            text_embeddings = self.class_embeddings(self._vocabulary(class_names), templates)
         device = next(self.parameters()).device
         dtype = next(self.image_encoder.parameters()).dtype
         pixel_values = pixel_values.to(device=device, dtype=dtype)
         text_embeddings = text_embeddings.to(device=device, dtype=dtype)
-
-        def encode(batch: torch.Tensor) -> torch.Tensor:
-            return self.scores(batch, text_embeddings, seen_idx, seen_bias)
-
-        if mode == "whole":
-
-            def score(images: torch.Tensor) -> torch.Tensor:
-                return whole_image(encode, images)
-
-        elif mode == "slide":
-            crop = crop or self.config.image_size
-            stride = stride or (crop * 5) // 6
-
-            def score(images: torch.Tensor) -> torch.Tensor:
-                # windows larger than the image shrink to it, unpadded (mmseg 0.24 / official ZegCLIP)
-                return sliding_window(encode, images, num_classes, crop, stride, window_batch)
-
-        else:
-            raise ValueError(f"mode must be 'slide' or 'whole', got {mode!r}")
+        seen_idx = _check_indices(seen, text_embeddings.shape[0])
+        score = self._score_function(text_embeddings, seen_idx, seen_bias, mode, crop, stride, window_batch)
         if scales is None and not flip:
             return score(pixel_values)
         return multi_scale_flip(score, pixel_values, scales if scales is not None else (1.0,), flip)
+
+    def _vocabulary(self, class_names: Sequence[str] | None) -> list[str]:
+        """The class names to segment: those given, else the checkpoint's own."""
+        names = class_names if class_names is not None else self.metadata.get("class_names")
+        if names is None or len(names) == 0:
+            raise ValueError("class_names is empty: give the names of the classes to segment")
+        return list(names)
+
+    def _score_function(
+        self, text: torch.Tensor, seen: list[int] | None, seen_bias: float, mode: str, crop: int | None,
+        stride: int | None, window_batch: int,
+    ) -> Callable[[torch.Tensor], torch.Tensor]:  # fmt: skip
+        """Images ``(B, 3, H, W)`` -> calibrated scores ``(B, C, H, W)``, whole-image or sliding-window."""
+
+        def encode(batch: torch.Tensor) -> torch.Tensor:
+            return self.scores(batch, text, seen, seen_bias)
+
+        if mode == "whole":
+            return partial(whole_image, encode)
+        if mode == "slide":
+            crop = crop or self.config.image_size
+            # windows larger than the image shrink to it, unpadded (mmseg 0.24 / official ZegCLIP)
+            return partial(sliding_window, encode, num_classes=text.shape[0], crop=crop,
+                           stride=stride or (crop * 5) // 6, window_batch=window_batch)  # fmt: skip
+        raise ValueError(f"mode must be 'slide' or 'whole', got {mode!r}")
 
     @torch.no_grad()
     def predict(
@@ -301,10 +304,7 @@ class ZegCLIP(nn.Module):
         """
         source = str(image) if isinstance(image, (str, Path)) else None
         rgb = read_image(image)
-        if class_names is None:
-            class_names = self.metadata.get("class_names")
-        if not class_names:
-            raise ValueError("class_names is empty: give the names of the classes to segment")
+        class_names = self._vocabulary(class_names)
         if crop is None:
             crop = int(self.metadata.get("crop") or self.config.image_size)
             stride = stride or self.metadata.get("stride")

@@ -1,6 +1,7 @@
 """Pretrain the tiny shapes CLIP contrastively on the shapes world, then test it zero-shot.
 
-Run ``python -m zegclip.pretrain_clip --steps 3000 --seed 0 --out zegclip/assets/shapes_clip.pt``.
+Run ``python tools/pretrain_shapes_clip.py --steps 3000 --seed 0 --out zegclip/assets/shapes_clip.pt`` (a one-off tool:
+the bundled weights came from it; see their manifest ``zegclip/assets/shapes_clip.json``).
 
 Images come from the world of all 4 colours x 8 shapes (:data:`~zegclip.data.shapes.ALL_COLOUR_SHAPES`),
 generated on the fly (a fresh batch every step). Every caption names every object, the classes
@@ -52,6 +53,7 @@ from zegclip.data.shapes import (
 )
 from zegclip.model.clip import ASSETS_DIR, CLIPConfig, create_clip, save_compact_clip
 from zegclip.model.text import MULTI_TEMPLATES, SINGLE_TEMPLATE
+from zegclip.values import json_number
 
 ARCH_PATH = ASSETS_DIR / "shapes_clip_arch.json"
 DEFAULT_OUT = ASSETS_DIR / "shapes_clip.pt"
@@ -281,9 +283,10 @@ def reload_max_diff(model: CLIP, path: Path, tokenizer: SimpleTokenizer, seed: i
     return float(max(diffs))
 
 
-def _json_number(x: float) -> float | None:
-    """Rounded for the manifest; NaN (no such images) becomes null, which strict JSON allows."""
-    return None if math.isnan(x) else round(x, 2)
+def _rounded(x: float) -> float | None:
+    """Rounded for the manifest; NaN (no such images) becomes null (strict JSON)."""
+    value = json_number(x)
+    return None if value is None else round(value, 2)
 
 
 def library_versions() -> dict[str, str]:
@@ -297,7 +300,7 @@ def library_versions() -> dict[str, str]:
 
 # -- main ---------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m zegclip.pretrain_clip")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python tools/pretrain_shapes_clip.py")
     p.add_argument("--steps", type=int, default=3000, help="training steps")
     p.add_argument("--seed", type=int, default=0, help="seed of the training world, init and captions")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="compact weights file (.pt)")
@@ -326,22 +329,47 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng([args.seed, 0xC1F])
     arch = load_arch(args.arch)
     if arch["text_cfg"].get("context_length", 77) != CONTEXT_LENGTH:
         raise ValueError(f"{args.arch}: text context_length must be {CONTEXT_LENGTH}")
     tokenizer = get_tokenizer(CONTEXT_LENGTH)
     model = create_clip(CLIPConfig(arch=arch, quick_gelu=QUICK_GELU)).train()
-    optimizer = torch.optim.AdamW(
-        param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.98), eps=1e-6
-    )
     world = ShapesWorld(ALL_COLOUR_SHAPES, int(arch["vision_cfg"]["image_size"]), args.seed)
-    max_log_scale = math.log(100.0)
     print(
         f"pretraining tiny CLIP: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
         f"{args.steps} steps x batch {args.batch_size}, {torch.get_num_threads()} threads, world {world}",
         flush=True,
     )
+    t0 = time.time()
+    steps_done, history = train(args, model, tokenizer, world)
+    train_time = time.time() - t0
+
+    model.eval()
+    accuracies = evaluate(model, tokenizer, args.seed, args.eval_images)
+    print(f"zero-shot ({args.eval_images} single-object images): {format_accuracies(accuracies)}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    token_ids = world_token_ids(tokenizer)
+    extra = {"quick_gelu": QUICK_GELU, "normalisation": "imagenet", "context_length": CONTEXT_LENGTH}
+    save_compact_clip(model, arch, args.out, token_ids, dtype=torch.float32, extra=extra)
+    max_diff = reload_max_diff(model, args.out, tokenizer, args.seed)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.2f} MiB, {len(token_ids)} token rows); "
+          f"reload max |diff| {max_diff:.3g}")  # fmt: skip
+    manifest = build_manifest(args, argv, arch, world, steps_done, history, accuracies, len(token_ids), max_diff)
+    manifest.update(train_wall_time_s=round(train_time, 1), total_wall_time_s=round(time.time() - t0, 1))
+    manifest_path = args.manifest or args.out.with_suffix(".json")
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {manifest_path}", flush=True)
+    return manifest
+
+
+def train(args: argparse.Namespace, model: CLIP, tokenizer: SimpleTokenizer, world: ShapesWorld) -> tuple[int, list]:
+    """The contrastive training loop (warm-up + cosine, optionally over a wall-time budget).
+
+    Returns (steps done, zero-shot history).
+    """
+    rng = np.random.default_rng([args.seed, 0xC1F])
+    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
+    max_log_scale = math.log(100.0)
     t0 = time.time()
     history: list[dict[str, Any]] = []
     running = 0.0
@@ -374,35 +402,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if done % args.log_every == 0 or done == args.steps:
             n = args.log_every if done % args.log_every == 0 else done % args.log_every
             elapsed = time.time() - t0
-            print(
-                f"step {done}/{args.steps} loss {running / n:.4f} lr {optimizer.param_groups[0]['lr']:.2e} "
-                f"scale {model.logit_scale.exp().item():.1f} {elapsed / done:.2f}s/step "
-                f"elapsed {elapsed / 60:.1f} min",
-                flush=True,
-            )
+            print(f"step {done}/{args.steps} loss {running / n:.4f} lr {optimizer.param_groups[0]['lr']:.2e} "
+                  f"scale {model.logit_scale.exp().item():.1f} {elapsed / done:.2f}s/step "
+                  f"elapsed {elapsed / 60:.1f} min", flush=True)  # fmt: skip
             running = 0.0
         if args.eval_every and done % args.eval_every == 0 and done < args.steps:
             acc = evaluate(model, tokenizer, args.seed, 256)
             history.append({"step": done, **{k: round(v["accuracy"], 2) for k, v in acc.items()}})
             print(f"  zero-shot @ {done} (256 images): {format_accuracies(acc)}", flush=True)
-    train_time = time.time() - t0
+    return steps_done, history
 
-    model.eval()
-    accuracies = evaluate(model, tokenizer, args.seed, args.eval_images)
-    print(f"zero-shot ({args.eval_images} single-object images): {format_accuracies(accuracies)}", flush=True)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    token_ids = world_token_ids(tokenizer)
-    extra = {"quick_gelu": QUICK_GELU, "normalisation": "imagenet", "context_length": CONTEXT_LENGTH}
-    save_compact_clip(model, arch, args.out, token_ids, dtype=torch.float32, extra=extra)
-    max_diff = reload_max_diff(model, args.out, tokenizer, args.seed)
-    size_mb = args.out.stat().st_size / 2**20
-    print(
-        f"wrote {args.out} ({size_mb:.2f} MiB, {len(token_ids)} token rows); reload max |diff| {max_diff:.3g}"
-    )
-
-    manifest = {
-        "command": "python -m zegclip.pretrain_clip " + " ".join(sys.argv[1:] if argv is None else argv),
+def build_manifest(
+    args: argparse.Namespace, argv: Sequence[str] | None, arch: dict[str, Any], world: ShapesWorld, steps_done: int,
+    history: list, accuracies: dict[str, dict[str, float]], token_rows: int, max_diff: float,
+) -> dict[str, Any]:  # fmt: skip
+    """What the bundled weights' manifest (``zegclip/assets/shapes_clip.json``) records."""
+    return {
+        "command": "python tools/pretrain_shapes_clip.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "seed": args.seed,
         "steps": steps_done,
         "max_steps": args.steps,
@@ -412,8 +429,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "weight_decay": args.weight_decay,
         "warmup": args.warmup,
         "threads": torch.get_num_threads(),
-        "train_wall_time_s": round(train_time, 1),
-        "total_wall_time_s": round(time.time() - t0, 1),
         "world": {"vocabulary": ALL_COLOUR_SHAPES.name, "image_size": world.image_size, "seed": args.seed},
         "captions": {"templates": list(CAPTION_TEMPLATES), "shape_only_prob": SHAPE_ONLY_PROB, "flip": True},
         "arch": arch,
@@ -423,17 +438,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "template": ZERO_SHOT_TEMPLATE,
             "images": args.eval_images,
             "eval_world_seed": args.seed + EVAL_SEED_OFFSET,
-            "accuracy": {k: {m: _json_number(x) for m, x in v.items()} for k, v in accuracies.items()},
+            "accuracy": {k: {m: _rounded(x) for m, x in v.items()} for k, v in accuracies.items()},
         },
         "history": history,
-        "file": {"path": args.out.name, "bytes": args.out.stat().st_size, "token_rows": len(token_ids)},
+        "file": {"path": args.out.name, "bytes": args.out.stat().st_size, "token_rows": token_rows},
         "reload_max_abs_diff": max_diff,
         "versions": library_versions(),
     }
-    manifest_path = args.manifest or args.out.with_suffix(".json")
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"wrote {manifest_path}", flush=True)
-    return manifest
 
 
 if __name__ == "__main__":
