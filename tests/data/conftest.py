@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+_THIS_MODULE = sys.modules[__name__]  # taken now: other folders' conftest.py reuse the name later
 H, W = 40, 60
 
 
@@ -136,4 +137,4 @@ def custom_root(tmp_path: Path) -> Path:
 def synth():
     """This module's builders and tables (tests use ``synth.stripes(...)`` etc. instead of
     importing conftest, which is fragile with several conftest.py files)."""
-    return sys.modules[__name__]
+    return _THIS_MODULE
