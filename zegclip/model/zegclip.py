@@ -31,6 +31,8 @@ class ZegCLIPConfig:
         decoder_layers, decoder_heads, decoder_dropout: the mask decoder.
         relationship_descriptor: build queries from ``[t * g, t]`` (False: from ``t`` alone).
         ft_backbone: train the CLIP image tower too (ablation).
+        grad_checkpointing: recompute the image tower's block activations in the backward pass
+            (activation checkpointing: less memory, more time; results unchanged).
     """
 
     clip: CLIPConfig = field(default_factory=CLIPConfig)
@@ -43,6 +45,7 @@ class ZegCLIPConfig:
     decoder_dropout: float = 0.1
     relationship_descriptor: bool = True
     ft_backbone: bool = False
+    grad_checkpointing: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -98,6 +101,7 @@ class ZegCLIP(nn.Module):
             deep_layers=config.deep_prompt_layers,
             prompt_dropout=config.prompt_dropout,
             ft_backbone=config.ft_backbone,
+            grad_checkpointing=config.grad_checkpointing,
         )
         self.text_encoder = TextEncoder(clip, cache_dir=text_cache_dir, cache_key=repr(clip_cfg.to_dict()))
         dim = self.image_encoder.output_dim

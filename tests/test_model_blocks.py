@@ -1,0 +1,110 @@
+"""Our forward of open_clip's frozen blocks equals open_clip's own, runs one GEMM per projection,
+and activation checkpointing changes nothing but memory."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from open_clip.transformer import QuickGELU, ResidualAttentionBlock
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+from zegclip import ZegCLIP
+from zegclip.model.blocks import block_forward, supports_fast_forward
+from zegclip.model.loss import FocalDiceLoss
+
+
+def make_block(width: int = 64, heads: int = 4, quick_gelu: bool = True, ls: float | None = None) -> nn.Module:
+    torch.manual_seed(0)
+    block = ResidualAttentionBlock(width, heads, ls_init_value=ls, act_layer=QuickGELU if quick_gelu else nn.GELU)
+    if ls is not None:  # layer scales away from their constant init
+        with torch.no_grad():
+            block.ls_1.gamma.uniform_(0.5, 1.5)
+            block.ls_2.gamma.uniform_(0.5, 1.5)
+    return block.eval()
+
+
+@pytest.mark.parametrize(("quick_gelu", "ls"), [(True, None), (False, None), (True, 0.1)])
+def test_block_forward_and_input_gradient_equal_open_clip(quick_gelu, ls):
+    block = make_block(quick_gelu=quick_gelu, ls=ls)
+    assert supports_fast_forward(block)
+    x = torch.randn(3, 37, 64, generator=torch.Generator().manual_seed(1))
+    grad_out = torch.randn(3, 37, 64, generator=torch.Generator().manual_seed(2))
+    results = []
+    for fn in (block, lambda t: block_forward(block, t)):
+        leaf = x.clone().requires_grad_(True)
+        out = fn(leaf)
+        out.backward(grad_out)
+        results.append((out.detach(), leaf.grad))
+    (ref_out, ref_grad), (out, grad) = results
+    assert (out - ref_out).abs().max() <= 2e-6 * ref_out.abs().max()
+    assert (grad - ref_grad).abs().max() <= 2e-6 * ref_grad.abs().max()
+
+
+def test_non_contiguous_input_is_accepted():
+    block = make_block()
+    x = torch.randn(37, 3, 64).transpose(0, 1)  # token-major storage
+    assert not x.is_contiguous()
+    with torch.no_grad():
+        assert torch.allclose(block_forward(block, x), block(x.contiguous()), atol=1e-6)
+
+
+def test_unsupported_blocks_are_recognised():
+    cross = ResidualAttentionBlock(64, 4, is_cross_attention=True)
+    dropout = make_block()
+    dropout.attn.dropout = 0.1
+    assert not supports_fast_forward(cross)
+    assert not supports_fast_forward(dropout)
+    assert not supports_fast_forward(nn.Linear(4, 4))
+
+
+def _bmm_shapes(fn) -> list[list[int]]:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        fn()
+    return [e.input_shapes[0] for e in prof.events() if e.name in ("aten::bmm", "aten::baddbmm")]
+
+
+def test_training_step_runs_no_per_token_batched_matmul(tiny_config):
+    """The in-projection of the tower must be one GEMM over all tokens, not a bmm per token
+    (what open_clip's batch-first MultiheadAttention does in a backward pass)."""
+    torch.manual_seed(0)
+    model = ZegCLIP(tiny_config).train()
+    text = model.class_embeddings(["a", "b", "c"])
+    images = torch.randn(2, 3, 64, 64)
+    labels = torch.randint(0, 3, (2, 64, 64))
+    tokens = 1 + tiny_config.prompt_tokens + (64 // 16) ** 2
+
+    def step() -> None:
+        FocalDiceLoss()(model(images, text).pred_masks, labels).total.backward()
+
+    assert not [s for s in _bmm_shapes(step) if s and s[0] == tokens]
+    # the same check detects the slow path when open_clip's own block forward runs
+    block = model.image_encoder.vit.transformer.resblocks[0]
+    x = torch.randn(2, tokens, 64, requires_grad=True)
+    assert [s for s in _bmm_shapes(lambda: block(x).sum().backward()) if s and s[0] == tokens]
+
+
+@pytest.mark.parametrize("deep_prompt_layers", [None, 1])
+def test_grad_checkpointing_gives_the_same_loss_and_gradients(tiny_config, deep_prompt_layers):
+    results = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        config = dataclasses.replace(
+            tiny_config, grad_checkpointing=checkpointing, deep_prompt_layers=deep_prompt_layers, prompt_dropout=0.5
+        )
+        model = ZegCLIP(config).train()
+        assert model.image_encoder.grad_checkpointing is checkpointing
+        text = model.class_embeddings(["a", "b", "c"])
+        gen = torch.Generator().manual_seed(3)
+        images, labels = torch.randn(2, 3, 64, 64, generator=gen), torch.randint(0, 3, (2, 64, 64), generator=gen)
+        torch.manual_seed(5)  # the same prompt-dropout draws in both runs
+        loss = FocalDiceLoss()(model(images, text).pred_masks, labels).total
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert torch.equal(loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    for name, grad in grads_a.items():
+        assert torch.allclose(grad, grads_b[name], rtol=0, atol=1e-7 * max(grad.abs().max().item(), 1e-30)), name
