@@ -6,8 +6,15 @@ Same numbers as the official loss, computed without one-hot targets or full-size
   term`` plus, at each labelled pixel, ``positive term - negative term`` of its own class.
   Ignore pixels (255) thus count as negatives for every class, as officially.
 * the full-size sums (negative focal term and ``sum(sigmoid)`` for dice) come from one
-  autograd function that works in chunks and keeps only the logits for its analytic backward;
-  everything at labelled pixels is a gather of one value per pixel.
+  autograd function that works in chunks; everything at labelled pixels is a gather of one
+  value per pixel.
+* logits smaller than the labels (the model's ``(B, C, 32, 32)`` grid against 512x512 crops)
+  are upsampled one chunk of (image, class) rows at a time, bilinearly as ``F.interpolate``
+  does. Upsampling is linear, so the gradient at the grid is the upsampling's adjoint applied to
+  the full-size gradient; since the upstream gradient of each row's sums is one scalar, the
+  forward pass stores, per row, the adjoint of the elementwise derivatives at grid size, and
+  the backward pass only scales them. Neither the full-size logits nor their gradient ever
+  exist; the numbers are those of upsampling first (same values, gradients to rounding).
 """
 
 from __future__ import annotations
@@ -77,6 +84,105 @@ class _FullSizeTerms(torch.autograd.Function):
         return grad, None, None, None, None, None, None
 
 
+def _bilinear_taps(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Source indices ``i0, i1`` and weights ``w0, w1`` ``(n_out,)`` of bilinear resizing with
+    ``align_corners=False`` along one axis, computed as PyTorch's kernels do."""
+    scale = torch.tensor(n_in / n_out, dtype=torch.float32)
+    src = ((torch.arange(n_out, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_min(0)
+    i0 = src.long()  # floor: src >= 0
+    w1 = (src - i0).clamp(0, 1)
+    i1 = i0 + (i0 < n_in - 1).long()
+    return tuple(t.to(device) for t in (i0, i1, 1 - w1, w1))
+
+
+def _upsample_adjoint(grad: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Adjoint of bilinear upsampling ``grid -> grad.shape[-2:]`` (align_corners False), per plane:
+    ``(1, r, H, W) -> (1, r, h, w)``."""
+    return torch.ops.aten.upsample_bilinear2d_backward(
+        grad, list(grad.shape[-2:]), list(grad.shape[:2]) + list(grid), False, None, None
+    )
+
+
+class _UpsampledTerms(torch.autograd.Function):
+    """:class:`_FullSizeTerms` for grid logits ``(B, C, h, w)`` upsampled to ``size`` chunk by chunk.
+
+    Also returns, per image and full-size pixel, the class of the largest upsampled logit (for
+    the pixel accuracy) ``(B, H*W)``. Saves only grid-sized tensors: per row, the adjoints of
+    ``d neg / d x`` and ``d sig / d x``; the labelled pixels' gradients reach the grid through
+    the four bilinear taps of each pixel.
+    """
+
+    @staticmethod
+    def forward(ctx, grid, image_idx, class_idx, pixel_idx, size: tuple[int, int], alpha: float, gamma: float, chunk: int):  # type: ignore[override]
+        b, c, h, w = grid.shape
+        height, width = size
+        rows = grid.detach().float().reshape(1, b * c, h, w)
+        want_grad = ctx.needs_input_grad[0]
+        neg = rows.new_empty(b * c)
+        sig = rows.new_empty(b * c)
+        d_neg_grid = rows.new_empty(1, b * c, h, w) if want_grad else None
+        d_sig_grid = rows.new_empty(1, b * c, h, w) if want_grad else None
+        best_val = rows.new_full((b, height * width), -float("inf"))
+        best_cls = torch.zeros(b, height * width, dtype=torch.long, device=grid.device)
+        # labelled pixels sorted by their (image, class) row, so each chunk gathers a slice
+        pair = image_idx * c + class_idx
+        order = torch.argsort(pair, stable=True)
+        sorted_row, sorted_pixel = pair[order], pixel_idx[order]
+        bounds = torch.cumsum(torch.bincount(pair, minlength=b * c), 0).tolist()
+        x_sorted = rows.new_empty(pair.shape[0])
+        for start in range(0, b * c, chunk):
+            end = min(start + chunk, b * c)
+            up = F.interpolate(rows[:, start:end], size=size, mode="bilinear", align_corners=False)
+            x = up.view(end - start, height * width)
+            prob = x.sigmoid()
+            softplus = F.softplus(x)
+            prob_g = prob.pow(gamma)
+            term = prob_g * softplus
+            neg[start:end] = (1 - alpha) * term.sum(-1)
+            sig[start:end] = prob.sum(-1)
+            lo, hi = (bounds[start - 1] if start else 0), bounds[end - 1]
+            x_sorted[lo:hi] = x[sorted_row[lo:hi] - start, sorted_pixel[lo:hi]]
+            for image in range(start // c, (end - 1) // c + 1):  # running argmax over classes
+                r0, r1 = max(start, image * c), min(end, (image + 1) * c)
+                val, idx = x[r0 - start : r1 - start].max(dim=0)
+                better = val > best_val[image]
+                best_val[image] = torch.where(better, val, best_val[image])
+                best_cls[image] = torch.where(better, idx + (r0 - image * c), best_cls[image])
+            if want_grad:
+                one_minus = 1 - prob
+                # d neg / dx = (1-a) p^g (g (1-p) softplus + p); (1-a) is applied at the grid
+                d_neg = torch.addcmul(prob_g * prob, term, one_minus, value=gamma).view_as(up)
+                d_neg_grid[:, start:end] = _upsample_adjoint(d_neg, (h, w))
+                d_sig_grid[:, start:end] = _upsample_adjoint((prob * one_minus).view_as(up), (h, w))
+        x_target = torch.empty_like(x_sorted)
+        x_target[order] = x_sorted
+        if want_grad:
+            ctx.save_for_backward(d_neg_grid, d_sig_grid, image_idx, class_idx, pixel_idx)
+        ctx.alpha, ctx.shape, ctx.size, ctx.grid_dtype = alpha, (b, c, h, w), size, grid.dtype
+        ctx.mark_non_differentiable(best_cls)
+        return neg.reshape(b, c), sig.reshape(b, c), x_target, best_cls
+
+    @staticmethod
+    def backward(ctx, grad_neg, grad_sig, grad_target, _):  # type: ignore[override]
+        d_neg_grid, d_sig_grid, image_idx, class_idx, pixel_idx = ctx.saved_tensors
+        b, c, h, w = ctx.shape
+        grad = ((1 - ctx.alpha) * grad_neg.reshape(b * c, 1) * d_neg_grid.view(b * c, h * w)).addcmul_(
+            grad_sig.reshape(b * c, 1), d_sig_grid.view(b * c, h * w)
+        )
+        # labelled pixels: each full-size pixel is a weighted sum of four grid values
+        height, width = ctx.size
+        y0, y1, wy0, wy1 = _bilinear_taps(h, height, grad.device)
+        x0, x1, wx0, wx1 = _bilinear_taps(w, width, grad.device)
+        py, px = pixel_idx // width, pixel_idx % width
+        row = image_idx * c + class_idx
+        flat = grad.view(-1)
+        g = grad_target.float()
+        for ys, wy in ((y0, wy0), (y1, wy1)):
+            for xs, wx in ((x0, wx0), (x1, wx1)):
+                flat.index_add_(0, row * (h * w) + ys[py] * w + xs[px], g * wy[py] * wx[px])
+        return grad.view(b, c, h, w).to(ctx.grid_dtype), None, None, None, None, None, None, None
+
+
 def _focal_terms(x: torch.Tensor, alpha: float, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Positive and negative focal terms of logits ``x`` (any shape)."""
     p = x.sigmoid()
@@ -122,17 +228,16 @@ class FocalDiceLoss(nn.Module):
         self.chunk_elements = chunk_elements
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
-        """logits ``(B, C, h, w)`` (upsampled to the label size if needed), labels ``(B, H, W)``
-        with class indices ``0..C-1`` and ``ignore_index``."""
+        """logits ``(B, C, h, w)`` (upsampled bilinearly to the label size, chunk by chunk, if
+        smaller), labels ``(B, H, W)`` with class indices ``0..C-1`` and ``ignore_index``."""
         b, c = logits.shape[:2]
         if labels.ndim == 4 and labels.shape[1] == 1:
             labels = labels[:, 0]
         if labels.ndim != 3 or labels.shape[0] != b:
             raise ValueError(f"labels must be (B, H, W) with B={b}, got {tuple(labels.shape)}")
-        if logits.shape[-2:] != labels.shape[-2:]:
-            logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-        x = logits.flatten(2)  # (B, C, P)
-        num_pixels = x.shape[-1]
+        size = tuple(labels.shape[-2:])
+        upsample = tuple(logits.shape[-2:]) != size
+        num_pixels = size[0] * size[1]
         labels = labels.flatten(1).long()
         valid = labels != self.ignore_index
         if bool((labels[valid] >= c).any() | (labels[valid] < 0).any()):
@@ -143,14 +248,22 @@ class FocalDiceLoss(nn.Module):
         image_idx, pixel_idx = valid.nonzero(as_tuple=True)
         class_idx = labels[image_idx, pixel_idx]
         # x_target: the logit of the true class at each labelled pixel
-        neg_sum, sig_sum, x_target = _FullSizeTerms.apply(
-            x, image_idx, class_idx, pixel_idx, self.alpha, self.gamma, chunk
-        )
+        if upsample:
+            neg_sum, sig_sum, x_target, predicted = _UpsampledTerms.apply(
+                logits, image_idx, class_idx, pixel_idx, size, self.alpha, self.gamma, chunk
+            )
+        else:
+            x = logits.flatten(2)  # (B, C, P)
+            neg_sum, sig_sum, x_target = _FullSizeTerms.apply(
+                x, image_idx, class_idx, pixel_idx, self.alpha, self.gamma, chunk
+            )
+            with torch.no_grad():
+                predicted = x.argmax(dim=1)
         pos, neg = _focal_terms(x_target, self.alpha, self.gamma)
         focal = (neg_sum.sum() + (pos - neg).sum()) / num_pixels
 
         pair = image_idx * c + class_idx  # (image, class) pair of each labelled pixel
-        intersection = torch.zeros(b * c, device=x.device, dtype=torch.float32).index_add(0, pair, x_target.sigmoid())
+        intersection = torch.zeros(b * c, device=logits.device, dtype=torch.float32).index_add(0, pair, x_target.sigmoid())
         target_sum = torch.bincount(pair, minlength=b * c).to(torch.float32)
         present = target_sum > 0
         dice = 1 - (2 * intersection + 1) / (sig_sum.reshape(-1) + target_sum + 1)
@@ -159,8 +272,8 @@ class FocalDiceLoss(nn.Module):
         loss_mask = self.focal_weight * focal / num_masks
         loss_dice = self.dice_weight * dice[present].sum() / num_masks
         with torch.no_grad():
-            correct = (x.argmax(dim=1) == labels)[valid]
-            accuracy = correct.float().mean() * 100 if correct.numel() else x.new_zeros(())
+            correct = (predicted == labels)[valid]
+            accuracy = correct.float().mean() * 100 if correct.numel() else logits.new_zeros((), dtype=torch.float32)
         return LossOutput(loss_mask + loss_dice, loss_mask, loss_dice, accuracy, num_masks)
 
 
