@@ -12,7 +12,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from zegclip import ZegCLIP
-from zegclip.model.blocks import block_forward, supports_fast_forward
+from zegclip.model.blocks import _hand_backward_applies, block_forward, supports_fast_forward
 from zegclip.model.loss import FocalDiceLoss
 
 
@@ -26,21 +26,42 @@ def make_block(width: int = 64, heads: int = 4, quick_gelu: bool = True, ls: flo
     return block.eval()
 
 
+def _forward_backward(fn, x: torch.Tensor, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    leaf = x.clone().requires_grad_(True)
+    out = fn(leaf)
+    out.backward(grad_out)
+    return out.detach(), leaf.grad
+
+
+@pytest.mark.parametrize("frozen", [True, False], ids=["frozen", "trainable"])
 @pytest.mark.parametrize(("quick_gelu", "ls"), [(True, None), (False, None), (True, 0.1)])
-def test_block_forward_and_input_gradient_equal_open_clip(quick_gelu, ls):
-    block = make_block(quick_gelu=quick_gelu, ls=ls)
+def test_block_forward_and_input_gradient_equal_open_clip(quick_gelu, ls, frozen):
+    """Frozen weights take the hand-written backward, trainable ones autograd's."""
+    block = make_block(quick_gelu=quick_gelu, ls=ls).requires_grad_(not frozen)
     assert supports_fast_forward(block)
+    assert _hand_backward_applies(block) is frozen
     x = torch.randn(3, 37, 64, generator=torch.Generator().manual_seed(1))
     grad_out = torch.randn(3, 37, 64, generator=torch.Generator().manual_seed(2))
-    results = []
-    for fn in (block, lambda t: block_forward(block, t)):
-        leaf = x.clone().requires_grad_(True)
-        out = fn(leaf)
-        out.backward(grad_out)
-        results.append((out.detach(), leaf.grad))
-    (ref_out, ref_grad), (out, grad) = results
+    ref_out, ref_grad = _forward_backward(block, x, grad_out)
+    out, grad = _forward_backward(lambda t: block_forward(block, t), x, grad_out)
     assert (out - ref_out).abs().max() <= 2e-6 * ref_out.abs().max()
     assert (grad - ref_grad).abs().max() <= 2e-6 * ref_grad.abs().max()
+
+
+def test_hand_backward_under_bf16_autocast_matches_autograd():
+    """Under autocast the hand-written backward runs its GEMMs in bf16, as autograd does."""
+    block = make_block(width=128, heads=4).requires_grad_(False)
+    x = torch.randn(2, 50, 128, generator=torch.Generator().manual_seed(1))
+    grad_out = torch.randn(2, 50, 128, generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref_out, ref_grad = _forward_backward(block, x, grad_out)
+        out, grad = _forward_backward(lambda t: block_forward(block, t), x, grad_out)
+    fp32_out, fp32_grad = _forward_backward(block, x, grad_out)
+    assert out.dtype == ref_out.dtype == torch.float32 and grad.dtype == torch.float32
+    assert (out - ref_out).abs().max() <= 1e-2 * ref_out.abs().max()
+    assert (grad - ref_grad).abs().max() <= 2e-2 * ref_grad.abs().max()
+    # and both are bf16-accurate versions of the fp32 numbers, not equal to them
+    assert 0 < (grad - fp32_grad).abs().max() <= 2e-2 * fp32_grad.abs().max()
 
 
 def test_non_contiguous_input_is_accepted():

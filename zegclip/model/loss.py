@@ -95,12 +95,14 @@ def _bilinear_taps(n_in: int, n_out: int, device: torch.device) -> tuple[torch.T
     return tuple(t.to(device) for t in (i0, i1, 1 - w1, w1))
 
 
-def _upsample_adjoint(grad: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Adjoint of bilinear upsampling ``grid -> grad.shape[-2:]`` (align_corners False), per plane:
-    ``(1, r, H, W) -> (1, r, h, w)``."""
-    return torch.ops.aten.upsample_bilinear2d_backward(
-        grad, list(grad.shape[-2:]), list(grad.shape[:2]) + list(grid), False, None, None
-    )
+def _interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    """``(n_out, n_in)``: bilinear resizing along one axis (``align_corners=False``) as a matrix,
+    so that upsampling a plane is ``A_h @ X @ A_w^T`` and its adjoint ``A_h^T @ G @ A_w``."""
+    i0, i1, w0, w1 = _bilinear_taps(n_in, n_out, device)
+    matrix = torch.zeros(n_out, n_in, device=device)
+    rows = torch.arange(n_out, device=device)
+    matrix.index_put_((rows, i0), w0, accumulate=True)
+    return matrix.index_put_((rows, i1), w1, accumulate=True)
 
 
 class _UpsampledTerms(torch.autograd.Function):
@@ -116,12 +118,14 @@ class _UpsampledTerms(torch.autograd.Function):
     def forward(ctx, grid, image_idx, class_idx, pixel_idx, size: tuple[int, int], alpha: float, gamma: float, chunk: int):  # type: ignore[override]
         b, c, h, w = grid.shape
         height, width = size
-        rows = grid.detach().float().reshape(1, b * c, h, w)
+        rows = grid.detach().float().reshape(b * c, h, w)
+        a_h = _interpolation_matrix(h, height, grid.device)  # (H, h)
+        a_w = _interpolation_matrix(w, width, grid.device)  # (W, w)
         want_grad = ctx.needs_input_grad[0]
         neg = rows.new_empty(b * c)
         sig = rows.new_empty(b * c)
-        d_neg_grid = rows.new_empty(1, b * c, h, w) if want_grad else None
-        d_sig_grid = rows.new_empty(1, b * c, h, w) if want_grad else None
+        d_neg_grid = rows.new_empty(b * c, h, w) if want_grad else None
+        d_sig_grid = rows.new_empty(b * c, h, w) if want_grad else None
         best_val = rows.new_full((b, height * width), -float("inf"))
         best_cls = torch.zeros(b, height * width, dtype=torch.long, device=grid.device)
         # labelled pixels sorted by their (image, class) row, so each chunk gathers a slice
@@ -132,7 +136,7 @@ class _UpsampledTerms(torch.autograd.Function):
         x_sorted = rows.new_empty(pair.shape[0])
         for start in range(0, b * c, chunk):
             end = min(start + chunk, b * c)
-            up = F.interpolate(rows[:, start:end], size=size, mode="bilinear", align_corners=False)
+            up = torch.matmul(a_h, rows[start:end] @ a_w.T)  # (r, H, W): two small GEMMs
             x = up.view(end - start, height * width)
             prob = x.sigmoid()
             softplus = F.softplus(x)
@@ -151,9 +155,10 @@ class _UpsampledTerms(torch.autograd.Function):
             if want_grad:
                 one_minus = 1 - prob
                 # d neg / dx = (1-a) p^g (g (1-p) softplus + p); (1-a) is applied at the grid
-                d_neg = torch.addcmul(prob_g * prob, term, one_minus, value=gamma).view_as(up)
-                d_neg_grid[:, start:end] = _upsample_adjoint(d_neg, (h, w))
-                d_sig_grid[:, start:end] = _upsample_adjoint((prob * one_minus).view_as(up), (h, w))
+                d_neg = torch.addcmul(prob_g * prob, term, one_minus, value=gamma)
+                d_sig = prob * one_minus
+                for d, out in ((d_neg, d_neg_grid), (d_sig, d_sig_grid)):  # adjoint: A_h^T @ G @ A_w
+                    out[start:end] = torch.matmul(a_h.T, (d.view(-1, width) @ a_w).view(end - start, height, w))
         x_target = torch.empty_like(x_sorted)
         x_target[order] = x_sorted
         if want_grad:
