@@ -79,6 +79,11 @@ def test_unsupported_blocks_are_recognised():
     assert not supports_fast_forward(cross)
     assert not supports_fast_forward(dropout)
     assert not supports_fast_forward(nn.Linear(4, 4))
+    hooked = make_block()
+    handle = hooked.register_forward_pre_hook(lambda *_: None)
+    assert not supports_fast_forward(hooked)  # hooks must fire: the block runs its own forward
+    handle.remove()
+    assert supports_fast_forward(hooked)
 
 
 def _bmm_shapes(fn) -> list[list[int]]:

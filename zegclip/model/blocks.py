@@ -29,8 +29,9 @@ _QUICK_GELU = 1.702
 
 def supports_fast_forward(block: nn.Module) -> bool:
     """True for a plain self-attention ``ResidualAttentionBlock`` (packed in-projection, no
-    attention dropout, no cross-attention norm); other blocks run their own forward."""
-    if type(block) is not ResidualAttentionBlock or hasattr(block, "ln_1_kv"):
+    attention dropout, no cross-attention norm) without forward hooks; other blocks, and blocks
+    someone hooked into, run their own forward."""
+    if type(block) is not ResidualAttentionBlock or hasattr(block, "ln_1_kv") or _has_hooks(block):
         return False
     attn = block.attn
     return (
@@ -40,6 +41,13 @@ def supports_fast_forward(block: nn.Module) -> bool:
         and attn.bias_k is None
         and not attn.add_zero_attn
         and attn.dropout == 0.0
+    )
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(
+        module._forward_hooks or module._forward_pre_hooks
+        or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks
     )
 
 

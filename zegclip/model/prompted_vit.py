@@ -122,12 +122,17 @@ class PromptedVisionTransformer(nn.Module):
             x = torch.cat([x[:, :1], self._prompts(self.prompt_embeddings, batch), x[:, 1:]], dim=1)
 
         recompute = self.grad_checkpointing and torch.is_grad_enabled()
+        fresh = False  # x is the output of our own block forward, which nothing else holds
         for i, block in enumerate(self.vit.transformer.resblocks):
             if n > 0 and 1 <= i <= self.deep_layers:
                 deep = self._prompts(self.deep_prompt_embeddings[i - 1], batch).to(x.dtype)
-                x = torch.cat([x[:, :1], deep, x[:, 1 + n :]], dim=1)
+                if fresh:  # overwrite the prompt rows in place (no concatenation, forward or backward)
+                    x[:, 1 : 1 + n] = deep
+                else:
+                    x = torch.cat([x[:, :1], deep, x[:, 1 + n :]], dim=1)
             elif n > 0 and self.deep_layers > 0 and i == self.deep_layers + 1:
                 x = torch.cat([x[:, :1], x[:, -(h * w) :]], dim=1)
+            fresh = supports_fast_forward(block)
             if recompute:
                 x = checkpoint(self._run_block, block, x, use_reentrant=False)
             else:
@@ -140,7 +145,6 @@ class PromptedVisionTransformer(nn.Module):
         visual = F.normalize(x[:, -(h * w) :], dim=-1)
         visual_embedding = visual.transpose(1, 2).reshape(batch, -1, h, w)
         return global_embedding, visual_embedding
-
 
     def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """One transformer block on batch-first tokens ``(B, L, width)``."""
