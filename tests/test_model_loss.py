@@ -266,3 +266,19 @@ def test_bf16_grid_logits_are_upsampled_and_computed_in_fp32():
     b.total.backward()
     assert low.grad.dtype == torch.bfloat16
     assert (low.grad.float() - upcast.grad).abs().max() <= 2**-7 * upcast.grad.abs().max()
+
+
+@pytest.mark.parametrize("logit_size", [8, 32])
+def test_autocast_does_not_change_the_loss(logit_size):
+    """Inside bf16 autocast (bf16-mixed training) the loss and its gradient are the fp32 ones."""
+    logits = torch.randn(2, 6, logit_size, logit_size, generator=torch.Generator().manual_seed(5)) * 3
+    labels = torch.randint(0, 6, (2, 32, 32), generator=torch.Generator().manual_seed(6))
+    results = []
+    for enabled in (False, True):
+        x = logits.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            out = FocalDiceLoss()(x, labels)
+            out.total.backward()  # backward inside autocast too
+        results.append((out.loss_mask, out.loss_dice, x.grad))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert torch.equal(results[0][2], results[1][2])

@@ -66,6 +66,11 @@ class _FullSizeTerms(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_neg, grad_sig, grad_target):  # type: ignore[override]
+        with torch.autocast(grad_neg.device.type, enabled=False):
+            return _FullSizeTerms._backward(ctx, grad_neg, grad_sig, grad_target)
+
+    @staticmethod
+    def _backward(ctx, grad_neg, grad_sig, grad_target):
         logits, image_idx, class_idx, pixel_idx = ctx.saved_tensors
         alpha, gamma, chunk = ctx.alpha, ctx.gamma, ctx.chunk
         b, c, p = logits.shape
@@ -169,6 +174,11 @@ class _UpsampledTerms(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_neg, grad_sig, grad_target, _):  # type: ignore[override]
+        with torch.autocast(grad_neg.device.type, enabled=False):
+            return _UpsampledTerms._backward(ctx, grad_neg, grad_sig, grad_target)
+
+    @staticmethod
+    def _backward(ctx, grad_neg, grad_sig, grad_target):
         d_neg_grid, d_sig_grid, image_idx, class_idx, pixel_idx = ctx.saved_tensors
         b, c, h, w = ctx.shape
         grad = ((1 - ctx.alpha) * grad_neg.reshape(b * c, 1) * d_neg_grid.view(b * c, h * w)).addcmul_(
@@ -234,7 +244,16 @@ class FocalDiceLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         """logits ``(B, C, h, w)`` (upsampled bilinearly to the label size, chunk by chunk, if
-        smaller), labels ``(B, H, W)`` with class indices ``0..C-1`` and ``ignore_index``."""
+        smaller), labels ``(B, H, W)`` with class indices ``0..C-1`` and ``ignore_index``.
+
+        Runs in float32 whatever the logits' dtype and an enclosing autocast (bf16-mixed
+        training): the upsampling and every sum are float32; the gradient returns in the
+        logits' dtype.
+        """
+        with torch.autocast(logits.device.type, enabled=False):
+            return self._forward(logits, labels)
+
+    def _forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         b, c = logits.shape[:2]
         if labels.ndim == 4 and labels.shape[1] == 1:
             labels = labels[:, 0]
@@ -295,8 +314,12 @@ class CrossEntropySegLoss(nn.Module):
         self.ignore_index = ignore_index
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        with torch.autocast(logits.device.type, enabled=False):  # float32, as FocalDiceLoss
+            return self._forward(logits, labels)
+
+    def _forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         if logits.shape[-2:] != labels.shape[-2:]:
-            logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+            logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
         labels = labels.long()
         valid = labels != self.ignore_index
         if valid.any():
