@@ -64,6 +64,17 @@ def test_hand_backward_under_bf16_autocast_matches_autograd():
     assert 0 < (grad - fp32_grad).abs().max() <= 2e-2 * fp32_grad.abs().max()
 
 
+@pytest.mark.parametrize(("quick_gelu", "ls"), [(True, None), (False, 0.1)])
+def test_inference_forward_equals_open_clip_and_keeps_its_input(quick_gelu, ls):
+    block = make_block(quick_gelu=quick_gelu, ls=ls)
+    x = torch.randn(2, 37, 64, generator=torch.Generator().manual_seed(1))
+    before = x.clone()
+    with torch.no_grad():
+        out, ref = block_forward(block, x), block(x)
+    assert torch.equal(x, before)
+    assert (out - ref).abs().max() <= 2e-6 * ref.abs().max()
+
+
 def test_non_contiguous_input_is_accepted():
     block = make_block()
     x = torch.randn(37, 3, 64).transpose(0, 1)  # token-major storage

@@ -67,10 +67,25 @@ def _hand_backward_applies(block: ResidualAttentionBlock) -> bool:
 def block_forward(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
     """``block(x)`` for batch-first ``x`` ``(B, L, D)`` (see the module docstring), ``(B, L, D)``."""
     x = x.contiguous()
-    if x.device.type == "cpu" and torch.is_grad_enabled() and x.requires_grad and _hand_backward_applies(block):
+    if not torch.is_grad_enabled():
+        return _inference_forward(block, x)
+    if x.device.type == "cpu" and x.requires_grad and _hand_backward_applies(block):
         return _FrozenBlock.apply(x, block)
     x = x + block.ls_1(_attention(block.attn, block.ln_1(x)))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def _inference_forward(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
+    """``block(x)`` without autograd: the residual sum and QuickGELU update their own buffers."""
+    x = x + block.ls_1(_attention(block.attn, block.ln_1(x)))  # a new tensor: the input stays intact
+    mlp = block.mlp
+    if isinstance(mlp, nn.Sequential) and [type(m) for m in mlp] == [nn.Linear, QuickGELU, nn.Linear]:
+        u = F.linear(block.ln_2(x), mlp[0].weight, mlp[0].bias)
+        u = u.mul_(torch.mul(u, _QUICK_GELU).sigmoid_())
+        m = F.linear(u, mlp[2].weight, mlp[2].bias)
+    else:
+        m = mlp(block.ln_2(x))
+    return x.add_(block.ls_2(m))
 
 
 def _attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
