@@ -222,8 +222,8 @@ def test_global_num_masks_and_ddp_step_with_two_processes(tmp_path):
 
 @pytest.mark.parametrize(("grid", "size", "chunk"), [((8, 8), (40, 40), 1 << 22), ((5, 7), (36, 50), 3 * 36 * 50), ((8, 8), (40, 40), 1)])
 def test_grid_logits_equal_upsampling_first(grid, size, chunk):
-    """Grid logits are upsampled inside the loss, chunk by chunk: the same losses and accuracy
-    as upsampling the whole tensor first, gradients equal to rounding."""
+    """Grid logits are upsampled inside the loss, chunk by chunk: the losses and gradients of
+    upsampling the whole tensor first (to float32 rounding), the same accuracy."""
     logits = torch.randn(3, 5, *grid, generator=torch.Generator().manual_seed(1)) * 3
     labels = torch.randint(0, 5, (3, *size), generator=torch.Generator().manual_seed(2))
     labels[:, ::3] = 255
@@ -233,7 +233,7 @@ def test_grid_logits_equal_upsampling_first(grid, size, chunk):
     b = FocalDiceLoss(chunk_elements=chunk)(F.interpolate(first, size=size, mode="bilinear", align_corners=False), labels)
     a.total.backward()
     b.total.backward()
-    assert torch.equal(a.loss_mask, b.loss_mask) and torch.equal(a.loss_dice, b.loss_dice)
+    assert abs(a.loss_mask - b.loss_mask) <= 1e-6 * b.loss_mask and abs(a.loss_dice - b.loss_dice) <= 1e-6 * b.loss_dice
     assert torch.equal(a.accuracy, b.accuracy) and a.num_masks == b.num_masks
     assert (on_grid.grad - first.grad).abs().max() <= 1e-6 * first.grad.abs().max()
 
@@ -250,7 +250,7 @@ def test_grid_logits_never_hold_full_size_tensors_for_backward():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = FocalDiceLoss()(logits, labels)
     out.total.backward()
-    assert saved and max(saved) <= 2 * 64 * 64  # the largest: the labelled pixels' indices, not 2 x 6 x 64 x 64
+    assert saved and max(saved) <= 2 * 64 * 64  # the largest: labelled pixels' indices, not 2 x 6 x 64 x 64 logits
     assert logits.grad.shape == logits.shape
 
 

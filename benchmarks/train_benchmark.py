@@ -1,0 +1,309 @@
+"""Training-step speed and memory on CPU: zegclip against the FLOP floor and the official code.
+
+    python benchmarks/train_benchmark.py [--scales voc coco] [--repeats 3] [--out FILE]
+
+One training step = forward of B=2 random 512x512 crops, the sigmoid focal + dice loss on the
+seen classes (inductive targets), backward (no optimizer step). Rows per scale:
+
+* official: the official implementation (``../shared/official_harness``, needs ``ZEGCLIP_REF``;
+  skipped with a note otherwise), ``forward_train`` + backward of its summed losses, text
+  embeddings precomputed as its configs do;
+* zegclip fp32, zegclip under bf16 autocast (what ``trainer.precision=bf16-mixed`` wraps the
+  step in), and zegclip fp32 with ``model.grad_checkpointing=true``.
+
+Both implementations run on the same random ViT-B/16 weights (an official-format checkpoint
+loaded with ``zegclip.load``), dropout off in both. VOC scale: 10 prompt tokens, 15 seen of 20
+classes; COCO-Stuff scale: 100 prompt tokens, 156 seen of 171.
+
+Each row runs in its own Python process: warm-up step, one step whose peak resident set is read
+(``VmHWM`` after resetting it with ``/proc/self/clear_refs``; "growth" is that peak minus the
+resident set just before the step), then ``--repeats`` timed steps (median and min). The FLOP
+floor is the step's GEMM FLOPs (``benchlib.zegclip_step_flops``) divided by the GEMM rate
+measured in the same process (``F.linear`` at the ViT MLP shape, fp32 or bf16). Timings on a
+shared machine are noisy: the load average is recorded with every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import benchlib
+
+SCALES: dict[str, dict[str, Any]] = {
+    "voc": {"dataset": "voc", "prompts": 10, "crop": 512, "batch": 2},
+    "coco": {"dataset": "coco", "prompts": 100, "crop": 512, "batch": 2},
+    # a tiny model (tests/tiny_model.py's architecture) for --smoke: checks the script, measures nothing
+    "smoke": {"dataset": "voc", "prompts": 3, "crop": 64, "batch": 2, "classes": 6, "unseen": [4, 5]},
+}
+TINY_ARCH = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 64, "layers": 3, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2},
+}
+ROWS = [  # (implementation, precision, activation checkpointing)
+    ("official", "fp32", False),
+    ("zegclip", "fp32", False),
+    ("zegclip", "bf16-mixed", False),
+    ("zegclip", "fp32", True),
+]
+
+
+def vocabulary(scale: dict[str, Any]) -> tuple[list[str], list[int]]:
+    """Class names and seen class ids of the scale's dataset (from ``conf/dataset``)."""
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.load(benchlib.ROOT / "conf" / "dataset" / f"{scale['dataset']}.yaml")
+    names = list(data.class_names)[: scale.get("classes")]
+    unseen = set(scale.get("unseen", data.unseen))
+    return names, [i for i in range(len(names)) if i not in unseen]
+
+
+def make_labels(batch: int, size: int, seen: list[int], seed: int = 0) -> torch.Tensor:
+    """Dataset class ids in blobs (8 seen classes per image), 5% ignore pixels and a padded border."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.empty(batch, size, size, dtype=torch.long)
+    seen_t = torch.tensor(seen)
+    for i in range(batch):
+        chosen = seen_t[torch.randperm(len(seen), generator=gen)[:8]]
+        coarse = chosen[torch.randint(0, len(chosen), (1, 1, 12, 12), generator=gen)].float()
+        labels[i] = torch.nn.functional.interpolate(coarse, size=(size, size), mode="nearest")[0, 0].long()
+    labels[torch.rand(batch, size, size, generator=gen) < 0.05] = 255
+    labels[:, :, -size // 20 :] = 255
+    return labels
+
+
+# ----------------------------------------------------------------------------- worker
+
+
+def build_zegclip(spec: dict[str, Any], scale: dict[str, Any]):
+    import zegclip
+    from zegclip import CLIPConfig, ZegCLIP, ZegCLIPConfig
+
+    if spec.get("checkpoint"):
+        model = zegclip.load(spec["checkpoint"])
+    else:
+        torch.manual_seed(0)
+        clip = CLIPConfig(arch=TINY_ARCH) if spec["scale"] == "smoke" else CLIPConfig(model_name="ViT-B-16")
+        heads = 4 if spec["scale"] == "smoke" else 8
+        model = ZegCLIP(ZegCLIPConfig(clip=clip, image_size=scale["crop"], prompt_tokens=scale["prompts"], decoder_heads=heads))
+    model.image_encoder.grad_checkpointing = bool(spec["checkpointing"])
+    model.train()
+    for module in model.modules():  # dropout off, as in the official rows
+        if isinstance(module, torch.nn.Dropout):
+            module.eval()
+    return model
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    benchlib.set_threads(spec["threads"])
+    scale = SCALES[spec["scale"]]
+    names, seen = vocabulary(scale)
+    batch, size = scale["batch"], scale["crop"]
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, size, size, generator=gen)
+    labels = make_labels(batch, size, seen)
+    bf16 = spec["precision"] == "bf16-mixed"
+
+    if spec["impl"] == "official":
+        harness, why = benchlib.official_harness()
+        assert harness is not None, why
+        cfg = official_config(harness, spec, scale, names, seen)
+        ref = harness.build_reference(cfg)
+        harness.load_weights(ref, torch.load(spec["checkpoint"], weights_only=True)["state_dict"])
+        import numpy as np
+
+        text_file = Path(spec["tmp"]) / f"text_{spec['scale']}.npy"
+        np.save(text_file, np.load(Path(spec["tmp"]) / f"text_{spec['scale']}_src.npy"))
+        ref.load_text_embedding = str(text_file)  # precomputed, as the official configs do
+        ref.train()
+        harness.disable_dropout(ref)
+        metas = [{}] * batch
+
+        def step() -> None:
+            losses = ref.forward_train(images, metas, labels[:, None])
+            sum(v for k, v in losses.items() if "loss" in k).backward()
+            ref.zero_grad(set_to_none=True)
+    else:
+        from zegclip.model.labels import inductive_targets, seen_lookup
+        from zegclip.model.loss import FocalDiceLoss
+
+        model = build_zegclip(spec, scale)
+        text = model.class_embeddings(names)
+        if spec["impl"] == "zegclip" and spec.get("tmp") and spec["precision"] == "fp32" and not spec["checkpointing"]:
+            import numpy as np
+
+            np.save(Path(spec["tmp"]) / f"text_{spec['scale']}_src.npy", text.numpy())
+        text = text[seen]
+        targets = inductive_targets(labels, seen_lookup(len(names), seen))
+        criterion = FocalDiceLoss()
+
+        def step() -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model(images, text)
+                loss = criterion(out.logits_for(targets.shape[-2:]), targets)
+            loss.total.backward()
+            model.zero_grad(set_to_none=True)
+
+    rates = {"fp32": [benchlib.gemm_rate(torch.float32)], "bf16": [benchlib.gemm_rate(torch.bfloat16)]}
+    step()  # warm-up
+    rss_before = benchlib.reset_peak_rss()
+    step()
+    peak = benchlib.peak_rss()
+    times = benchlib.timed(step, repeats=spec["repeats"], warmup=0)
+    rates["fp32"].append(benchlib.gemm_rate(torch.float32))
+    rates["bf16"].append(benchlib.gemm_rate(torch.bfloat16))
+    return {
+        "times": times,
+        "rss_before": rss_before,
+        "peak": peak,
+        "rates": rates,
+        "load_end": benchlib.load_average(),
+        "flops": benchlib.zegclip_step_flops(batch, size // 16, scale["prompts"], len(seen), **_dims(spec)),
+    }
+
+
+def _dims(spec: dict[str, Any]) -> dict[str, int]:
+    return {"embed": 32, "width": 64} if spec["scale"] == "smoke" else {}
+
+
+def official_config(harness: Any, spec: dict[str, Any], scale: dict[str, Any], names: list[str], seen: list[int]):
+    if spec["scale"] == "smoke":
+        cfg = harness.tiny_cfg()
+        cfg.update(class_names=names, seen_idx=seen, all_idx=list(range(len(names))), num_tokens=scale["prompts"])
+        return cfg
+    return benchlib.official_config(harness, names, seen, scale["prompts"])
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def make_checkpoint(harness: Any, scale_name: str, path: Path) -> None:
+    """An official-format checkpoint of random official weights (both implementations load it)."""
+    scale = SCALES[scale_name]
+    names, seen = vocabulary(scale)
+    spec = {"scale": scale_name}
+    torch.manual_seed(0)
+    cfg = official_config(harness, spec, scale, names, seen)
+    ref = harness.build_reference(cfg)
+    torch.save(harness.make_checkpoint(ref, cfg, f"benchmark_{scale_name}", 0), path)
+
+
+def render(command: str, results: dict[tuple, dict[str, Any]], scales: list[str], note: str) -> str:
+    out = [benchlib.header(command, note)]
+    out.append(
+        "| workload | implementation | precision | step time, median (min) | FLOP floor | time / floor "
+        "| time / official | peak RSS (growth in the step) | load at end |"
+    )
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    for scale in scales:
+        official = results.get((scale, "official", "fp32", False))
+        for impl, precision, ckpt in ROWS:
+            r = results.get((scale, impl, precision, ckpt))
+            if r is None:
+                continue
+            med = statistics.median(r["times"])
+            rate = statistics.median(r["rates"]["bf16" if precision == "bf16-mixed" else "fp32"])
+            floor = r["flops"] / (rate * 1e9)
+            vs = f"{med / statistics.median(official['times']):.2f}x" if official else "-"
+            name = impl + (" + grad checkpointing" if ckpt else "")
+            out.append(
+                f"| {scale} (B=2) | {name} | {precision} | {benchlib.fmt_time(r['times'])} "
+                f"| {floor:.2f} s ({r['flops'] / 1e9:.0f} GFLOP at {rate:.0f} GFLOP/s) | {med / floor:.2f}x | {vs} "
+                f"| {benchlib.gib(r['peak'])} ({benchlib.gib(r['peak'] - r['rss_before'])}) | {r['load_end']} |"
+            )
+    out.append("")
+    out.append(targets(results, scales))
+    return "\n".join(out) + "\n"
+
+
+def targets(results: dict[tuple, dict[str, Any]], scales: list[str]) -> str:
+    """The issue's targets, computed from the rows above."""
+
+    def med(*key: Any) -> float | None:
+        r = results.get(key)
+        return statistics.median(r["times"]) if r else None
+
+    def peak(*key: Any) -> float | None:
+        r = results.get(key)
+        return r["peak"] if r else None
+
+    lines = ["| target | measured | met |", "|---|---|---|"]
+
+    def check(label: str, num: float | None, den: float | None, limit: float | None, what: str = "time") -> None:
+        if num is None or den is None:
+            lines.append(f"| {label} | not measured | - |")
+            return
+        ratio = num / den
+        met = "-" if limit is None else ("yes" if ratio <= limit else "**no**")
+        lines.append(f"| {label} | {ratio:.2f}x ({what}) | {met} |")
+
+    for scale in scales:
+        fp32 = med(scale, "zegclip", "fp32", False)
+        check(f"{scale}: zegclip fp32 step <= {0.85 if scale == 'voc' else 0.45}x official", fp32,
+              med(scale, "official", "fp32", False), 0.85 if scale == "voc" else 0.45)
+        if scale == "coco":
+            check("coco: zegclip peak RSS <= 0.45x official", peak(scale, "zegclip", "fp32", False),
+                  peak(scale, "official", "fp32", False), 0.45, "peak RSS")
+        check(f"{scale}: bf16-mixed step <= {0.55 if scale == 'voc' else 0.6}x zegclip fp32",
+              med(scale, "zegclip", "bf16-mixed", False), fp32, 0.55 if scale == "voc" else 0.6)
+        check(f"{scale}: grad checkpointing, time cost", med(scale, "zegclip", "fp32", True), fp32, None)
+        r_ck, r = results.get((scale, "zegclip", "fp32", True)), results.get((scale, "zegclip", "fp32", False))
+        if r_ck and r:
+            growth = (r_ck["peak"] - r_ck["rss_before"], r["peak"] - r["rss_before"])
+            lines.append(
+                f"| {scale}: grad checkpointing, memory | step growth {benchlib.gib(growth[0])} instead of "
+                f"{benchlib.gib(growth[1])}; peak RSS {benchlib.gib(r_ck['peak'])} instead of {benchlib.gib(r['peak'])} | - |"
+            )  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scales", nargs="+", default=["voc", "coco"], choices=list(SCALES))
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per row (after warm-up)")
+    parser.add_argument("--threads", type=int, default=benchlib.THREADS)
+    parser.add_argument("--smoke", action="store_true", help="tiny model, 1 repeat: checks the script")
+    parser.add_argument("--out", default=None, help="result file (default benchmarks/results/train_benchmark.md)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    if args.smoke:
+        args.scales, args.repeats = ["smoke"], 1
+    benchlib.set_threads(args.threads)
+    command = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
+    harness, note = benchlib.official_harness()
+    results: dict[tuple, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for scale in args.scales:
+            checkpoint = None
+            if harness is not None:
+                checkpoint = str(Path(tmp) / f"official_{scale}.pth")
+                make_checkpoint(harness, scale, Path(checkpoint))
+            # zegclip fp32 first: it writes the text embeddings the official row loads
+            order = [r for r in ROWS if r[0] == "zegclip"] + [r for r in ROWS if r[0] == "official"]
+            for impl, precision, ckpt in order:
+                if impl == "official" and harness is None:
+                    continue
+                spec = {"impl": impl, "scale": scale, "precision": precision, "checkpointing": ckpt,
+                        "repeats": args.repeats, "threads": args.threads, "checkpoint": checkpoint, "tmp": tmp}  # fmt: skip
+                print(f"[{scale}] {impl} {precision}{' + checkpointing' if ckpt else ''} ...", file=sys.stderr, flush=True)
+                results[(scale, impl, precision, ckpt)] = benchlib.run_child(Path(__file__), spec)
+    note = "\n".join(filter(None, [note, "Smoke run (tiny model): checks the script, measures nothing." if args.smoke else ""]))
+    benchlib.write_result("train_benchmark", render(command, results, args.scales, note), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    sys.exit(main())
