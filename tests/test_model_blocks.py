@@ -145,3 +145,30 @@ def test_grad_checkpointing_gives_the_same_loss_and_gradients(tiny_config, deep_
     assert grads_a.keys() == grads_b.keys() and grads_a
     for name, grad in grads_a.items():
         assert torch.allclose(grad, grads_b[name], rtol=0, atol=1e-7 * max(grad.abs().max().item(), 1e-30)), name
+
+
+def test_autocast_casts_frozen_weights_once_and_sees_weight_changes():
+    block = make_block(width=64, heads=4).requires_grad_(False)
+    x = torch.randn(2, 20, 64)
+
+    def run() -> torch.Tensor:
+        leaf = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = block_forward(block, leaf)
+        out.sum().backward()
+        return out.detach()
+
+    run()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        run()
+    weight_shapes = {tuple(p.shape) for p in block.parameters() if p.ndim == 2}
+    casts = [e for e in prof.events() if e.name == "aten::_to_copy" and tuple(e.input_shapes[0]) in weight_shapes]
+    assert not casts, "frozen weights were cast again"
+    with torch.no_grad():  # e.g. load_state_dict: the cached bf16 copies must follow
+        block.mlp[0].weight.mul_(2)
+    fresh = make_block(width=64, heads=4).requires_grad_(False)
+    with torch.no_grad():
+        fresh.mlp[0].weight.mul_(2)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected = fresh(x)
+    assert torch.allclose(run(), expected, atol=1e-2 * expected.abs().max().item())

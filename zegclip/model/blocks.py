@@ -19,6 +19,8 @@ Numbers equal the block's own forward and autograd's gradients to float32 roundi
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import LayerScale, QuickGELU, ResidualAttentionBlock
@@ -64,6 +66,36 @@ def _hand_backward_applies(block: ResidualAttentionBlock) -> bool:
     return parts_ok and not any(p.requires_grad for p in block.parameters())
 
 
+class _Linears(NamedTuple):
+    """The block's four linear layers' weights and biases."""
+
+    in_w: torch.Tensor
+    in_b: torch.Tensor | None
+    out_w: torch.Tensor
+    out_b: torch.Tensor | None
+    fc_w: torch.Tensor
+    fc_b: torch.Tensor | None
+    proj_w: torch.Tensor
+    proj_b: torch.Tensor | None
+
+
+def _linears(block: ResidualAttentionBlock, device_type: str) -> _Linears:
+    """The block's linear weights; under autocast in its dtype, cast once and kept on the block
+    (autocast would cast frozen weights again at every use, forward and backward)."""
+    attn, mlp = block.attn, block.mlp
+    source = _Linears(attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight, attn.out_proj.bias,
+                      mlp[0].weight, mlp[0].bias, mlp[2].weight, mlp[2].bias)  # fmt: skip
+    if not torch.is_autocast_enabled(device_type):
+        return source
+    dtype = torch.get_autocast_dtype(device_type)
+    key = (dtype, tuple((t.data_ptr(), t._version) if t is not None else None for t in source))
+    cached = block.__dict__.get("_zegclip_cast")
+    if cached is None or cached[0] != key:
+        cast = _Linears(*(t.detach().to(dtype) if t is not None else None for t in source))
+        block.__dict__["_zegclip_cast"] = cached = (key, cast)
+    return cached[1]
+
+
 def block_forward(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
     """``block(x)`` for batch-first ``x`` ``(B, L, D)`` (see the module docstring), ``(B, L, D)``."""
     x = x.contiguous()
@@ -77,24 +109,30 @@ def block_forward(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tenso
 
 def _inference_forward(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
     """``block(x)`` without autograd: the residual sum and QuickGELU update their own buffers."""
-    x = x + block.ls_1(_attention(block.attn, block.ln_1(x)))  # a new tensor: the input stays intact
     mlp = block.mlp
-    if isinstance(mlp, nn.Sequential) and [type(m) for m in mlp] == [nn.Linear, QuickGELU, nn.Linear]:
-        u = F.linear(block.ln_2(x), mlp[0].weight, mlp[0].bias)
-        u = u.mul_(torch.mul(u, _QUICK_GELU).sigmoid_())
-        m = F.linear(u, mlp[2].weight, mlp[2].bias)
-    else:
-        m = mlp(block.ln_2(x))
-    return x.add_(block.ls_2(m))
+    plain = isinstance(mlp, nn.Sequential) and [type(m) for m in mlp] in (
+        [nn.Linear, QuickGELU, nn.Linear], [nn.Linear, nn.GELU, nn.Linear]
+    )
+    if not plain:
+        x = x + block.ls_1(_attention(block.attn, block.ln_1(x)))
+        return x.add_(block.ls_2(mlp(block.ln_2(x))))
+    w = _linears(block, x.device.type)
+    x = x + block.ls_1(_attention(block.attn, block.ln_1(x), w))  # a new tensor: the input stays intact
+    u = F.linear(block.ln_2(x), w.fc_w, w.fc_b)
+    u = u.mul_(torch.mul(u, _QUICK_GELU).sigmoid_()) if isinstance(mlp[1], QuickGELU) else mlp[1](u)
+    return x.add_(block.ls_2(F.linear(u, w.proj_w, w.proj_b)))
 
 
-def _attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
-    """Self-attention of ``x`` ``(B, L, D)`` with ``attn``'s weights, ``(B, L, D)``."""
+def _attention(attn: nn.MultiheadAttention, x: torch.Tensor, w: _Linears | None = None) -> torch.Tensor:
+    """Self-attention of ``x`` ``(B, L, D)`` with ``attn``'s weights (or ``w``), ``(B, L, D)``."""
     b, length, width = x.shape
-    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # (B, L, 3D): one GEMM
+    in_w, in_b, out_w, out_b = w[:4] if w is not None else (
+        attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight, attn.out_proj.bias
+    )
+    qkv = F.linear(x, in_w, in_b)  # (B, L, 3D): one GEMM
     q, k, v = _split_heads(qkv, attn.num_heads)
     out = F.scaled_dot_product_attention(q, k, v)
-    return F.linear(out.transpose(1, 2).reshape(b, length, width), attn.out_proj.weight, attn.out_proj.bias)
+    return F.linear(out.transpose(1, 2).reshape(b, length, width), out_w, out_b)
 
 
 def _split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -115,53 +153,54 @@ class _FrozenBlock(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, block: ResidualAttentionBlock) -> torch.Tensor:  # type: ignore[override]
         attn, mlp = block.attn, block.mlp
         b, length, width = x.shape
+        w = _linears(block, x.device.type)
         ln_1 = torch.native_layer_norm(x, (width,), block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
         h = ln_1[0].to(x.dtype)
-        qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias)
+        qkv = F.linear(h, w.in_w, w.in_b)
         q, k, v = _split_heads(qkv, attn.num_heads)
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False)
-        a = F.linear(out.transpose(1, 2).reshape(b, length, width), attn.out_proj.weight, attn.out_proj.bias)
+        a = F.linear(out.transpose(1, 2).reshape(b, length, width), w.out_w, w.out_b)
         x1 = x + _layer_scale(block.ls_1, a)
         ln_2 = torch.native_layer_norm(x1, (width,), block.ln_2.weight, block.ln_2.bias, block.ln_2.eps)
-        u = F.linear(ln_2[0].to(x1.dtype), mlp[0].weight, mlp[0].bias)
+        u = F.linear(ln_2[0].to(x1.dtype), w.fc_w, w.fc_b)
         if isinstance(mlp[1], QuickGELU):
             s = torch.mul(u, _QUICK_GELU).sigmoid_()
             m = u * s
         else:
             s = None
             m = F.gelu(u, approximate=mlp[1].approximate)
-        y = x1 + _layer_scale(block.ls_2, F.linear(m, mlp[2].weight, mlp[2].bias))
+        y = x1 + _layer_scale(block.ls_2, F.linear(m, w.proj_w, w.proj_b))
         ctx.save_for_backward(x, ln_1[1], ln_1[2], q, k, v, out, lse, x1, ln_2[1], ln_2[2], u, s)
-        ctx.block = block
+        ctx.block, ctx.linears = block, w
         ctx.autocast = (torch.is_autocast_enabled(x.device.type), torch.get_autocast_dtype(x.device.type))
         return y
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):  # type: ignore[override]
         x, mean_1, rstd_1, q, k, v, out, lse, x1, mean_2, rstd_2, u, s = ctx.saved_tensors
-        block = ctx.block
+        block, w = ctx.block, ctx.linears
         attn, mlp = block.attn, block.mlp
         b, length, width = x.shape
         enabled, dtype = ctx.autocast
         with torch.autocast(x.device.type, dtype=dtype, enabled=enabled):  # the forward's precision
             grad_y = grad_y.contiguous()
             # MLP branch: y = x1 + ls_2(c_proj(act(c_fc(ln_2(x1)))))
-            grad_m = _mm(_layer_scale(block.ls_2, grad_y), mlp[2].weight, u.dtype)
+            grad_m = _mm(_layer_scale(block.ls_2, grad_y), w.proj_w, u.dtype)
             if s is not None:  # d/du u*sigmoid(a u) = s (1 + a u (1 - s))
                 grad_u = torch.addcmul(u, u, s, value=-1)
                 grad_u = torch.addcmul(s, s, grad_u, value=_QUICK_GELU, out=grad_u).mul_(grad_m)
             else:
                 grad_u = torch.ops.aten.gelu_backward(grad_m, u, approximate=mlp[1].approximate)
-            grad_h2 = _mm(grad_u, mlp[0].weight, x1.dtype)
+            grad_h2 = _mm(grad_u, w.fc_w, x1.dtype)
             grad_x1 = _layer_norm_backward(grad_h2, x1, mean_2, rstd_2, block.ln_2).add_(grad_y)
             # attention branch: x1 = x + ls_1(out_proj(attention(in_proj(ln_1(x)))))
-            grad_out = _mm(_layer_scale(block.ls_1, grad_x1), attn.out_proj.weight, out.dtype)
+            grad_out = _mm(_layer_scale(block.ls_1, grad_x1), w.out_w, out.dtype)
             grad_out = grad_out.view(b, length, attn.num_heads, -1).transpose(1, 2)
             grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
                 grad_out, q, k, v, out, lse, 0.0, False
             )
             grad_qkv = torch.stack([g.transpose(1, 2) for g in grads], dim=2)  # (B, L, 3, H, d): one copy
-            grad_h = _mm(grad_qkv.view(b, length, 3 * width), attn.in_proj_weight, x.dtype)
+            grad_h = _mm(grad_qkv.view(b, length, 3 * width), w.in_w, x.dtype)
             grad_x = _layer_norm_backward(grad_h, x, mean_1, rstd_1, block.ln_1).add_(grad_x1)
         return grad_x, None
 
