@@ -12,7 +12,12 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from zegclip import ZegCLIP
-from zegclip.model.blocks import _hand_backward_applies, block_forward, supports_fast_forward
+from zegclip.model.blocks import (
+    _attention_backward_rows,
+    _hand_backward_applies,
+    block_forward,
+    supports_fast_forward,
+)
 from zegclip.model.loss import FocalDiceLoss
 
 
@@ -172,3 +177,31 @@ def test_autocast_casts_frozen_weights_once_and_sees_weight_changes():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             expected = fresh(x)
     assert torch.allclose(run(), expected, atol=1e-2 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_backward_of_some_rows_equals_the_flash_kernels(dtype):
+    gen = torch.Generator().manual_seed(0)
+    q, k, v, grad_out = (torch.randn(2, 3, 37, 8, generator=gen).to(dtype) for _ in range(4))
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False)
+    full = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(grad_out, q, k, v, out, lse, 0.0, False)
+    rows = slice(1, 5)
+    part = _attention_backward_rows(grad_out, q, k, v, out, lse, rows)
+    tol = 1e-6 if dtype == torch.float32 else 2e-2
+    for expected, got in zip(full, part):
+        assert got.dtype == dtype and got.shape == (2, 3, 4, 8)
+        assert (got.float() - expected[:, :, rows].float()).abs().max() <= tol * expected.abs().max().float()
+
+
+def test_gradient_of_some_input_rows_only():
+    """The first block's input needs a gradient at its prompt rows only: those rows equal the
+    full gradient's, the others come back as zeros."""
+    block = make_block().requires_grad_(False)
+    x = torch.randn(2, 37, 64, generator=torch.Generator().manual_seed(1))
+    grad_out = torch.randn(2, 37, 64, generator=torch.Generator().manual_seed(2))
+    _, full = _forward_backward(lambda t: block_forward(block, t), x, grad_out)
+    rows = slice(1, 4)
+    out, part = _forward_backward(lambda t: block_forward(block, t, rows), x, grad_out)
+    assert torch.equal(out, block_forward(block, x.clone().requires_grad_(True)).detach())
+    assert (part[:, rows] - full[:, rows]).abs().max() <= 1e-6 * full.abs().max()
+    assert not part[:, :1].any() and not part[:, 4:].any()

@@ -96,13 +96,18 @@ def _linears(block: ResidualAttentionBlock, device_type: str) -> _Linears:
     return cached[1]
 
 
-def block_forward(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
-    """``block(x)`` for batch-first ``x`` ``(B, L, D)`` (see the module docstring), ``(B, L, D)``."""
+def block_forward(block: ResidualAttentionBlock, x: torch.Tensor, grad_rows: slice | None = None) -> torch.Tensor:
+    """``block(x)`` for batch-first ``x`` ``(B, L, D)`` (see the module docstring), ``(B, L, D)``.
+
+    ``grad_rows``: the token rows of ``x`` whose gradient is wanted (the rest of ``x`` does not
+    depend on anything trainable, e.g. the first block's input, where only the prompts do); the
+    gradient of the other rows is returned as zeros and not computed.
+    """
     x = x.contiguous()
     if not torch.is_grad_enabled():
         return _inference_forward(block, x)
     if x.device.type == "cpu" and x.requires_grad and _hand_backward_applies(block):
-        return _FrozenBlock.apply(x, block)
+        return _FrozenBlock.apply(x, block, grad_rows)
     x = x + block.ls_1(_attention(block.attn, block.ln_1(x)))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
 
@@ -150,7 +155,7 @@ class _FrozenBlock(torch.autograd.Function):
     the CPU flash-attention kernels, on GPUs autograd's own path is already fast)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, block: ResidualAttentionBlock) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, block: ResidualAttentionBlock, grad_rows: slice | None) -> torch.Tensor:  # type: ignore[override]
         attn, mlp = block.attn, block.mlp
         b, length, width = x.shape
         w = _linears(block, x.device.type)
@@ -171,7 +176,7 @@ class _FrozenBlock(torch.autograd.Function):
             m = F.gelu(u, approximate=mlp[1].approximate)
         y = x1 + _layer_scale(block.ls_2, F.linear(m, w.proj_w, w.proj_b))
         ctx.save_for_backward(x, ln_1[1], ln_1[2], q, k, v, out, lse, x1, ln_2[1], ln_2[2], u, s)
-        ctx.block, ctx.linears = block, w
+        ctx.block, ctx.linears, ctx.grad_rows = block, w, grad_rows
         ctx.autocast = (torch.is_autocast_enabled(x.device.type), torch.get_autocast_dtype(x.device.type))
         return y
 
@@ -196,13 +201,46 @@ class _FrozenBlock(torch.autograd.Function):
             # attention branch: x1 = x + ls_1(out_proj(attention(in_proj(ln_1(x)))))
             grad_out = _mm(_layer_scale(block.ls_1, grad_x1), w.out_w, out.dtype)
             grad_out = grad_out.view(b, length, attn.num_heads, -1).transpose(1, 2)
-            grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-                grad_out, q, k, v, out, lse, 0.0, False
-            )
-            grad_qkv = torch.stack([g.transpose(1, 2) for g in grads], dim=2)  # (B, L, 3, H, d): one copy
-            grad_h = _mm(grad_qkv.view(b, length, 3 * width), w.in_w, x.dtype)
-            grad_x = _layer_norm_backward(grad_h, x, mean_1, rstd_1, block.ln_1).add_(grad_x1)
-        return grad_x, None
+            rows = ctx.grad_rows
+            if rows is None:
+                grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                    grad_out, q, k, v, out, lse, 0.0, False
+                )
+            else:
+                grads = _attention_backward_rows(grad_out, q, k, v, out, lse, rows)
+            n = grads[0].shape[2]
+            grad_qkv = torch.stack([g.transpose(1, 2) for g in grads], dim=2)  # (B, n, 3, H, d): one copy
+            grad_h = _mm(grad_qkv.view(b, n, 3 * width), w.in_w, x.dtype)
+            if rows is None:
+                return _layer_norm_backward(grad_h, x, mean_1, rstd_1, block.ln_1).add_(grad_x1), None, None
+            grad_x = torch.zeros_like(x)
+            part = (t[:, rows].contiguous() for t in (x, mean_1, rstd_1))
+            grad_x[:, rows] = _layer_norm_backward(grad_h, *part, block.ln_1)
+            grad_x[:, rows] += grad_x1[:, rows]
+        return grad_x, None, None
+
+
+def _attention_backward_rows(
+    grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+    lse: torch.Tensor, rows: slice,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of softmax attention for the q, k and v of token ``rows`` only, ``(B, H, n, d)``
+    each (inputs ``(B, H, L, d)``, ``lse`` ``(B, H, L)`` from the flash forward). The n query rows
+    meet all keys and the n key rows all queries: ``O(n L d)`` work instead of ``O(L^2 d)``;
+    float32 arithmetic."""
+    scale, dtype = q.shape[-1] ** -0.5, q.dtype
+    q, k, v, grad_out, out = (t.float() for t in (q, k, v, grad_out, out))
+    delta = (grad_out * out).sum(-1, keepdim=True)  # (B, H, L, 1): rowsum(dO * O)
+    # the rows' queries against all keys
+    p = torch.exp(q[:, :, rows] @ k.transpose(-1, -2) * scale - lse[:, :, rows, None])  # (B, H, n, L)
+    grad_s = p * (grad_out[:, :, rows] @ v.transpose(-1, -2) - delta[:, :, rows])
+    grad_q = grad_s @ k * scale
+    # all queries against the rows' keys
+    p = torch.exp(q @ k[:, :, rows].transpose(-1, -2) * scale - lse[..., None])  # (B, H, L, n)
+    grad_v = p.transpose(-1, -2) @ grad_out
+    grad_s = p * (grad_out @ v[:, :, rows].transpose(-1, -2) - delta)
+    grad_k = grad_s.transpose(-1, -2) @ q * scale
+    return grad_q.to(dtype), grad_k.to(dtype), grad_v.to(dtype)
 
 
 def _mm(grad: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -215,6 +253,7 @@ def _mm(grad: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.T
 def _layer_norm_backward(grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
     """Gradient of ``layer_norm(x)`` for ``x``."""
     with torch.autocast(x.device.type, enabled=False):
-        return torch.ops.aten.native_layer_norm_backward(
-            grad.to(x.dtype), x, [x.shape[-1]], mean, rstd, norm.weight, norm.bias, [True, False, False]
+        return torch.ops.aten.native_layer_norm_backward(  # expects contiguous rows
+            grad.to(x.dtype).contiguous(), x.contiguous(), [x.shape[-1]], mean.contiguous(), rstd.contiguous(),
+            norm.weight, norm.bias, [True, False, False],
         )[0]

@@ -133,10 +133,12 @@ class PromptedVisionTransformer(nn.Module):
             elif n > 0 and self.deep_layers > 0 and i == self.deep_layers + 1:
                 x = torch.cat([x[:, :1], x[:, -(h * w) :]], dim=1)
             fresh = supports_fast_forward(block)
+            # the first block's input depends on trainable weights through its prompt rows only
+            rows = slice(1, 1 + n) if i == 0 and n > 0 and not self.ft_backbone else None
             if recompute:
-                x = checkpoint(self._run_block, block, x, use_reentrant=False)
+                x = checkpoint(self._run_block, block, x, rows, use_reentrant=False)
             else:
-                x = self._run_block(block, x)
+                x = self._run_block(block, x, rows)
 
         if n > 0:
             x = self.prompt_norm(x)
@@ -146,10 +148,11 @@ class PromptedVisionTransformer(nn.Module):
         visual_embedding = visual.transpose(1, 2).reshape(batch, -1, h, w)
         return global_embedding, visual_embedding
 
-    def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """One transformer block on batch-first tokens ``(B, L, width)``."""
+    def _run_block(self, block: nn.Module, x: torch.Tensor, grad_rows: slice | None = None) -> torch.Tensor:
+        """One transformer block on batch-first tokens ``(B, L, width)``; only ``grad_rows`` of
+        ``x`` (None: all) need a gradient."""
         if supports_fast_forward(block):
-            return block_forward(block, x)
+            return block_forward(block, x, grad_rows)
         if getattr(self.vit.transformer, "batch_first", True):
             return block(x)
         return block(x.transpose(0, 1)).transpose(0, 1)
