@@ -152,49 +152,51 @@ class _UpsampledTerms(torch.autograd.Function):
         a_w = _interpolation_matrix(w, width, grid.device)  # (W, w)
         want_grad = ctx.needs_input_grad[0]
         neg, sig = rows.new_empty(b * c), rows.new_empty(b * c)
-        d_neg_grid = rows.new_empty(b * c, h, w) if want_grad else None
-        d_sig_grid = rows.new_empty(b * c, h, w) if want_grad else None
+        d_grid = rows.new_empty(2, b * c, h, w) if want_grad else None  # adjoints of d neg, d sig
         best_val = rows.new_full((b, height * width), -float("inf"))
         best_cls = torch.zeros(b, height * width, dtype=torch.long, device=grid.device)
         # chunk buffers, reused: fresh multi-MiB allocations cost page faults on every chunk
-        buffers = rows.new_empty(4, min(chunk, b * c), height * width)
-        val = rows.new_empty(height * width)
-        idx = torch.empty(height * width, dtype=torch.long, device=grid.device)
+        chunk = min(chunk, b * c)
+        buffers = rows.new_empty(4, chunk, height * width)  # x, p, then d neg / d sig (adjacent)
+        better = torch.empty(height * width, dtype=torch.bool, device=grid.device)
         for start in range(0, b * c, chunk):
             end = min(start + chunk, b * c)
-            x, prob, prob_g, one_minus = (buf[: end - start] for buf in buffers)
-            torch.matmul(a_h, rows[start:end] @ a_w.T, out=x.view(end - start, height, width))
-            for image in range(start // c, (end - 1) // c + 1):  # running argmax over the classes
-                r0, r1 = max(start, image * c), min(end, (image + 1) * c)
-                torch.max(x[r0 - start : r1 - start], dim=0, out=(val, idx))
-                better = val > best_val[image]
-                best_val[image] = torch.where(better, val, best_val[image])
-                best_cls[image] = torch.where(better, idx + (r0 - image * c), best_cls[image])
+            r = end - start
+            x, prob, prob_g, one_minus = (buf[:r] for buf in buffers)
+            torch.matmul(a_h, rows[start:end] @ a_w.T, out=x.view(r, height, width))
+            for row in range(start, end):  # running argmax over the classes (first maximum wins)
+                image, cls = divmod(row, c)
+                torch.gt(x[row - start], best_val[image], out=better)
+                torch.maximum(best_val[image], x[row - start], out=best_val[image])
+                best_cls[image].masked_fill_(better, cls)
             torch.sigmoid(x, out=prob)
             torch.pow(prob, gamma, out=prob_g)
             term = torch._C._nn.softplus(x, 1, 20, out=x).mul_(prob_g)  # p^g softplus(x), over x
-            neg[start:end] = term.sum(-1).mul_(1 - alpha)
-            sig[start:end] = prob.sum(-1)
+            torch.sum(term, -1, out=neg[start:end])
+            torch.sum(prob, -1, out=sig[start:end])
             if want_grad:
                 torch.mul(prob, -1, out=one_minus).add_(1)
                 # d neg / dx = (1-a) p^g (g (1-p) softplus + p); (1-a) is applied at the grid
-                d_neg = prob_g.mul_(prob).addcmul_(term, one_minus, value=gamma)
-                d_sig = one_minus.mul_(prob)  # p (1 - p)
-                for d, out in ((d_neg, d_neg_grid), (d_sig, d_sig_grid)):
-                    out[start:end] = torch.matmul(a_h.T, (d.view(-1, width) @ a_w).view(end - start, height, w))
+                prob_g.mul_(prob).addcmul_(term, one_minus, value=gamma)
+                one_minus.mul_(prob)  # d sig / dx = p (1 - p)
+                derivatives = buffers[2:, :r].reshape(2 * r * height, width)  # a view unless r < chunk
+                # adjoint of the upsampling, both derivatives at once: A_h^T @ G @ A_w
+                adjoint = torch.matmul(a_h.T, (derivatives @ a_w).view(2 * r, height, w))
+                d_grid[:, start:end] = adjoint.view(2, r, h, w)
+        neg.mul_(1 - alpha)
         if want_grad:
-            ctx.save_for_backward(d_neg_grid, d_sig_grid)
+            ctx.save_for_backward(d_grid)
         ctx.alpha, ctx.grid_dtype = alpha, grid.dtype
         ctx.mark_non_differentiable(best_cls)
         return neg.reshape(b, c), sig.reshape(b, c), best_cls
 
     @staticmethod
     def backward(ctx, grad_neg, grad_sig, _):  # type: ignore[override]
-        d_neg_grid, d_sig_grid = ctx.saved_tensors
+        (d_grid,) = ctx.saved_tensors
         with torch.autocast(grad_neg.device.type, enabled=False):
-            rows = d_neg_grid.shape[0]
-            grad = ((1 - ctx.alpha) * grad_neg.reshape(rows, 1, 1) * d_neg_grid).addcmul_(
-                grad_sig.reshape(rows, 1, 1), d_sig_grid
+            rows = d_grid.shape[1]
+            grad = ((1 - ctx.alpha) * grad_neg.reshape(rows, 1, 1) * d_grid[0]).addcmul_(
+                grad_sig.reshape(rows, 1, 1), d_grid[1]
             )
         return grad.view(*grad_neg.shape, *grad.shape[-2:]).to(ctx.grid_dtype), None, None, None, None
 
