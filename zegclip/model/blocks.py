@@ -104,9 +104,11 @@ def block_forward(block: ResidualAttentionBlock, x: torch.Tensor, grad_rows: sli
     gradient of the other rows is returned as zeros and not computed.
     """
     x = x.contiguous()
-    if not torch.is_grad_enabled():
+    if torch.compiler.is_compiling():
+        pass  # torch.compile: plain ops (the compiler fuses them; it cannot trace the hand-written parts)
+    elif not torch.is_grad_enabled():
         return _inference_forward(block, x)
-    if x.device.type == "cpu" and x.requires_grad and _hand_backward_applies(block):
+    elif x.device.type == "cpu" and x.requires_grad and _hand_backward_applies(block):
         return _FrozenBlock.apply(x, block, grad_rows)
     x = x + block.ls_1(_attention(block.attn, block.ln_1(x)))
     return x + block.ls_2(block.mlp(block.ln_2(x)))
