@@ -5,7 +5,11 @@ Prints a Markdown table with, per device and method, the forward+backward time (
 largest differences between the two methods' losses and gradients.
 
     python benchmarks/loss_benchmark.py                      # COCO-like: B=2, C=156, 512x512
+    python benchmarks/loss_benchmark.py --logit-size 32      # the grid logits training passes
     python benchmarks/loss_benchmark.py --size 256 --repeats 3 --devices cpu
+
+The table is also written to ``benchmarks/results/loss_benchmark_cpu.md`` (``_grid`` with
+``--logit-size`` below ``--size``; ``--out`` for another file).
 
 Memory: the peak beyond the inputs (the logits leaf and labels exist before; the logits' ``.grad``,
 as large as the logits, is part of the figure). On CUDA, ``torch.cuda.max_memory_allocated`` minus
@@ -31,6 +35,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+import benchlib
 
 IGNORE = 255
 
@@ -195,6 +201,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--devices", default=None, help="comma-separated (default: cpu, plus cuda if available)"
     )
+    parser.add_argument("--out", default=None, help="result file (default benchmarks/results/loss_benchmark_cpu[_grid].md)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--device", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--save-to", default=None, help=argparse.SUPPRESS)
@@ -229,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     )
     command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    print(f"`python benchmarks/{command}`\n")
-    print(
+    lines = [benchlib.header(f"python benchmarks/{command}")]
+    lines.append(
         f"B={args.batch}, C={args.classes}, labels {args.size}x{args.size}, logits {args.logit_size}x{args.logit_size}, "
         f"{args.per_image} classes per image, float32 (logits {fmt_bytes(4 * args.batch * args.classes * args.logit_size**2)}); "
         f"time: median of {args.repeats} forward+backward runs after a warm-up; torch {torch.__version__}, {torch.get_num_threads()} CPU threads\n"
@@ -249,21 +256,24 @@ def main(argv: list[str] | None = None) -> int:
             diffs.append((device, abs(a["loss_mask"] - b["loss_mask"]).item(), abs(a["loss_dice"] - b["loss_dice"]).item(),
                           grad_err, scale))  # fmt: skip
 
-    print(
+    lines.append(
         "| device | method | fwd+bwd time, median (min) | peak extra memory | memory measured by | loss_mask | loss_dice |"
     )
-    print("|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(
+        lines.append(
             f"| {r['device']} | {r['method']} | {r['time_s'] * 1000:,.0f} ms ({min(r['times']) * 1000:,.0f}) "
             f"| {fmt_bytes(r['peak_bytes'])} "
             f"| {r['memory_note']} | {r['loss_mask']:.6f} | {r['loss_dice']:.6f} |"
         )
-    print()
-    print("| device | max abs diff loss_mask | max abs diff loss_dice | max abs diff grad | max abs grad |")
-    print("|---|---|---|---|---|")
+    lines.append("")
+    lines.append("| device | max abs diff loss_mask | max abs diff loss_dice | max abs diff grad | max abs grad |")
+    lines.append("|---|---|---|---|---|")
     for device, dm, dd, dg, scale in diffs:
-        print(f"| {device} | {dm:.3g} | {dd:.3g} | {dg:.3g} | {scale:.3g} |")
+        lines.append(f"| {device} | {dm:.3g} | {dd:.3g} | {dg:.3g} | {scale:.3g} |")
+    lines += ["", f"Load average at the end: {benchlib.load_average()}."]
+    name = "loss_benchmark_cpu" + ("_grid" if args.logit_size < args.size else "")
+    benchlib.write_result(name, "\n".join(lines) + "\n", args.out)
     return 0
 
 

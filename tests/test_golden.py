@@ -134,11 +134,16 @@ def test_inductive_training_forward_loss_and_gradients(converted, golden, offici
 
     labels = inductive_targets(inputs["gt_semantic_seg"][:, 0], seen_lookup(6, SEEN))
     assert torch.equal(labels, inputs["gt_seen_mapped"][:, 0])
-    loss = FocalDiceLoss()(out.pred_masks, labels)
-    assert_close(loss.loss_mask, out_g["losses"]["decode.loss_mask"], what="loss_mask")
-    assert_close(loss.loss_dice, out_g["losses"]["decode.loss_dice"], what="loss_dice")
-    assert_close(loss.total, out_g["total_loss"], what="total")
-    assert_close(loss.accuracy, out_g["losses"]["decode.acc_seg"][0], atol=1e-3, what="acc_seg")
+    full_size = FocalDiceLoss()(out.pred_masks, labels)  # the loss of full-size logits
+    # what training does: the grid logits, upsampled inside the loss chunk by chunk
+    logits = out.logits_for(labels.shape[-2:])
+    assert logits.shape[-2:] == (4, 4)
+    loss = FocalDiceLoss()(logits, labels)
+    for result in (full_size, loss):
+        assert_close(result.loss_mask, out_g["losses"]["decode.loss_mask"], what="loss_mask")
+        assert_close(result.loss_dice, out_g["losses"]["decode.loss_dice"], what="loss_dice")
+        assert_close(result.total, out_g["total_loss"], what="total")
+        assert_close(result.accuracy, out_g["losses"]["decode.acc_seg"][0], atol=1e-3, what="acc_seg")
     loss.total.backward()
     check_grads(model, out_g["grads"], 3)
 
@@ -182,7 +187,10 @@ def test_transductive_pseudo_labels_loss_and_gradients(converted, golden):
     text = golden["text_embeddings"]["all_normalized"]
     out = model(inputs["img"], text)
     assert_close(out.pred_masks, tr["pred_masks"], what="transductive pred_masks")
-    loss = FocalDiceLoss()(out.pred_masks, transductive_targets(gt, out.pred_masks, UNSEEN))
+    assert torch.equal(transductive_targets(gt, out.logits, UNSEEN), transductive_targets(gt, out.pred_masks, UNSEEN))
+    logits = out.logits_for(gt.shape[-2:])
+    assert logits.shape[-2:] == (4, 4)
+    loss = FocalDiceLoss()(logits, transductive_targets(gt, logits, UNSEEN))
     assert_close(loss.loss_mask, tr["losses"]["decode.loss_mask"], what="loss_mask")
     assert_close(loss.loss_dice, tr["losses"]["decode.loss_dice"], what="loss_dice")
     assert_close(loss.total, tr["total_loss"], what="total")
@@ -205,7 +213,7 @@ def test_fully_supervised_loss_gradients_and_scores(converted, golden):
     text = golden["text_embeddings"]["all_normalized"]
     out = model(inputs["img"], text)
     assert_close(out.pred_masks, fu["pred_masks"], what="fully pred_masks")
-    loss = FocalDiceLoss()(out.pred_masks, fu["targets"])
+    loss = FocalDiceLoss()(out.logits_for(fu["targets"].shape[-2:]), fu["targets"])
     assert_close(loss.loss_mask, fu["losses"]["decode.loss_mask"], what="loss_mask")
     assert_close(loss.loss_dice, fu["losses"]["decode.loss_dice"], what="loss_dice")
     loss.total.backward()

@@ -215,3 +215,70 @@ def test_global_num_masks_and_ddp_step_with_two_processes(tmp_path):
     assert ranks[0]["grads"].keys() == ranks[1]["grads"].keys() and ranks[0]["grads"]
     for name, grad in ranks[0]["grads"].items():  # DDP averaged the gradients of both ranks
         assert torch.allclose(grad, ranks[1]["grads"][name]), name
+
+
+# ----------------------------------------------------------------------------- grid logits
+
+
+@pytest.mark.parametrize(("grid", "size", "chunk"), [((8, 8), (40, 40), 1 << 22), ((5, 7), (36, 50), 3 * 36 * 50), ((8, 8), (40, 40), 1)])
+def test_grid_logits_equal_upsampling_first(grid, size, chunk):
+    """Grid logits are upsampled inside the loss, chunk by chunk: the losses and gradients of
+    upsampling the whole tensor first (to float32 rounding), the same accuracy."""
+    logits = torch.randn(3, 5, *grid, generator=torch.Generator().manual_seed(1)) * 3
+    labels = torch.randint(0, 5, (3, *size), generator=torch.Generator().manual_seed(2))
+    labels[:, ::3] = 255
+    on_grid = logits.clone().requires_grad_(True)
+    first = logits.clone().requires_grad_(True)
+    a = FocalDiceLoss(chunk_elements=chunk)(on_grid, labels)
+    b = FocalDiceLoss(chunk_elements=chunk)(F.interpolate(first, size=size, mode="bilinear", align_corners=False), labels)
+    a.total.backward()
+    b.total.backward()
+    assert abs(a.loss_mask - b.loss_mask) <= 1e-6 * b.loss_mask and abs(a.loss_dice - b.loss_dice) <= 1e-6 * b.loss_dice
+    assert torch.equal(a.accuracy, b.accuracy) and a.num_masks == b.num_masks
+    assert (on_grid.grad - first.grad).abs().max() <= 1e-6 * first.grad.abs().max()
+
+
+def test_grid_logits_never_hold_full_size_tensors_for_backward():
+    logits = torch.randn(2, 6, 8, 8, requires_grad=True)
+    labels = torch.randint(0, 6, (2, 64, 64))
+    saved = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = FocalDiceLoss()(logits, labels)
+    out.total.backward()
+    assert saved and max(saved) <= 2 * 64 * 64  # the largest: labelled pixels' indices, not 2 x 6 x 64 x 64 logits
+    assert logits.grad.shape == logits.shape
+
+
+def test_bf16_grid_logits_are_upsampled_and_computed_in_fp32():
+    logits = (torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3)) * 3).bfloat16()
+    labels = torch.randint(0, 4, (2, 32, 32), generator=torch.Generator().manual_seed(4))
+    low = logits.clone().requires_grad_(True)
+    upcast = logits.float().requires_grad_(True)
+    a, b = FocalDiceLoss()(low, labels), FocalDiceLoss()(upcast, labels)
+    assert a.total.dtype == torch.float32
+    assert torch.equal(a.loss_mask, b.loss_mask) and torch.equal(a.loss_dice, b.loss_dice)
+    a.total.backward()
+    b.total.backward()
+    assert low.grad.dtype == torch.bfloat16
+    assert (low.grad.float() - upcast.grad).abs().max() <= 2**-7 * upcast.grad.abs().max()
+
+
+@pytest.mark.parametrize("logit_size", [8, 32])
+def test_autocast_does_not_change_the_loss(logit_size):
+    """Inside bf16 autocast (bf16-mixed training) the loss and its gradient are the fp32 ones."""
+    logits = torch.randn(2, 6, logit_size, logit_size, generator=torch.Generator().manual_seed(5)) * 3
+    labels = torch.randint(0, 6, (2, 32, 32), generator=torch.Generator().manual_seed(6))
+    results = []
+    for enabled in (False, True):
+        x = logits.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            out = FocalDiceLoss()(x, labels)
+            out.total.backward()  # backward inside autocast too
+        results.append((out.loss_mask, out.loss_dice, x.grad))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert torch.equal(results[0][2], results[1][2])

@@ -213,17 +213,18 @@ class ZegCLIPModule(L.LightningModule):
         images, labels = batch["image"], batch["label"]
         text = self.text_embeddings()[self.train_classes]
         out = (self._compiled_forward or self.model)(images, text)
+        logits = out.logits_for(labels.shape[-2:])  # grid logits: the loss upsamples them in chunks
         if self.setting == "inductive":
             targets = inductive_targets(labels, self.seen_lookup)
         elif self.setting == "transductive":
-            targets = transductive_targets(labels, out.pred_masks, self.unseen)
+            targets = transductive_targets(labels, logits, self.unseen)
         else:
             targets = labels
-        result = self.criterion(out.pred_masks, targets)
+        result = self.criterion(logits, targets)
         if self.aux_layers:
-            size = out.pred_masks.shape[-2:]
-            for logits in out.layer_logits[:-1]:
-                aux = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            for aux in out.layer_logits[:-1]:
+                if logits.shape[-2:] != aux.shape[-2:]:
+                    aux = F.interpolate(aux, size=out.mask_size, mode="bilinear", align_corners=False)
                 result.total = result.total + self.criterion(aux, targets).total
         self._check_finite(result.total)
         batch_size = images.shape[0]

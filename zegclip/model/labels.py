@@ -47,9 +47,18 @@ def transductive_targets(
 
     Args:
         labels: ``(B, H, W)`` dataset class ids and ``ignore_index``.
-        logits: ``(B, C, h, w)`` current mask logits over all classes (resized to ``(H, W)`` if needed).
+        logits: ``(B, C, h, w)`` current mask logits over all classes (resized bilinearly to
+            ``(H, W)`` if needed; only the unseen classes' maps are resized, which gives the
+            same values since resizing acts on each map alone).
     """
+    unseen_ids = torch.as_tensor(list(unseen), device=logits.device)
     if logits.shape[-2:] != labels.shape[-2:]:
-        logits = F.interpolate(logits.detach(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        logits = F.interpolate(
+            logits.detach().index_select(1, unseen_ids), size=labels.shape[-2:], mode="bilinear", align_corners=False
+        )
+        unseen_ids = torch.arange(len(unseen_ids), device=logits.device)
+        pseudo = torch.as_tensor(list(unseen), device=labels.device)[pseudo_labels(logits, unseen_ids)]
+    else:
+        pseudo = pseudo_labels(logits, unseen_ids)
     is_unseen = torch.isin(labels, torch.as_tensor(list(unseen), device=labels.device))
-    return torch.where(is_unseen, pseudo_labels(logits, unseen), labels)
+    return torch.where(is_unseen, pseudo, labels)

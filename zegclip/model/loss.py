@@ -6,8 +6,16 @@ Same numbers as the official loss, computed without one-hot targets or full-size
   term`` plus, at each labelled pixel, ``positive term - negative term`` of its own class.
   Ignore pixels (255) thus count as negatives for every class, as officially.
 * the full-size sums (negative focal term and ``sum(sigmoid)`` for dice) come from one
-  autograd function that works in chunks and keeps only the logits for its analytic backward;
-  everything at labelled pixels is a gather of one value per pixel.
+  autograd function that works in chunks; everything at labelled pixels is a gather of one
+  value per pixel.
+* logits smaller than the labels (the model's ``(B, C, 32, 32)`` grid against 512x512 crops)
+  are upsampled one chunk of (image, class) rows at a time, bilinearly with ``F.interpolate``'s
+  weights (``A_h @ X @ A_w^T``). Upsampling is linear, so the gradient at the grid is the
+  upsampling's adjoint applied to the full-size gradient; since the upstream gradient of each
+  row's sums is one scalar, the forward pass stores, per row, the adjoint of the elementwise
+  derivatives at grid size, and the backward pass only scales them. Labelled pixels read their
+  four grid neighbours. Neither the full-size logits nor their gradient ever exist; losses and
+  gradients equal those of upsampling first to float32 rounding.
 """
 
 from __future__ import annotations
@@ -59,6 +67,11 @@ class _FullSizeTerms(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_neg, grad_sig, grad_target):  # type: ignore[override]
+        with torch.autocast(grad_neg.device.type, enabled=False):
+            return _FullSizeTerms._backward(ctx, grad_neg, grad_sig, grad_target)
+
+    @staticmethod
+    def _backward(ctx, grad_neg, grad_sig, grad_target):
         logits, image_idx, class_idx, pixel_idx = ctx.saved_tensors
         alpha, gamma, chunk = ctx.alpha, ctx.gamma, ctx.chunk
         b, c, p = logits.shape
@@ -75,6 +88,117 @@ class _FullSizeTerms(torch.autograd.Function):
             grad_rows[start : start + chunk] = g.to(grad.dtype)
         grad.index_put_((image_idx, class_idx, pixel_idx), grad_target.to(grad.dtype), accumulate=True)
         return grad, None, None, None, None, None, None
+
+
+def _bilinear_taps(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Source indices ``i0, i1`` and weights ``w0, w1`` ``(n_out,)`` of bilinear resizing with
+    ``align_corners=False`` along one axis, computed as PyTorch's kernels do."""
+    scale = torch.tensor(n_in / n_out, dtype=torch.float32)
+    src = ((torch.arange(n_out, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_min(0)
+    i0 = src.long()  # floor: src >= 0
+    w1 = (src - i0).clamp(0, 1)
+    i1 = i0 + (i0 < n_in - 1).long()
+    return tuple(t.to(device) for t in (i0, i1, 1 - w1, w1))
+
+
+def _interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    """``(n_out, n_in)``: bilinear resizing along one axis (``align_corners=False``) as a matrix,
+    so that upsampling a plane is ``A_h @ X @ A_w^T`` and its adjoint ``A_h^T @ G @ A_w``."""
+    i0, i1, w0, w1 = _bilinear_taps(n_in, n_out, device)
+    matrix = torch.zeros(n_out, n_in, device=device)
+    rows = torch.arange(n_out, device=device)
+    matrix.index_put_((rows, i0), w0, accumulate=True)
+    return matrix.index_put_((rows, i1), w1, accumulate=True)
+
+
+def _bilinear_sample(
+    grid: torch.Tensor, image_idx: torch.Tensor, class_idx: torch.Tensor, pixel_idx: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """Values of ``grid`` ``(B, C, h, w)`` upsampled bilinearly to ``size`` at the given
+    (image, class, flat pixel) triples ``(N,)``, from each pixel's four grid neighbours (the
+    upsampling's own weights, in its order of operations; differentiable)."""
+    b, c, h, w = grid.shape
+    height, width = size
+    y0, y1, wy0, wy1 = _bilinear_taps(h, height, grid.device)
+    x0, x1, wx0, wx1 = _bilinear_taps(w, width, grid.device)
+    py, px = pixel_idx // width, pixel_idx % width
+    flat = grid.reshape(-1)
+    base = (image_idx * c + class_idx) * (h * w)
+
+    def row(ys: torch.Tensor) -> torch.Tensor:
+        top = base + ys[py] * w
+        return wx0[px] * flat[top + x0[px]] + wx1[px] * flat[top + x1[px]]
+
+    return wy0[py] * row(y0) + wy1[py] * row(y1)
+
+
+class _UpsampledTerms(torch.autograd.Function):
+    """:class:`_FullSizeTerms` for grid logits ``(B, C, h, w)`` upsampled to ``size`` chunk by chunk.
+
+    Forward returns per (image, class) the negative focal sum and ``sum(sigmoid)`` ``(B, C)``, and
+    per image and full-size pixel the class of the largest upsampled logit ``(B, H*W)`` (for the
+    pixel accuracy). The upsampling is ``A_h @ X @ A_w^T`` (two small GEMMs per chunk); the
+    backward pass needs, per row, only the adjoints ``A_h^T @ (d/dx) @ A_w`` of the two sums'
+    elementwise derivatives, which the forward pass computes while the chunk is in cache and
+    keeps at grid size.
+    """
+
+    @staticmethod
+    def forward(ctx, grid, size: tuple[int, int], alpha: float, gamma: float, chunk: int):  # type: ignore[override]
+        b, c, h, w = grid.shape
+        height, width = size
+        rows = grid.detach().float().reshape(b * c, h, w)
+        a_h = _interpolation_matrix(h, height, grid.device)  # (H, h)
+        a_w = _interpolation_matrix(w, width, grid.device)  # (W, w)
+        want_grad = ctx.needs_input_grad[0]
+        neg, sig = rows.new_empty(b * c), rows.new_empty(b * c)
+        d_grid = rows.new_empty(2, b * c, h, w) if want_grad else None  # adjoints of d neg, d sig
+        best_val = rows.new_full((b, height * width), -float("inf"))
+        best_cls = torch.zeros(b, height * width, dtype=torch.long, device=grid.device)
+        # chunk buffers, reused: fresh multi-MiB allocations cost page faults on every chunk
+        chunk = min(chunk, b * c)
+        buffers = rows.new_empty(4, chunk, height * width)  # x, p, then d neg / d sig (adjacent)
+        better = torch.empty(height * width, dtype=torch.bool, device=grid.device)
+        for start in range(0, b * c, chunk):
+            end = min(start + chunk, b * c)
+            r = end - start
+            x, prob, prob_g, one_minus = (buf[:r] for buf in buffers)
+            torch.matmul(a_h, rows[start:end] @ a_w.T, out=x.view(r, height, width))
+            for row in range(start, end):  # running argmax over the classes (first maximum wins)
+                image, cls = divmod(row, c)
+                torch.gt(x[row - start], best_val[image], out=better)
+                torch.maximum(best_val[image], x[row - start], out=best_val[image])
+                best_cls[image].masked_fill_(better, cls)
+            torch.sigmoid(x, out=prob)
+            torch.pow(prob, gamma, out=prob_g)
+            term = torch._C._nn.softplus(x, 1, 20, out=x).mul_(prob_g)  # p^g softplus(x), over x
+            torch.sum(term, -1, out=neg[start:end])
+            torch.sum(prob, -1, out=sig[start:end])
+            if want_grad:
+                torch.mul(prob, -1, out=one_minus).add_(1)
+                # d neg / dx = (1-a) p^g (g (1-p) softplus + p); (1-a) is applied at the grid
+                prob_g.mul_(prob).addcmul_(term, one_minus, value=gamma)
+                one_minus.mul_(prob)  # d sig / dx = p (1 - p)
+                derivatives = buffers[2:, :r].reshape(2 * r * height, width)  # a view unless r < chunk
+                # adjoint of the upsampling, both derivatives at once: A_h^T @ G @ A_w
+                adjoint = torch.matmul(a_h.T, (derivatives @ a_w).view(2 * r, height, w))
+                d_grid[:, start:end] = adjoint.view(2, r, h, w)
+        neg.mul_(1 - alpha)
+        if want_grad:
+            ctx.save_for_backward(d_grid)
+        ctx.alpha, ctx.grid_dtype = alpha, grid.dtype
+        ctx.mark_non_differentiable(best_cls)
+        return neg.reshape(b, c), sig.reshape(b, c), best_cls
+
+    @staticmethod
+    def backward(ctx, grad_neg, grad_sig, _):  # type: ignore[override]
+        (d_grid,) = ctx.saved_tensors
+        with torch.autocast(grad_neg.device.type, enabled=False):
+            rows = d_grid.shape[1]
+            grad = ((1 - ctx.alpha) * grad_neg.reshape(rows, 1, 1) * d_grid[0]).addcmul_(
+                grad_sig.reshape(rows, 1, 1), d_grid[1]
+            )
+        return grad.view(*grad_neg.shape, *grad.shape[-2:]).to(ctx.grid_dtype), None, None, None, None
 
 
 def _focal_terms(x: torch.Tensor, alpha: float, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,7 +225,8 @@ class FocalDiceLoss(nn.Module):
         focal_weight, dice_weight: 100 and 1 officially.
         alpha, gamma: focal parameters (0.25, 2).
         ignore_index: label of unlabelled pixels (255).
-        chunk_elements: logits processed per chunk in the full-size sums (memory bound).
+        chunk_elements: full-size logits processed per chunk in the full-size sums (None: 2^20
+            on CPU, where chunks of 4 MiB stay in cache, 2^24 on GPUs).
     """
 
     def __init__(
@@ -111,7 +236,7 @@ class FocalDiceLoss(nn.Module):
         alpha: float = 0.25,
         gamma: float = 2.0,
         ignore_index: int = 255,
-        chunk_elements: int = 1 << 22,
+        chunk_elements: int | None = None,
     ) -> None:
         super().__init__()
         self.focal_weight = focal_weight
@@ -122,35 +247,51 @@ class FocalDiceLoss(nn.Module):
         self.chunk_elements = chunk_elements
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
-        """logits ``(B, C, h, w)`` (upsampled to the label size if needed), labels ``(B, H, W)``
-        with class indices ``0..C-1`` and ``ignore_index``."""
+        """logits ``(B, C, h, w)`` (upsampled bilinearly to the label size, chunk by chunk, if
+        smaller), labels ``(B, H, W)`` with class indices ``0..C-1`` and ``ignore_index``.
+
+        Runs in float32 whatever the logits' dtype and an enclosing autocast (bf16-mixed
+        training): the upsampling and every sum are float32; the gradient returns in the
+        logits' dtype.
+        """
+        with torch.autocast(logits.device.type, enabled=False):
+            return self._forward(logits, labels)
+
+    def _forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         b, c = logits.shape[:2]
         if labels.ndim == 4 and labels.shape[1] == 1:
             labels = labels[:, 0]
         if labels.ndim != 3 or labels.shape[0] != b:
             raise ValueError(f"labels must be (B, H, W) with B={b}, got {tuple(labels.shape)}")
-        if logits.shape[-2:] != labels.shape[-2:]:
-            logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-        x = logits.flatten(2)  # (B, C, P)
-        num_pixels = x.shape[-1]
+        size = tuple(labels.shape[-2:])
+        upsample = tuple(logits.shape[-2:]) != size
+        num_pixels = size[0] * size[1]
         labels = labels.flatten(1).long()
         valid = labels != self.ignore_index
         if bool((labels[valid] >= c).any() | (labels[valid] < 0).any()):
             bad = labels[valid & ((labels >= c) | (labels < 0))].unique().tolist()
             raise ValueError(f"label values {bad[:10]} are outside 0..{c - 1} and {self.ignore_index}")
 
-        chunk = max(1, self.chunk_elements // max(num_pixels, 1))
+        chunk_elements = self.chunk_elements or (1 << 20 if logits.device.type == "cpu" else 1 << 24)
+        chunk = max(1, chunk_elements // max(num_pixels, 1))
         image_idx, pixel_idx = valid.nonzero(as_tuple=True)
         class_idx = labels[image_idx, pixel_idx]
         # x_target: the logit of the true class at each labelled pixel
-        neg_sum, sig_sum, x_target = _FullSizeTerms.apply(
-            x, image_idx, class_idx, pixel_idx, self.alpha, self.gamma, chunk
-        )
+        if upsample:
+            neg_sum, sig_sum, predicted = _UpsampledTerms.apply(logits, size, self.alpha, self.gamma, chunk)
+            x_target = _bilinear_sample(logits.float(), image_idx, class_idx, pixel_idx, size)
+        else:
+            x = logits.flatten(2)  # (B, C, P)
+            neg_sum, sig_sum, x_target = _FullSizeTerms.apply(
+                x, image_idx, class_idx, pixel_idx, self.alpha, self.gamma, chunk
+            )
+            with torch.no_grad():
+                predicted = x.argmax(dim=1)
         pos, neg = _focal_terms(x_target, self.alpha, self.gamma)
         focal = (neg_sum.sum() + (pos - neg).sum()) / num_pixels
 
         pair = image_idx * c + class_idx  # (image, class) pair of each labelled pixel
-        intersection = torch.zeros(b * c, device=x.device, dtype=torch.float32).index_add(0, pair, x_target.sigmoid())
+        intersection = torch.zeros(b * c, device=logits.device, dtype=torch.float32).index_add(0, pair, x_target.sigmoid())
         target_sum = torch.bincount(pair, minlength=b * c).to(torch.float32)
         present = target_sum > 0
         dice = 1 - (2 * intersection + 1) / (sig_sum.reshape(-1) + target_sum + 1)
@@ -159,8 +300,8 @@ class FocalDiceLoss(nn.Module):
         loss_mask = self.focal_weight * focal / num_masks
         loss_dice = self.dice_weight * dice[present].sum() / num_masks
         with torch.no_grad():
-            correct = (x.argmax(dim=1) == labels)[valid]
-            accuracy = correct.float().mean() * 100 if correct.numel() else x.new_zeros(())
+            correct = (predicted == labels)[valid]
+            accuracy = correct.float().mean() * 100 if correct.numel() else logits.new_zeros((), dtype=torch.float32)
         return LossOutput(loss_mask + loss_dice, loss_mask, loss_dice, accuracy, num_masks)
 
 
@@ -177,8 +318,12 @@ class CrossEntropySegLoss(nn.Module):
         self.ignore_index = ignore_index
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        with torch.autocast(logits.device.type, enabled=False):  # float32, as FocalDiceLoss
+            return self._forward(logits, labels)
+
+    def _forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         if logits.shape[-2:] != labels.shape[-2:]:
-            logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+            logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
         labels = labels.long()
         valid = labels != self.ignore_index
         if valid.any():

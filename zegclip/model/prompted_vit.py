@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from zegclip.model.blocks import block_forward, supports_fast_forward
 
 
 class PromptedVisionTransformer(nn.Module):
@@ -26,6 +29,8 @@ class PromptedVisionTransformer(nn.Module):
         deep_layers: layers after the first that get fresh prompts (None: all, ``layers - 1``).
         prompt_dropout: dropout on the projected prompts.
         ft_backbone: train the CLIP tower too (the paper's fine-tuning ablation).
+        grad_checkpointing: recompute each block's activations in the backward pass instead of
+            keeping them (less memory, about one more forward pass of time).
     """
 
     def __init__(
@@ -35,6 +40,7 @@ class PromptedVisionTransformer(nn.Module):
         deep_layers: int | None = None,
         prompt_dropout: float = 0.1,
         ft_backbone: bool = False,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if vit.attn_pool is not None or getattr(vit, "final_ln_after_pool", False):
@@ -49,6 +55,7 @@ class PromptedVisionTransformer(nn.Module):
         if not 0 <= self.deep_layers <= self.num_layers - 1:
             raise ValueError(f"deep_layers must be in [0, {self.num_layers - 1}], got {deep_layers}")
         self.ft_backbone = ft_backbone
+        self.grad_checkpointing = grad_checkpointing
         for p in self.vit.parameters():
             p.requires_grad_(ft_backbone)
 
@@ -114,14 +121,24 @@ class PromptedVisionTransformer(nn.Module):
         if n > 0:
             x = torch.cat([x[:, :1], self._prompts(self.prompt_embeddings, batch), x[:, 1:]], dim=1)
 
-        batch_first = getattr(self.vit.transformer, "batch_first", True)
+        recompute = self.grad_checkpointing and torch.is_grad_enabled()
+        fresh = False  # x is the output of our own block forward, which nothing else holds
         for i, block in enumerate(self.vit.transformer.resblocks):
             if n > 0 and 1 <= i <= self.deep_layers:
                 deep = self._prompts(self.deep_prompt_embeddings[i - 1], batch).to(x.dtype)
-                x = torch.cat([x[:, :1], deep, x[:, 1 + n :]], dim=1)
+                if fresh:  # overwrite the prompt rows in place (no concatenation, forward or backward)
+                    x[:, 1 : 1 + n] = deep
+                else:
+                    x = torch.cat([x[:, :1], deep, x[:, 1 + n :]], dim=1)
             elif n > 0 and self.deep_layers > 0 and i == self.deep_layers + 1:
                 x = torch.cat([x[:, :1], x[:, -(h * w) :]], dim=1)
-            x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+            fresh = supports_fast_forward(block)
+            # the first block's input depends on trainable weights through its prompt rows only
+            rows = slice(1, 1 + n) if i == 0 and n > 0 and not self.ft_backbone else None
+            if recompute:
+                x = checkpoint(self._run_block, block, x, rows, use_reentrant=False)
+            else:
+                x = self._run_block(block, x, rows)
 
         if n > 0:
             x = self.prompt_norm(x)
@@ -130,6 +147,15 @@ class PromptedVisionTransformer(nn.Module):
         visual = F.normalize(x[:, -(h * w) :], dim=-1)
         visual_embedding = visual.transpose(1, 2).reshape(batch, -1, h, w)
         return global_embedding, visual_embedding
+
+    def _run_block(self, block: nn.Module, x: torch.Tensor, grad_rows: slice | None = None) -> torch.Tensor:
+        """One transformer block on batch-first tokens ``(B, L, width)``; only ``grad_rows`` of
+        ``x`` (None: all) need a gradient."""
+        if supports_fast_forward(block):
+            return block_forward(block, x, grad_rows)
+        if getattr(self.vit.transformer, "batch_first", True):
+            return block(x)
+        return block(x.transpose(0, 1)).transpose(0, 1)
 
 
 def _grid(vit: VisionTransformer) -> tuple[int, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ class ZegCLIPConfig:
         decoder_layers, decoder_heads, decoder_dropout: the mask decoder.
         relationship_descriptor: build queries from ``[t * g, t]`` (False: from ``t`` alone).
         ft_backbone: train the CLIP image tower too (ablation).
+        grad_checkpointing: recompute the image tower's block activations in the backward pass
+            (activation checkpointing: less memory, more time; results unchanged).
     """
 
     clip: CLIPConfig = field(default_factory=CLIPConfig)
@@ -55,6 +57,7 @@ class ZegCLIPConfig:
     decoder_dropout: float = 0.1
     relationship_descriptor: bool = True
     ft_backbone: bool = False
+    grad_checkpointing: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -98,19 +101,36 @@ class ZegCLIPOutput:
     """What one forward pass yields.
 
     Attributes:
-        pred_masks: last layer's mask logits upsampled to ``image_size`` ``(B, C, S, S)``.
         layer_logits: every decoder layer's mask logits at the patch grid ``(B, C, h, w)``.
         layer_queries: queries after each decoder layer but the last ``(B, C, D)``.
         queries: the relationship descriptor's queries ``(B, C, D)``.
         global_embedding ``(B, D)`` and visual_embedding ``(B, D, h, w)``: the image tower's outputs.
+        mask_size: ``(S, S)``, the configured ``image_size`` that ``pred_masks`` has.
     """
 
-    pred_masks: torch.Tensor
     layer_logits: list[torch.Tensor]
     layer_queries: list[torch.Tensor]
     queries: torch.Tensor
     global_embedding: torch.Tensor
     visual_embedding: torch.Tensor
+    mask_size: tuple[int, int]
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """The last layer's mask logits at the patch grid ``(B, C, h, w)`` (what the loss takes)."""
+        return self.layer_logits[-1]
+
+    @cached_property
+    def pred_masks(self) -> torch.Tensor:
+        """The last layer's mask logits upsampled to ``mask_size`` ``(B, C, S, S)``, computed on
+        first access (training never needs them at full size)."""
+        return F.interpolate(self.logits, size=self.mask_size, mode="bilinear", align_corners=False)
+
+    def logits_for(self, label_size: tuple[int, int] | torch.Size) -> torch.Tensor:
+        """What the loss should get for labels of ``label_size``: the grid logits when the
+        labels have ``mask_size`` (the loss upsamples them chunk by chunk, with the same
+        numbers), else ``pred_masks`` (which the loss resizes once more, as officially)."""
+        return self.logits if tuple(label_size) == tuple(self.mask_size) else self.pred_masks
 
 
 class ZegCLIP(nn.Module):
@@ -131,6 +151,7 @@ class ZegCLIP(nn.Module):
             deep_layers=config.deep_prompt_layers,
             prompt_dropout=config.prompt_dropout,
             ft_backbone=config.ft_backbone,
+            grad_checkpointing=config.grad_checkpointing,
         )
         self.text_encoder = TextEncoder(clip, cache_dir=text_cache_dir, cache_key=repr(clip_cfg.to_dict()))
         dim = self.image_encoder.output_dim
@@ -171,15 +192,13 @@ class ZegCLIP(nn.Module):
         memory = visual_embedding.flatten(2).transpose(1, 2)
         layer_queries, layer_logits = self.decoder(queries, memory)
         grid_logits = [logits.reshape(b, -1, h, w) for logits in layer_logits]
-        size = (self.config.image_size, self.config.image_size)
-        pred_masks = F.interpolate(grid_logits[-1], size=size, mode="bilinear", align_corners=False)
         return ZegCLIPOutput(
-            pred_masks=pred_masks,
             layer_logits=grid_logits,
             layer_queries=layer_queries,
             queries=queries,
             global_embedding=global_embedding,
             visual_embedding=visual_embedding,
+            mask_size=(self.config.image_size, self.config.image_size),
         )
 
     def scores(
@@ -192,6 +211,8 @@ class ZegCLIP(nn.Module):
         """Calibrated scores of one forward pass, resized to the input size ``(B, C, H, W)``."""
         logits = self(images, text_embeddings).pred_masks
         out = calibrate(logits, seen, seen_bias)
+        if out.shape[-2:] == images.shape[-2:]:
+            return out  # resizing to the same size is the identity
         return F.interpolate(out, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
     @torch.no_grad()

@@ -1,0 +1,230 @@
+"""Shared helpers of the speed and memory benchmarks: machine facts, the GEMM rate the FLOP floor
+is computed from, FLOP counts, peak-memory readings, isolated child runs, the official model
+(optional) and the result files.
+
+Imported by the scripts in this folder (``python benchmarks/<script>.py`` puts it on the path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_HARNESS = ROOT.parent / "shared" / "official_harness"
+THREADS = 2  # this project's CPU machine has 2 cores
+
+
+# ----------------------------------------------------------------------------- machine
+
+
+def set_threads(threads: int = THREADS) -> None:
+    torch.set_num_threads(threads)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> str:
+    try:
+        return "/".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def header(command: str, note: str = "") -> str:
+    """The lines every result file starts with: command, date, machine, load."""
+    lines = [
+        f"`{command}`",
+        "",
+        f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, CPU: {cpu_name()} ({os.cpu_count()} cores); "
+        f"load average (1/5/15 min) at start: {load_average()}.",
+    ]
+    if note:
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def gemm_rate(dtype: torch.dtype = torch.float32, device: str = "cpu", repeats: int = 15) -> float:
+    """Median GFLOP/s of ``F.linear`` at the ViT-B MLP shape ``(2070, 768) x (768, 3072)``."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2070, 768, generator=gen).to(device=device, dtype=dtype)
+    w = torch.randn(3072, 768, generator=gen).to(device=device, dtype=dtype)
+    flops = 2 * 2070 * 768 * 3072
+    times = timed(lambda: F.linear(x, w), repeats=repeats, warmup=3, device=device)
+    return flops / statistics.median(times) / 1e9
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1, device: str = "cpu") -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+# ----------------------------------------------------------------------------- memory (CPU)
+
+
+def _status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def reset_peak_rss() -> int:
+    """Return freed heap to the OS, reset the resident-set high-water mark (``/proc/self/clear_refs``)
+    and return the resident set size now, in bytes."""
+    with contextlib.suppress(OSError):  # glibc only
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_kb("VmRSS") * 1024
+
+
+def peak_rss() -> int:
+    """High-water mark of the resident set since the last :func:`reset_peak_rss`, in bytes."""
+    return _status_kb("VmHWM") * 1024
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+# ----------------------------------------------------------------------------- FLOPs
+
+
+def vit_step_flops(
+    batch: int, tokens: int, width: int = 768, layers: int = 12, mlp_ratio: float = 4.0, train: bool = True
+) -> float:
+    """GEMM FLOPs of a frozen ViT's blocks: forward, plus (``train``) the backward to the inputs.
+
+    Per layer and image: linear layers ``2 * (4 + 2 * mlp_ratio) * width^2`` per token, attention
+    ``4 * tokens^2 * width`` (q k^T and p v). The backward of a frozen linear layer is one GEMM (input
+    gradient only); the attention backward is two forward's worth (dq, dk, dv, dp), not counting the
+    recomputation a flash kernel does.
+    """
+    linear = 2 * (4 + 2 * mlp_ratio) * width**2 * tokens
+    attention = 4 * tokens**2 * width
+    forward = batch * layers * (linear + attention)
+    return forward + (batch * layers * (linear + 2 * attention) if train else 0)
+
+
+def zegclip_step_flops(
+    batch: int, grid: int, prompts: int, classes: int, embed: int = 512, width: int = 768, train: bool = True
+) -> float:
+    """GEMM FLOPs of a ZegCLIP ViT-B/16 forward (+ backward when ``train``) on ``grid x grid``
+    patches: patch embedding, the 12 prompted blocks and projection (frozen: backward = input
+    gradient only), relationship descriptor and 3-layer decoder (trainable: backward = 2 x forward).
+    """
+    patches, tokens = grid * grid, 1 + prompts + grid * grid
+    tower = vit_step_flops(batch, tokens, width, train=train)
+    patch_embed = batch * 2 * patches * 3 * 16 * 16 * width  # its input needs no gradient
+    proj = batch * 2 * tokens * width * embed * (2 if train else 1)
+    e, c, p = embed, classes, patches
+    logits_part = 2 * c * e * e + 2 * p * e * e + 2 * c * p * e  # q, k, q k^T
+    full_extra = 2 * p * e * e + 2 * c * p * e + 2 * c * e * e + 16 * c * e * e  # v, attn v, out, FFN
+    head = batch * (4 * c * e * e + 3 * logits_part + 2 * full_extra) * (3 if train else 1)
+    return tower + patch_embed + proj + head
+
+
+# ----------------------------------------------------------------------------- child processes
+
+
+def run_child(script: Path, spec: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
+    """Run ``script --worker JSON`` in a fresh Python (its own memory high-water mark) and return
+    the JSON object its last stdout line holds."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    cmd = [sys.executable, str(script), "--worker", json.dumps(spec)]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"benchmark worker {spec} failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- official model
+
+
+def official_harness() -> tuple[Any | None, str]:
+    """The official-code harness module (``ref_model``) or None, and a sentence saying why not.
+
+    Needs ``ZEGCLIP_REF`` (an exported tree of the official repository) and the harness folder
+    (``ZEGCLIP_HARNESS``, default ``../shared/official_harness`` beside the repository).
+    """
+    ref = os.environ.get("ZEGCLIP_REF")
+    if not ref:
+        return None, "official column skipped: ZEGCLIP_REF is not set (see ../shared/official_harness/README.md)"
+    if not (Path(ref) / "models" / "segmentor" / "zegclip.py").is_file():
+        return None, f"official column skipped: ZEGCLIP_REF={ref} holds no official ZegCLIP tree"
+    harness = Path(os.environ.get("ZEGCLIP_HARNESS", DEFAULT_HARNESS))
+    if not (harness / "ref_model.py").is_file():
+        return None, f"official column skipped: no harness at {harness} (set ZEGCLIP_HARNESS)"
+    if str(harness) not in sys.path:
+        sys.path.insert(0, str(harness))
+    try:
+        import ref_model
+    except Exception as err:  # e.g. timm missing
+        return None, f"official column skipped: the harness does not import ({err})"
+    return ref_model, ""
+
+
+def official_config(harness: Any, class_names: Sequence[str], seen: Sequence[int], prompts: int) -> dict[str, Any]:
+    """The harness config of the official ViT-B/16 model for a vocabulary and prompt count."""
+    cfg = harness.real_voc_cfg(load_text_embedding=None)
+    cfg.update(
+        num_tokens=prompts, class_names=list(class_names), seen_idx=list(seen), all_idx=list(range(len(class_names)))
+    )
+    return cfg
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def write_result(name: str, text: str, out: str | Path | None = None) -> Path:
+    """Print ``text`` and write it to ``benchmarks/results/<name>.md`` (or ``out``)."""
+    path = Path(out) if out else RESULTS / f"{name}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(text)
+    print(f"(written to {path})")
+    return path
+
+
+def fmt_time(times: Sequence[float]) -> str:
+    """``median (min)`` in seconds."""
+    return f"{statistics.median(times):.2f} s ({min(times):.2f})"

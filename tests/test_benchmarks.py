@@ -1,0 +1,86 @@
+"""The benchmark scripts run (smoke mode: tiny model, nothing measured) and their helpers count
+right. The timings themselves are not tested (benchmarks print tables; see README)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import benchlib  # noqa: E402
+
+
+def run_script(name: str, *args: str, tmp_path: Path, official: bool = False) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_ALBUMENTATIONS_UPDATE="1")
+    if not official:
+        env.pop("ZEGCLIP_REF", None)
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / name), *args], capture_output=True, text=True, env=env,
+        cwd=tmp_path, timeout=900, check=True,
+    )  # fmt: skip
+
+
+def test_flop_counts_match_the_vit_b16_arithmetic():
+    # ViT-B/16 on a 512x512 crop with 10 prompts: 1,035 tokens, about 215 GFLOP forward per image
+    forward = benchlib.vit_step_flops(1, 1035, train=False)
+    assert 214e9 < forward < 218e9
+    # training (frozen tower): + input-gradient GEMMs (1x linear, 2x attention)
+    step = benchlib.vit_step_flops(2, 1035)
+    linear, attention = 24 * 768**2 * 1035 * 12 * 2, 4 * 1035**2 * 768 * 12 * 2
+    assert step == pytest.approx(2 * linear + 3 * attention)
+    # the whole model adds patch embedding, projection and decoder: a few percent
+    whole = benchlib.zegclip_step_flops(2, 32, 10, 15)
+    assert step < whole < 1.05 * step
+
+
+def test_peak_rss_sees_an_allocation_after_reset():
+    before = benchlib.reset_peak_rss()
+    block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
+    peak = benchlib.peak_rss()
+    assert peak - before >= 190 * 2**20
+    del block
+
+
+def test_gpu_benchmark_smoke_and_refusal_without_cuda(tmp_path):
+    result = run_script("gpu_benchmark.py", "--smoke", "--modes", "fp32", "bf16-mixed", "--scales", "voc", tmp_path=tmp_path)
+    assert "| voc | fp32 |" in result.stdout and "| voc | bf16-mixed |" in result.stdout
+    assert "| VOC-sized image, slide (2 windows) | bf16 |" in result.stdout
+    if not __import__("torch").cuda.is_available():
+        refused = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_benchmark.py")], capture_output=True,
+                                 text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))  # fmt: skip
+        assert refused.returncode == 2 and "needs a CUDA GPU" in refused.stderr
+
+
+def test_data_benchmark_reads_both_datasets_through_the_datamodule(tmp_path):
+    out = tmp_path / "data.md"
+    run_script("data_benchmark.py", "--images", "4", "--passes", "1", "--out", str(out), tmp_path=tmp_path)
+    table = out.read_text()
+    assert "| voc | 375x500" in table and "| coco | 480x640" in table
+    assert "images/s per worker" in table
+
+
+@pytest.mark.slow
+def test_train_benchmark_smoke_without_the_official_code(tmp_path):
+    out = tmp_path / "train.md"
+    run_script("train_benchmark.py", "--smoke", "--out", str(out), tmp_path=tmp_path)
+    table = out.read_text()
+    assert "official column skipped: ZEGCLIP_REF is not set" in table
+    for row in ("| zegclip | fp32 |", "| zegclip | bf16-mixed |", "| zegclip + grad checkpointing | fp32 |"):
+        assert row in table
+    assert "| official |" not in table
+
+
+@pytest.mark.slow
+def test_inference_benchmark_smoke(tmp_path):
+    out = tmp_path / "inference.md"
+    run_script("inference_benchmark.py", "--smoke", "--out", str(out), tmp_path=tmp_path)
+    table = out.read_text()
+    assert "| one 512x512 crop, 20 classes, whole mode | zegclip | bf16 |" in table
+    assert "shapes test set (100 images, 64x64), bundled model | zegclip | fp32" in table
