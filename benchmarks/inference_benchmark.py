@@ -48,11 +48,10 @@ def autocast(bf16: bool):
 
 def vit_models(tmp: str, smoke: bool) -> tuple[Any, Any, list[str], list[int], str]:
     """(zegclip model, official model or None, class names, seen ids, note)."""
-    from omegaconf import OmegaConf
-
     import zegclip
+    from zegclip.data.classes import class_names
 
-    names = list(OmegaConf.load(benchlib.ROOT / "conf" / "dataset" / "voc.yaml").class_names)
+    names = class_names("voc")
     seen = list(range(15))
     harness, note = benchlib.official_harness()
     if smoke:
