@@ -174,8 +174,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     _check_train_config(cfg)
     folder = _claim(cfg)
     ckpt_dir = output_dir(cfg) / "checkpoints"
-    if rank_zero_only.rank == 0:
-        run_folder.check_writable(ckpt_dir)
     resume = cfg.get("ckpt_path")
     if resume is None and folder is not None and folder.requeued and folder.last_checkpoint.is_file():
         resume = str(folder.last_checkpoint)  # a requeued SLURM job continues its own run
@@ -186,6 +184,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     interrupts = Interrupts(cfg.get("slurm_requeue_signal"))
     last = LastCheckpoint(ckpt_dir, int(cfg.get("checkpoint_every_n_steps", 500)), interrupts, resumed_from=resume)
     try:
+        if rank_zero_only.rank == 0:
+            run_folder.check_writable(ckpt_dir)  # at start-up, not at the first checkpoint
         with interrupts:
             datamodule = instantiate(cfg.dataset)
             if cfg.get("verify_data", True):

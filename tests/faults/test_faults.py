@@ -44,6 +44,7 @@ def test_unwritable_checkpoint_folder_fails_at_start(tmp_path: Path) -> None:
     assert run.returncode == 1, run.output[-3000:]
     assert f"CheckpointWriteError: cannot write checkpoints into {folder / 'checkpoints'}" in run.output
     assert "Traceback" not in run.output  # one clear line, not a stack trace
+    assert run.status()["status"] == "failed" and "CheckpointWriteError" in run.status()["error"]
 
 
 def test_a_failed_checkpoint_write_raises_and_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
