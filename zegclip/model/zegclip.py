@@ -211,8 +211,8 @@ class ZegCLIP(nn.Module):
         """Calibrated scores of one forward pass, resized to the input size ``(B, C, H, W)``."""
         logits = self(images, text_embeddings).pred_masks
         out = calibrate(logits, seen, seen_bias)
-        if out.shape[-2:] == images.shape[-2:]:
-            return out  # resizing to the same size is the identity
+        if not torch.compiler.is_compiling() and out.shape[-2:] == images.shape[-2:]:
+            return out  # the identity; not while exporting, where the comparison would fix H and W
         return F.interpolate(out, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
     @torch.no_grad()
