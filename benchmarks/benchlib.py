@@ -54,14 +54,18 @@ def load_average() -> str:
         return "n/a"
 
 
+_START = (datetime.datetime.now(), load_average())  # when and under what load the script started
+
+
 def header(command: str, note: str = "") -> str:
-    """The lines every result file starts with: command, date, machine, load."""
+    """The lines every result file starts with: command, date, machine, load at the start."""
+    started, load = _START
     lines = [
         f"`{command}`",
         "",
-        f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; torch {torch.__version__}, "
+        f"{started.strftime('%Y-%m-%d %H:%M')}; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, CPU: {cpu_name()} ({os.cpu_count()} cores); "
-        f"load average (1/5/15 min) at start: {load_average()}.",
+        f"load average (1/5/15 min) at the start: {load}.",
     ]
     if note:
         lines += ["", note]
