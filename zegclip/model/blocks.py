@@ -19,6 +19,7 @@ Numbers equal the block's own forward and autograd's gradients to float32 roundi
 
 from __future__ import annotations
 
+import weakref
 from typing import NamedTuple
 
 import torch
@@ -89,11 +90,15 @@ def _linears(block: ResidualAttentionBlock, device_type: str) -> _Linears:
         return source
     dtype = torch.get_autocast_dtype(device_type)
     key = (dtype, tuple((t.data_ptr(), t._version) if t is not None else None for t in source))
-    cached = block.__dict__.get("_zegclip_cast")
-    if cached is None or cached[0] != key:
+    cached = _CAST_CACHE.get(block)
+    if cached is None or cached[0] != key:  # first use, new dtype, or the weights changed
         cast = _Linears(*(t.detach().to(dtype) if t is not None else None for t in source))
-        block.__dict__["_zegclip_cast"] = cached = (key, cast)
+        _CAST_CACHE[block] = cached = (key, cast)
     return cached[1]
+
+
+_CAST_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Block -> its weights cast for autocast (not a module attribute: no effect on copies or pickles)."""
 
 
 def block_forward(block: ResidualAttentionBlock, x: torch.Tensor, grad_rows: slice | None = None) -> torch.Tensor:
