@@ -67,6 +67,10 @@ def header(command: str, note: str = "") -> str:
         f"{torch.get_num_threads()} threads, CPU: {cpu_name()} ({os.cpu_count()} cores); "
         f"load average (1/5/15 min) at the start: {load}.",
     ]
+    with contextlib.suppress(ValueError):
+        if float(load.split("/")[0]) > 0.7:
+            lines += ["", f"**The machine was not idle when this run started (load {load.split('/')[0]}): "
+                          "timings are noisy, re-run on a quiet machine for final numbers.**"]  # fmt: skip
     if note:
         lines += ["", note]
     return "\n".join(lines) + "\n"
