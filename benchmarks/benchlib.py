@@ -54,15 +54,23 @@ def load_average() -> str:
         return "n/a"
 
 
+_START = (datetime.datetime.now(), load_average())  # when and under what load the script started
+
+
 def header(command: str, note: str = "") -> str:
-    """The lines every result file starts with: command, date, machine, load."""
+    """The lines every result file starts with: command, date, machine, load at the start."""
+    started, load = _START
     lines = [
         f"`{command}`",
         "",
-        f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; torch {torch.__version__}, "
+        f"{started.strftime('%Y-%m-%d %H:%M')}; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, CPU: {cpu_name()} ({os.cpu_count()} cores); "
-        f"load average (1/5/15 min) at start: {load_average()}.",
+        f"load average (1/5/15 min) at the start: {load}.",
     ]
+    with contextlib.suppress(ValueError):
+        if float(load.split("/")[0]) > 0.7:
+            lines += ["", f"**The machine was not idle when this run started (load {load.split('/')[0]}): "
+                          "timings are noisy, re-run on a quiet machine for final numbers.**"]  # fmt: skip
     if note:
         lines += ["", note]
     return "\n".join(lines) + "\n"

@@ -228,6 +228,7 @@ def fmt_bytes(n: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    benchlib.set_threads()
     if args.worker:
         print(json.dumps(measure(args.worker, args, args.device, args.save_to)))
         return 0

@@ -15,12 +15,14 @@ Both implementations run on the same random ViT-B/16 weights (an official-format
 loaded with ``zegclip.load``), dropout off in both. VOC scale: 10 prompt tokens, 15 seen of 20
 classes; COCO-Stuff scale: 100 prompt tokens, 156 seen of 171.
 
-Each row runs in its own Python process: warm-up step, one step whose peak resident set is read
-(``VmHWM`` after resetting it with ``/proc/self/clear_refs``; "growth" is that peak minus the
-resident set just before the step), then ``--repeats`` timed steps (median and min). The FLOP
-floor is the step's GEMM FLOPs (``benchlib.zegclip_step_flops``) divided by the GEMM rate
-measured in the same process (``F.linear`` at the ViT MLP shape, fp32 or bf16). Timings on a
-shared machine are noisy: the load average is recorded with every row.
+Timing: per scale one Python process holds both models and runs ``--repeats`` rounds after a
+warm-up, each round one step of every row in turn (so a change of machine load hits all rows
+alike); median and min per row. Memory: each row again alone in a fresh process, warm-up step,
+then one step whose peak resident set is read (``VmHWM`` after resetting it with
+``/proc/self/clear_refs``; "growth" is that peak minus the resident set just before the step).
+The FLOP floor is the step's GEMM FLOPs (``benchlib.zegclip_step_flops``) divided by the GEMM
+rate measured between the rounds (``F.linear`` at the ViT MLP shape, fp32 or bf16). Timings on a
+shared machine are noisy: the load average is recorded.
 """
 
 from __future__ import annotations

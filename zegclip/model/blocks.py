@@ -8,10 +8,13 @@ written on a contiguous ``(B, L, D)`` tensor: one GEMM for q, k and v, one flash
 one GEMM for the output projection, then ``ln_2``, the MLP and the layer scales.
 
 When the block's weights are frozen and only the input needs a gradient (ZegCLIP's prompts
-pass through every block), :class:`_FrozenBlock` computes that gradient by hand: no weight
-gradients, the activation's derivative in three passes instead of five, the q/k/v gradients
-packed with one copy, and no autograd bookkeeping per op. Under autocast the backward pass
-runs in the forward pass's precision, as autograd would.
+pass through every block), :class:`_FrozenBlock` computes that gradient by hand (CPU): no
+weight gradients, the activation's derivative kept from the forward pass (one saved tensor
+instead of two), the q/k/v gradients packed with one copy, no autograd bookkeeping per op, and
+for the first block only the prompt rows' gradient. Under autocast the frozen weights are cast
+once (cached) and the backward pass runs in the forward pass's precision, as autograd would.
+Without autograd (inference) the residual sum and the activation update their own buffers.
+Under ``torch.compile`` the plain ops run (the compiler fuses them).
 
 Numbers equal the block's own forward and autograd's gradients to float32 rounding
 (``tests/test_model_blocks.py``).
@@ -19,6 +22,7 @@ Numbers equal the block's own forward and autograd's gradients to float32 roundi
 
 from __future__ import annotations
 
+import weakref
 from typing import NamedTuple
 
 import torch
@@ -89,11 +93,15 @@ def _linears(block: ResidualAttentionBlock, device_type: str) -> _Linears:
         return source
     dtype = torch.get_autocast_dtype(device_type)
     key = (dtype, tuple((t.data_ptr(), t._version) if t is not None else None for t in source))
-    cached = block.__dict__.get("_zegclip_cast")
-    if cached is None or cached[0] != key:
+    cached = _CAST_CACHE.get(block)
+    if cached is None or cached[0] != key:  # first use, new dtype, or the weights changed
         cast = _Linears(*(t.detach().to(dtype) if t is not None else None for t in source))
-        block.__dict__["_zegclip_cast"] = cached = (key, cast)
+        _CAST_CACHE[block] = cached = (key, cast)
     return cached[1]
+
+
+_CAST_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Block -> its weights cast for autocast (not a module attribute: no effect on copies or pickles)."""
 
 
 def block_forward(block: ResidualAttentionBlock, x: torch.Tensor, grad_rows: slice | None = None) -> torch.Tensor:
@@ -173,18 +181,21 @@ class _FrozenBlock(torch.autograd.Function):
         if isinstance(mlp[1], QuickGELU):
             s = torch.mul(u, _QUICK_GELU).sigmoid_()
             m = u * s
+            # keep the activation's derivative s (1 + a u (1 - s)) = s + a s (u - m), not u and s
+            act = torch.sub(u, m)
+            act = torch.addcmul(s, s, act, value=_QUICK_GELU, out=act)
         else:
-            s = None
             m = F.gelu(u, approximate=mlp[1].approximate)
+            act = u
         y = x1 + _layer_scale(block.ls_2, F.linear(m, w.proj_w, w.proj_b))
-        ctx.save_for_backward(x, ln_1[1], ln_1[2], q, k, v, out, lse, x1, ln_2[1], ln_2[2], u, s)
+        ctx.save_for_backward(x, ln_1[1], ln_1[2], q, k, v, out, lse, x1, ln_2[1], ln_2[2], act)
         ctx.block, ctx.linears, ctx.grad_rows = block, w, grad_rows
         ctx.autocast = (torch.is_autocast_enabled(x.device.type), torch.get_autocast_dtype(x.device.type))
         return y
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):  # type: ignore[override]
-        x, mean_1, rstd_1, q, k, v, out, lse, x1, mean_2, rstd_2, u, s = ctx.saved_tensors
+        x, mean_1, rstd_1, q, k, v, out, lse, x1, mean_2, rstd_2, act = ctx.saved_tensors
         block, w = ctx.block, ctx.linears
         attn, mlp = block.attn, block.mlp
         b, length, width = x.shape
@@ -192,12 +203,11 @@ class _FrozenBlock(torch.autograd.Function):
         with torch.autocast(x.device.type, dtype=dtype, enabled=enabled):  # the forward's precision
             grad_y = grad_y.contiguous()
             # MLP branch: y = x1 + ls_2(c_proj(act(c_fc(ln_2(x1)))))
-            grad_m = _mm(_layer_scale(block.ls_2, grad_y), w.proj_w, u.dtype)
-            if s is not None:  # d/du u*sigmoid(a u) = s (1 + a u (1 - s))
-                grad_u = torch.addcmul(u, u, s, value=-1)
-                grad_u = torch.addcmul(s, s, grad_u, value=_QUICK_GELU, out=grad_u).mul_(grad_m)
-            else:
-                grad_u = torch.ops.aten.gelu_backward(grad_m, u, approximate=mlp[1].approximate)
+            grad_m = _mm(_layer_scale(block.ls_2, grad_y), w.proj_w, act.dtype)
+            if isinstance(mlp[1], QuickGELU):  # act holds d/du u sigmoid(a u)
+                grad_u = grad_m.mul_(act)
+            else:  # act holds u
+                grad_u = torch.ops.aten.gelu_backward(grad_m, act, approximate=mlp[1].approximate)
             grad_h2 = _mm(grad_u, w.fc_w, x1.dtype)
             grad_x1 = _layer_norm_backward(grad_h2, x1, mean_2, rstd_2, block.ln_2).add_(grad_y)
             # attention branch: x1 = x + ls_1(out_proj(attention(in_proj(ln_1(x)))))

@@ -128,8 +128,9 @@ class ZegCLIPOutput:
 
     def logits_for(self, label_size: tuple[int, int] | torch.Size) -> torch.Tensor:
         """What the loss should get for labels of ``label_size``: the grid logits when the
-        labels have ``mask_size`` (the loss upsamples them chunk by chunk, with the same
-        numbers), else ``pred_masks`` (which the loss resizes once more, as officially)."""
+        labels have ``mask_size`` (the loss upsamples them chunk by chunk: the numbers of
+        ``pred_masks`` to float32 rounding), else ``pred_masks`` (which the loss resizes once
+        more, as officially)."""
         return self.logits if tuple(label_size) == tuple(self.mask_size) else self.pred_masks
 
 
