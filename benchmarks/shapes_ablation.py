@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +79,19 @@ def metrics(run_dir: Path) -> dict[str, float]:
     return {k: (data[k] if data[k] is not None else float("nan")) for k in ("mIoU_seen", "mIoU_unseen", "hIoU")}
 
 
+def finished_run(run_dir: Path) -> float | None:
+    """Wall seconds of a run that finished in ``run_dir`` (from its run.json), else None."""
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+    except FileNotFoundError:
+        return None
+    if info.get("status") != "finished" or not (run_dir / "metrics.json").is_file():
+        return None
+    stamp = "%Y-%m-%dT%H:%M:%S%z"
+    started, ended = (datetime.strptime(info[k], stamp) for k in ("started", "ended"))
+    return (ended - started).total_seconds()
+
+
 def train_steps(extra: list[str]) -> int:
     for item in extra:
         if item.startswith("trainer.max_steps="):
@@ -94,7 +108,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--jobs", type=int, default=1, help="trainings run at once (cores are shared)")
-    parser.add_argument("--work-dir", type=Path, default=None, help="default: logs/ablation/<start time>")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="default: logs/ablation/<start time>; an earlier sweep's folder continues it")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "shapes_ablation.md")
     parser.add_argument("extra", nargs="*", help="overrides passed to every train.py run")
     args = parser.parse_args()
@@ -119,7 +134,15 @@ def main() -> int:
 
     def job(row: str, seed: int) -> None:
         run_dir = args.work_dir / row / f"seed{seed}"
-        run_dir.mkdir(parents=True, exist_ok=True)  # run.json refuses a folder another run used
+        done = finished_run(run_dir)
+        if done is not None:  # --work-dir of an interrupted sweep: finished runs are kept, not redone
+            times[row][seed], results[row][seed] = done, metrics(run_dir)
+            with lock:
+                write_table()
+            return
+        if run_dir.exists():  # an unfinished run: kept beside, under another name, and started again
+            run_dir.rename(run_dir.with_name(f"{run_dir.name}.unfinished-{time.strftime('%H-%M-%S')}"))
+        run_dir.mkdir(parents=True)  # run.json refuses a folder another run used
         common = [f"seed={seed}", f"hydra.run.dir={run_dir}", "logger=csv", *args.extra]
         inductive_dir = args.work_dir / "inductive" / f"seed{seed}"
         if row == "calibration":
