@@ -52,3 +52,20 @@ def test_ablation_runs_dependent_rows_after_the_inductive_run(tmp_path, monkeypa
     # the calibration row evaluates the inductive checkpoint on the same (reduced) test split
     evaluated = (tmp_path / "runs" / "calibration" / "seed0" / "config_resolved.yaml").read_text()
     assert "test_size: 10" in evaluated and "seen_bias: 0.1" in evaluated
+
+
+def test_finished_runs_are_reused_and_unfinished_ones_are_not(tmp_path):
+    import json
+
+    ablation = load_script()
+    run = {"status": "finished", "started": "2026-12-01T22:43:55+0000", "ended": "2026-12-01T22:50:35+0000"}
+    finished, interrupted, empty = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for folder, status in ((finished, "finished"), (interrupted, "interrupted")):
+        folder.mkdir()
+        (folder / "run.json").write_text(json.dumps({**run, "status": status}))
+        (folder / "metrics.json").write_text(json.dumps({"mIoU_seen": 0.5, "mIoU_unseen": 0.4, "hIoU": 0.44}))
+    assert ablation.finished_run(finished) == 400.0
+    assert ablation.finished_run(interrupted) is None
+    assert ablation.finished_run(empty) is None  # never started
+    (finished / "metrics.json").unlink()
+    assert ablation.finished_run(finished) is None  # finished training but no test metrics
