@@ -30,10 +30,21 @@ def golden(golden_dir: Path) -> dict[str, dict]:
     return {n: torch.load(golden_dir / f"{n}.pt", weights_only=True) for n in names}
 
 
-@pytest.fixture()
-def tiny_config():
+def _tiny_config():
     from zegclip.model import CLIPConfig, ZegCLIPConfig
 
-    return ZegCLIPConfig(
-        clip=CLIPConfig(arch=TINY_ARCH), image_size=64, prompt_tokens=3, decoder_heads=4
-    )
+    return ZegCLIPConfig(clip=CLIPConfig(arch=TINY_ARCH), image_size=64, prompt_tokens=3, decoder_heads=4)
+
+
+@pytest.fixture()
+def tiny_config():
+    return _tiny_config()
+
+
+@pytest.fixture(scope="module")
+def tiny_eval_model():
+    """A tiny random ZegCLIP (torch seed 0) in eval mode, shared by a test module."""
+    from zegclip.model import ZegCLIP
+
+    torch.manual_seed(0)
+    return ZegCLIP(_tiny_config()).eval()

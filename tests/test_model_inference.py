@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zegclip import ZegCLIP
 from zegclip.model.inference import calibrate, sliding_window, window_starts
 
 
@@ -107,14 +106,8 @@ def test_calibrate():
 
 
 @pytest.fixture(scope="module")
-def model():
-    from tiny_model import TINY_ARCH
-
-    from zegclip import CLIPConfig, ZegCLIPConfig
-
-    torch.manual_seed(0)
-    config = ZegCLIPConfig(clip=CLIPConfig(arch=TINY_ARCH), image_size=64, prompt_tokens=3, decoder_heads=4)
-    return ZegCLIP(config).eval()
+def model(tiny_eval_model):
+    return tiny_eval_model
 
 
 NAMES = ["cat", "dog", "grass"]
