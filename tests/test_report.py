@@ -212,3 +212,15 @@ def test_callback_never_raises(tmp_path: Path, capsys: pytest.CaptureFixture[str
     callback.on_job_end(job, SimpleNamespace(status=None))
     err = capsys.readouterr().err
     assert "no multirun folder" in err and "sweep report failed" in err and "not updated" in err
+
+
+def test_failure_reason_reads_the_runs_own_record(tmp_path):
+    from zegclip.report import failure_reason
+
+    failed, killed = tmp_path / "failed", tmp_path / "killed"
+    for folder in (failed, killed):
+        folder.mkdir()
+    (failed / "run.json").write_text(json.dumps({"status": "failed", "error": "NonFiniteLossError: nan at step 3"}))
+    (killed / "run.json").write_text(json.dumps({"status": "running", "pid": 4242, "host": "node1"}))
+    assert failure_reason(failed) == "failed: NonFiniteLossError: nan at step 3"
+    assert "running (pid 4242 on node1)" in failure_reason(killed)

@@ -27,6 +27,8 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
+from zegclip.run_folder import MARKER as RUN_FILE
+
 METRICS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc")
 TABLE_METRICS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc")
 LABELS = {"mIoU_seen": "mIoU(S)", "mIoU_unseen": "mIoU(U)", "hIoU": "hIoU", "mIoU": "mIoU", "pAcc": "pAcc",
@@ -173,7 +175,17 @@ def read_job(folder: Path, name: str = "") -> Job:
 
 
 def failure_reason(folder: Path) -> str:
-    """Why a job folder has no metrics.json: the recorded status, else the end of its log."""
+    """Why a job folder has no metrics.json: the run's own record (``run.json``), else Hydra's job
+    status (a job that failed before its run started), else the end of its log."""
+    run_record = _read_json(folder / RUN_FILE)
+    if run_record is not None:
+        status, error = run_record.get("status"), run_record.get("error")
+        if status in ("failed", "interrupted"):
+            return f"{status}: {error}" if error else status
+        if status == "running":  # never finished: still running, or killed without a chance to record it
+            return f"no metrics.json; run.json says running (pid {run_record.get('pid')} on {run_record.get('host')}): killed, or still running"
+        if status == "finished":
+            return "finished without metrics.json (no test after training?)"
     status = folder / STATUS_FILE
     if status.is_file():
         try:
@@ -189,6 +201,14 @@ def failure_reason(folder: Path) -> str:
         if lines:
             return f"no metrics.json; end of {log.name}: {lines[-1][:200]}"
     return "no metrics.json (failed, interrupted or still running)"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def find_job_folders(root: Path) -> list[Path]:
