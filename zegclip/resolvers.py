@@ -14,7 +14,7 @@ import os
 import secrets
 from datetime import datetime
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 
 def run_id() -> str:
@@ -37,16 +37,18 @@ def register() -> None:
         OmegaConf.register_new_resolver("zegclip.unseen", _unseen)
 
 
-def _class_names(dataset: str) -> list[str]:
+# Resolvers return ListConfig, not list: `OmegaConf.resolve` (Hydra's `--cfg job --resolve`) can store
+# a config node in the tree but refuses a plain Python list.
+def _class_names(dataset: str) -> ListConfig:
     from zegclip.data.classes import class_names
 
-    return class_names(dataset)
+    return ListConfig(class_names(dataset))
 
 
-def _unseen(dataset: str) -> list[int]:
+def _unseen(dataset: str) -> ListConfig:
     from zegclip.data.classes import unseen_classes
 
-    return unseen_classes(dataset)
+    return ListConfig(unseen_classes(dataset))
 
 
 register()
