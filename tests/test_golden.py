@@ -170,6 +170,9 @@ def test_inductive_eval_scores(converted, golden):
     slide = model.segment(inputs["img_slide"], names, seen=SEEN, mode="slide", crop=64, stride=43)
     assert_close(slide, ev["slide_inference"], what="slide inference")
     assert torch.equal(slide.argmax(dim=1), ev["slide_argmax"])
+    # what evaluation runs: windows scored at the grid once, then assembled per chunk of classes
+    labels = model.segment_labels(inputs["img_slide"], names, seen=SEEN, crop=64, stride=43, max_bytes=1)
+    assert torch.equal(labels, ev["slide_argmax"])
 
 
 def test_transductive_pseudo_labels_loss_and_gradients(converted, golden):

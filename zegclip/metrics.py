@@ -3,6 +3,13 @@
 IoU per class; mIoU(S) / mIoU(U) are means over the seen / unseen classes, skipping classes
 absent from both prediction and ground truth; hIoU = 2SU / (S + U); pAcc = correct / labelled
 pixels; mAcc = mean per-class recall. Values are fractions in [0, 1].
+
+The open-vocabulary protocol's numbers (docs/evaluation.md, detectron2's ``SemSegEvaluator``):
+fwIoU = sum over the classes present in the ground truth of IoU x (the class's labelled pixels /
+all labelled pixels); mIoU_gt = the mean IoU over the classes present in the ground truth
+(detectron2 since July 2022, which CAT-Seg and its successors install): unlike mIoU, a class
+that is predicted but absent from the ground truth does not count. The two means agree when every
+class occurs in the ground truth.
 Under DDP torchmetrics sums the matrices of all ranks, so with a non-repeating sampler the
 numbers equal the single-process ones exactly.
 """
@@ -31,7 +38,8 @@ class ZeroShotSegmentationMetrics(MulticlassConfusionMatrix):
         self.unseen = list(unseen)
 
     def summary(self) -> dict[str, float | dict[str, float]]:
-        """``mIoU_seen``, ``mIoU_unseen``, ``hIoU``, ``mIoU``, ``pAcc``, ``mAcc``, ``IoU_per_class``."""
+        """``mIoU_seen``, ``mIoU_unseen``, ``hIoU``, ``mIoU``, ``pAcc``, ``mAcc``, ``fwIoU``, ``mIoU_gt``,
+        ``IoU_per_class``."""
         return summarize(self.compute(), self.class_names, self.seen, self.unseen)
 
 
@@ -61,6 +69,7 @@ def summarize(
     else:
         hiou = float("nan")
     total = confmat.sum()
+    present = gt > 0
     return {
         "mIoU_seen": miou_seen,
         "mIoU_unseen": miou_unseen,
@@ -68,5 +77,7 @@ def summarize(
         "mIoU": mean(iou),
         "pAcc": float(tp.sum() / total) if total > 0 else float("nan"),
         "mAcc": mean(recall),
+        "fwIoU": float((iou[present] * gt[present]).sum() / total) if total > 0 else float("nan"),
+        "mIoU_gt": float(iou[present].mean()) if present.any() else float("nan"),
         "IoU_per_class": {name: float(v) for name, v in zip(class_names, iou.tolist())},
     }

@@ -33,7 +33,7 @@ from zegclip.optim import build_optimizer
 quiet_lightning()  # also in the processes a spawned strategy (ddp_spawn) starts
 
 SETTINGS = ("inductive", "transductive", "fully")
-SUMMARY_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc")
+SUMMARY_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc", "fwIoU", "mIoU_gt")
 
 
 def check_setting(setting: str, unseen: Any = (1,), init_from: str | None = None, has_model: bool = False) -> None:
@@ -47,6 +47,25 @@ def check_setting(setting: str, unseen: Any = (1,), init_from: str | None = None
             "setting=transductive starts from an inductive checkpoint: set init_from=PATH "
             "(e.g. the last.ckpt of the same dataset's inductive run, logs/train/runs/<run>/checkpoints/last.ckpt)"
         )
+
+
+def check_prompts(
+    class_names: list[str], text_prompts: list[str] | None, prompt_to_class: list[int] | None
+) -> tuple[list[str], list[int]]:
+    """``(prompts, prompt_to_class)``: the defaults (the class names, prompt p = class p) or the given
+    ones, checked (one class index in range per prompt)."""
+    prompts = list(class_names) if text_prompts is None else [str(p) for p in text_prompts]
+    if prompt_to_class is None:
+        if len(prompts) != len(class_names):
+            raise ValueError(f"{len(prompts)} text prompts for {len(class_names)} classes: give prompt_to_class")
+        return prompts, list(range(len(class_names)))
+    mapping = [int(c) for c in prompt_to_class]
+    if len(mapping) != len(prompts) or any(not 0 <= c < len(class_names) for c in mapping):
+        raise ValueError(
+            f"prompt_to_class must give one class index in 0..{len(class_names) - 1} for each of the "
+            f"{len(prompts)} text prompts, got {mapping[:10]}{'...' if len(mapping) > 10 else ''} ({len(mapping)} entries)"
+        )
+    return prompts, mapping
 
 
 def build_criterion(loss: dict[str, Any] | None) -> tuple[torch.nn.Module, str, bool]:
@@ -88,6 +107,10 @@ class ZegCLIPModule(L.LightningModule):
         dataset_name: recorded in checkpoint metadata.
         model: an already built model (evaluation of a loaded checkpoint); not a hyper-parameter.
         seed: base of the per-step random state (dropout), see :meth:`on_train_batch_start`.
+        text_prompts, prompt_to_class: evaluation scores these P names (default: the class names)
+            and maps each pixel's best prompt to its label class ``prompt_to_class[p]`` (default:
+            prompt p is class p); VOC-20b: 59 names, the last 39 predict background. Training
+            needs one prompt per class.
         metadata: ignored (recomputed); accepted so that ``load_from_checkpoint`` works.
     """
 
@@ -111,6 +134,8 @@ class ZegCLIPModule(L.LightningModule):
         model: ZegCLIP | None = None,
         seed: int = 0,
         metadata: dict[str, Any] | None = None,
+        text_prompts: list[str] | None = None,
+        prompt_to_class: list[int] | None = None,
     ) -> None:
         super().__init__()
         check_setting(setting, unseen, init_from, model is not None)
@@ -120,6 +145,7 @@ class ZegCLIPModule(L.LightningModule):
         self.seen = [int(i) for i in seen]
         self.unseen = [int(i) for i in unseen]
         self.setting = setting
+        self.text_prompts, self.prompt_to_class = check_prompts(self.class_names, text_prompts, prompt_to_class)
         self.evaluation = {
             "mode": "slide", "crop": None, "stride": None, "seen_bias": None, "window_batch": 8,
             "scales": None, "flip": False,
@@ -131,9 +157,15 @@ class ZegCLIPModule(L.LightningModule):
         self.criterion, self.loss_name, self.aux_layers = build_criterion(loss)
         self.train_classes = self.seen if setting == "inductive" else list(range(len(self.class_names)))
         self.register_buffer("seen_lookup", seen_lookup(len(self.class_names), self.seen), persistent=False)
+        self.register_buffer("prompt_lookup", torch.tensor(self.prompt_to_class, dtype=torch.long), persistent=False)
+        self._plain_prompts = self.text_prompts == self.class_names and self.prompt_to_class == list(range(len(class_names)))
+        seen_set = set(self.seen)
+        self.prompt_seen = [p for p, c in enumerate(self.prompt_to_class) if c in seen_set]
+        """Prompts of seen classes: those the calibration lowers at evaluation."""
         self.val_metrics = ZeroShotSegmentationMetrics(self.class_names, self.seen, self.unseen)
         self.test_metrics = ZeroShotSegmentationMetrics(self.class_names, self.seen, self.unseen)
         self._text: torch.Tensor | None = None
+        self._prompt_text: torch.Tensor | None = None
         self._image_samples: list[dict[str, Any]] = []
         self.plots_dir: str | None = None
         """Set (by the runner) to write evaluation plots after testing: ``<plots_dir>/plots/*.png``."""
@@ -201,7 +233,28 @@ class ZegCLIPModule(L.LightningModule):
             self._text = emb.to(self.device)
         return self._text
 
+    def prompt_embeddings(self) -> torch.Tensor:
+        """The evaluation's ``(P, D)`` embeddings, one per text prompt (:meth:`text_embeddings`
+        when the prompts are the class names)."""
+        if self.text_prompts == self.class_names:
+            return self.text_embeddings()
+        if self._prompt_text is None or self._prompt_text.device != self.device:
+            if self.hparams.get("text_embedding_file"):
+                emb = load_text_embeddings(self.hparams["text_embedding_file"], len(self.text_prompts))
+            else:
+                emb = self.model.class_embeddings(self.text_prompts, self.hparams.get("templates") or "single")
+            self._prompt_text = emb.to(self.device)
+        return self._prompt_text
+
     # -- training ------------------------------------------------------------------------------
+
+    def on_fit_start(self) -> None:
+        if not self._plain_prompts:
+            raise ValueError(
+                f"dataset {self.hparams.get('dataset_name')!r} scores {len(self.text_prompts)} text prompts for "
+                f"{len(self.class_names)} label classes (text_prompts / prompt_to_class): such a benchmark is for "
+                "evaluation (eval.py); training embeds one prompt per class, the class names"
+            )
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Random draws (dropout) depend only on (seed, step, rank): a run resumed from a
@@ -268,37 +321,42 @@ class ZegCLIPModule(L.LightningModule):
 
     # -- evaluation ----------------------------------------------------------------------------
 
+    def _segment_args(self) -> dict[str, Any]:
+        ev = self.evaluation
+        return {
+            "text_embeddings": self.prompt_embeddings(), "seen": self.prompt_seen, "seen_bias": ev["seen_bias"],
+            "mode": ev["mode"], "crop": ev["crop"], "stride": ev["stride"], "window_batch": ev["window_batch"],
+            "scales": ev["scales"], "flip": bool(ev["flip"]),
+        }  # fmt: skip
+
     @torch.no_grad()
     def predict_scores(self, image: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
-        """Calibrated scores ``(B, C, *out_size)`` for resized images ``(B, 3, h, w)`` of one size."""
-        ev = self.evaluation
-        scores = self.model.segment(
-            image,
-            text_embeddings=self.text_embeddings(),
-            seen=self.seen,
-            seen_bias=ev["seen_bias"],
-            mode=ev["mode"],
-            crop=ev["crop"],
-            stride=ev["stride"],
-            window_batch=ev["window_batch"],
-            scales=ev["scales"],
-            flip=bool(ev["flip"]),
-        )
+        """Calibrated scores ``(B, P, *out_size)`` of the text prompts for resized images ``(B, 3, h, w)``
+        of one size (P = C unless the datamodule gives other prompts). Evaluation uses
+        :meth:`predict_labels`, which never holds these full-size scores."""
+        scores = self.model.segment(image, **self._segment_args())
         return F.interpolate(scores, size=out_size, mode="bilinear", align_corners=False)
+
+    @torch.no_grad()
+    def predict_labels(self, image: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+        """Label classes ``(B, *out_size)``: the argmax of :meth:`predict_scores` (ties to the lower
+        prompt), mapped through ``prompt_to_class``; computed a chunk of classes at a time."""
+        labels = self.model.segment_labels(image, out_size=out_size, **self._segment_args())
+        return labels if self._plain_prompts else self.prompt_lookup[labels]
 
     def _evaluate_batch(self, batch: dict[str, Any], metrics: ZeroShotSegmentationMetrics, keep_samples: bool) -> None:
         images, labels, metas = batch["image"], batch["label"], batch["meta"]
         sizes = [(tuple(int(v) for v in m["img_size"]), tuple(int(v) for v in m["ori_size"])) for m in metas]
         if len(set(sizes)) == 1:  # same sizes (e.g. generated data): one pass for the whole batch
             (h, w), (height, width) = sizes[0]
-            preds = self.predict_scores(images[:, :, :h, :w], (height, width)).argmax(dim=1)
+            preds = self.predict_labels(images[:, :, :h, :w], (height, width))
             targets = labels[:, :height, :width]
             metrics.update(preds, targets)
             pairs = list(zip(preds, targets, [images[i, :, :h, :w] for i in range(len(metas))], metas))
         else:
             pairs = []
             for i, ((h, w), (height, width)) in enumerate(sizes):
-                pred = self.predict_scores(images[i : i + 1, :, :h, :w], (height, width)).argmax(dim=1)
+                pred = self.predict_labels(images[i : i + 1, :, :h, :w], (height, width))
                 target = labels[i : i + 1, :height, :width]
                 metrics.update(pred, target)
                 pairs.append((pred[0], target[0], images[i, :, :h, :w], metas[i]))

@@ -29,10 +29,10 @@ from omegaconf import OmegaConf
 
 from zegclip.run_folder import MARKER as RUN_FILE
 
-METRICS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc")
+METRICS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc", "fwIoU", "mIoU_gt")
 TABLE_METRICS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc")
 LABELS = {"mIoU_seen": "mIoU(S)", "mIoU_unseen": "mIoU(U)", "hIoU": "hIoU", "mIoU": "mIoU", "pAcc": "pAcc",
-          "mAcc": "mAcc"}  # fmt: skip
+          "mAcc": "mAcc", "fwIoU": "fwIoU", "mIoU_gt": "mIoU(GT classes)"}  # fmt: skip
 STATUS_FILE = "job_status.json"
 """Written into a multirun job's folder by :class:`SweepReportCallback` when the job ends."""
 NON_VARIABLE = ("seed", "hydra", "paths", "logger")
@@ -470,10 +470,13 @@ def print_report(report: Report, paths: dict[str, Path]) -> None:
 def run(paths: Sequence[str | Path], out: str | Path | None = None, per_class: bool = False,
         quiet: bool = False, ignore: Sequence[str] = ()) -> dict[str, Path]:  # fmt: skip
     """Collect, write (into ``out`` or the first path) and print a report; returns the file paths."""
+    from zegclip.benchmark_table import write_benchmark_table
+
     report = collect(paths, ignore)
     written = write_report(report, Path(out) if out else Path(paths[0]), per_class)
     if not quiet:
         print_report(report, written)
+    written.update(write_benchmark_table(report, Path(out) if out else Path(paths[0]), quiet))  # eval sweeps
     return written
 
 

@@ -379,7 +379,14 @@ def _evaluation_module(cfg: DictConfig, model: Any, datamodule: Any) -> ZegCLIPM
         evaluation=evaluation,
         dataset_name=datamodule.name,
         model=model,
+        # VOC-20b scores more names than it has classes (zegclip/data/prompts.py)
+        text_prompts=_plain_list(getattr(datamodule, "text_prompts", None)),
+        prompt_to_class=_plain_list(getattr(datamodule, "prompt_to_class", None)),
     )
+
+
+def _plain_list(values: Any) -> list[Any] | None:
+    return None if values is None else list(values)
 
 
 class _InterruptCheck(L.Callback):

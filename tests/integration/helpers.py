@@ -46,7 +46,7 @@ PAPER = {
         "max_steps": {"inductive": 20000, "fully": 20000, "transductive": 10000},
     },
 }
-SUMMARY_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc")
+SUMMARY_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc", "fwIoU", "mIoU_gt")
 
 
 def _load_data_builders() -> ModuleType:

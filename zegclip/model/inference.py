@@ -3,7 +3,7 @@ and multi-scale + flip test-time augmentation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +58,26 @@ def sliding_window(
     Args:
         images: ``(B, 3, H, W)``. Returns: ``(B, C, H, W)``.
     """
+    b, _, height, width = images.shape
+    out = images.new_zeros(b, num_classes, height, width)
+    count = images.new_zeros(1, 1, height, width)
+    for chunk, windows in window_batches(images, crop, stride, window_batch):
+        scores = score_fn(windows).reshape(len(chunk), b, num_classes, *windows.shape[-2:])
+        for (y1, x1, y2, x2), score in zip(chunk, scores):
+            out[:, :, y1:y2, x1:x2] += score
+            count[:, :, y1:y2, x1:x2] += 1
+    return out / count
+
+
+Box = tuple[int, int, int, int]
+"""A window ``(y1, x1, y2, x2)``."""
+
+
+def window_batches(
+    images: torch.Tensor, crop: int, stride: int, window_batch: int
+) -> Iterator[tuple[list[Box], torch.Tensor]]:
+    """The windows of :func:`sliding_window`, ``window_batch`` at a time: ``(boxes, (n * B, 3, h, w))``
+    with the ``B`` images of each window position next to each other."""
     if crop <= 0 or stride <= 0:
         raise ValueError(f"crop and stride must be positive, got crop={crop}, stride={stride}")
     if stride > crop:
@@ -68,17 +88,10 @@ def sliding_window(
         for y in window_starts(height, crop, stride)
         for x in window_starts(width, crop, stride)
     ]
-    out = images.new_zeros(b, num_classes, height, width)
-    count = images.new_zeros(1, 1, height, width)
     per_pass = max(1, window_batch // b)  # window positions per forward pass
     for start in range(0, len(boxes), per_pass):
         chunk = boxes[start : start + per_pass]
-        windows = torch.cat([images[:, :, y1:y2, x1:x2] for y1, x1, y2, x2 in chunk], dim=0)
-        scores = score_fn(windows).reshape(len(chunk), b, num_classes, *windows.shape[-2:])
-        for (y1, x1, y2, x2), score in zip(chunk, scores):
-            out[:, :, y1:y2, x1:x2] += score
-            count[:, :, y1:y2, x1:x2] += 1
-    return out / count
+        yield chunk, torch.cat([images[:, :, y1:y2, x1:x2] for y1, x1, y2, x2 in chunk], dim=0)
 
 
 def upsampled_argmax(scores: torch.Tensor, size: tuple[int, int], max_bytes: int = 256 * 2**20) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zegclip.model.chunked import CHUNK_BYTES, grid_views, iter_chunks, running_argmax
 from zegclip.model.clip import CLIPConfig, create_clip
 from zegclip.model.decoder import MaskDecoder, RelationshipDescriptor
 from zegclip.model.inference import (
@@ -20,7 +21,6 @@ from zegclip.model.inference import (
     calibrate,
     multi_scale_flip,
     sliding_window,
-    upsampled_argmax,
     whole_image,
 )
 from zegclip.model.prediction import Prediction
@@ -210,11 +210,22 @@ class ZegCLIP(nn.Module):
         seen_bias: float = SEEN_BIAS,
     ) -> torch.Tensor:
         """Calibrated scores of one forward pass, resized to the input size ``(B, C, H, W)``."""
-        logits = self(images, text_embeddings).pred_masks
-        out = calibrate(logits, seen, seen_bias)
-        if not torch.compiler.is_compiling() and out.shape[-2:] == images.shape[-2:]:
+        return self.scores_from_logits(self(images, text_embeddings).logits, images.shape[-2:], seen, seen_bias)
+
+    def scores_from_logits(
+        self,
+        logits: torch.Tensor,
+        size: tuple[int, int] | torch.Size,
+        seen: Sequence[int] | torch.Tensor | None = None,
+        seen_bias: float = SEEN_BIAS,
+    ) -> torch.Tensor:
+        """Grid logits ``(B, C, h, w)`` -> calibrated scores at ``size``: upsampled to the crop size
+        (``pred_masks``), calibrated, resized to ``size`` (the window's or image's)."""
+        masks = F.interpolate(logits, size=(self.config.image_size,) * 2, mode="bilinear", align_corners=False)
+        out = calibrate(masks, seen, seen_bias)
+        if not torch.compiler.is_compiling() and out.shape[-2:] == tuple(size):
             return out  # the identity; not while exporting, where the comparison would fix H and W
-        return F.interpolate(out, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
 
     @torch.no_grad()
     def segment(
@@ -264,6 +275,84 @@ class ZegCLIP(nn.Module):
         if scales is None and not flip:
             return score(pixel_values)
         return multi_scale_flip(score, pixel_values, scales if scales is not None else (1.0,), flip)
+
+    @torch.no_grad()
+    def segment_labels(
+        self,
+        pixel_values: torch.Tensor,
+        class_names: Sequence[str] | None = None,
+        seen: Sequence[int] | None = None,
+        seen_bias: float = SEEN_BIAS,
+        mode: str = "slide",
+        crop: int | None = None,
+        stride: int | None = None,
+        templates: str | Sequence[str] = SINGLE_TEMPLATE,
+        text_embeddings: torch.Tensor | None = None,
+        window_batch: int = 8,
+        scales: Sequence[float] | None = None,
+        flip: bool = False,
+        out_size: tuple[int, int] | None = None,
+        resize_dtype: torch.dtype | None = None,
+        max_bytes: int = CHUNK_BYTES,
+    ) -> torch.Tensor:
+        """The segmentation ``(B, H, W)`` (class indices) without full-size scores of all classes.
+
+        Equals ``segment(...).argmax(1)``, or with ``out_size`` the argmax of ``segment(...)``
+        resized bilinearly to ``out_size`` (after a cast to ``resize_dtype`` when given), ties to
+        the lower index; but memory no longer grows with the vocabulary at full resolution: each
+        window is scored once at the decoder grid, then the scores are assembled ``max_bytes``
+        worth of classes at a time, keeping the running maximum (:mod:`zegclip.model.chunked`).
+        Arguments as :meth:`segment`.
+        """
+        return running_argmax(self.segment_chunks(
+            pixel_values, class_names, seen, seen_bias, mode, crop, stride, templates, text_embeddings, window_batch,
+            scales, flip, out_size, resize_dtype, max_bytes,
+        ))  # fmt: skip
+
+    @torch.no_grad()
+    def segment_chunks(
+        self,
+        pixel_values: torch.Tensor,
+        class_names: Sequence[str] | None = None,
+        seen: Sequence[int] | None = None,
+        seen_bias: float = SEEN_BIAS,
+        mode: str = "slide",
+        crop: int | None = None,
+        stride: int | None = None,
+        templates: str | Sequence[str] = SINGLE_TEMPLATE,
+        text_embeddings: torch.Tensor | None = None,
+        window_batch: int = 8,
+        scales: Sequence[float] | None = None,
+        flip: bool = False,
+        out_size: tuple[int, int] | None = None,
+        resize_dtype: torch.dtype | None = None,
+        max_bytes: int = CHUNK_BYTES,
+    ) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """:meth:`segment`'s scores a chunk of classes at a time: ``(start, stop, (B, stop - start, H, W))``
+        (resized to ``out_size`` when given), each window run through the network only once.
+        Arguments as :meth:`segment_labels`."""
+        _check_pixel_values(pixel_values, self.image_encoder.patch_size)
+        if text_embeddings is None:
+            text_embeddings = self.class_embeddings(self._vocabulary(class_names), templates)
+        device = next(self.parameters()).device
+        dtype = next(self.image_encoder.parameters()).dtype
+        pixel_values = pixel_values.to(device=device, dtype=dtype)
+        text = text_embeddings.to(device=device, dtype=dtype)
+        seen_idx = _check_indices(seen, text.shape[0])
+        crop = crop or self.config.image_size
+        views = grid_views(
+            lambda images: self(images, text).logits, pixel_values, mode=mode, crop=crop,
+            stride=stride or (crop * 5) // 6, window_batch=window_batch, scales=scales, flip=flip,
+        )  # fmt: skip
+
+        def to_scores(logits: torch.Tensor, local_seen: list[int] | None, size: tuple[int, int]) -> torch.Tensor:
+            return self.scores_from_logits(logits, size, local_seen, seen_bias)
+
+        return iter_chunks(
+            views, to_scores, text.shape[0], seen_idx, tuple(pixel_values.shape[-2:]), out_size=out_size,
+            tta=scales is not None or flip, resize_dtype=resize_dtype, mask_size=(self.config.image_size,) * 2,
+            max_bytes=max_bytes,
+        )  # fmt: skip
 
     def _vocabulary(self, class_names: Sequence[str] | None) -> list[str]:
         """The class names to segment: those given, else the checkpoint's own."""
@@ -333,18 +422,17 @@ class ZegCLIP(nn.Module):
         if templates is None:
             templates = self.metadata.get("templates") or SINGLE_TEMPLATE
         pixels = normalize(resize_short_side(rgb, crop))[None]
-        scores = self.segment(
-            pixels, list(class_names), seen=seen, seen_bias=seen_bias, mode=mode, crop=crop, stride=stride,
-            templates=templates, window_batch=window_batch,
-        )[0].float()  # fmt: skip
+        args = {"seen": seen, "seen_bias": seen_bias, "mode": mode, "crop": crop, "stride": stride,
+                "templates": templates, "window_batch": window_batch}  # fmt: skip
         size = rgb.shape[:2]
         full = None
         if return_scores:
+            scores = self.segment(pixels, list(class_names), **args)[0].float()
             full = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
             label = full.argmax(0)
             full = full.cpu()
         else:
-            label = upsampled_argmax(scores, size)
+            label = self.segment_labels(pixels, list(class_names), out_size=size, resize_dtype=torch.float32, **args)[0]
         return Prediction(
             image=rgb, label=label.cpu().numpy().astype(np.int64), class_names=[str(n) for n in class_names],
             scores=full, source=source,
