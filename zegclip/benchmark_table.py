@@ -53,6 +53,7 @@ class Row:
     label: str
     runs: dict[str, int | None] = field(default_factory=dict)  # model (checkpoint or run folder) -> seed
     cells: dict[str, list[float | None]] = field(default_factory=dict)  # dataset -> one value per job
+    overrides: list[str] = field(default_factory=list)  # a training group's overrides (without the seed)
 
 
 @dataclass
@@ -60,6 +61,7 @@ class BenchmarkTable:
     rows: list[Row]
     datasets: list[str]
     metric_note: str
+    common: list[str] = field(default_factory=list)  # evaluation overrides of every job
 
     @property
     def columns(self) -> list[str]:
@@ -85,48 +87,76 @@ def _training_run(checkpoint: str) -> Job | None:
     return read_job(folder)
 
 
-def _model(job: Job) -> tuple[tuple[str, ...], str, str, int | None]:
-    """``(row key, row label, model id, seed)`` of an evaluation job."""
+@dataclass
+class _Model:
+    """What an evaluation job evaluated: a training run's final weights, or a checkpoint."""
+
+    job: Job
+    checkpoint: str
+    training: tuple[str, ...] | None  # the training run's overrides without the seed; None: not a run
+    run: Job | None
+    extra: tuple[str, ...]  # the evaluation's own overrides that make rows (not ckpt_path / dataset)
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        own = ("train", *self.training) if self.training is not None else ("checkpoint", self.checkpoint)
+        return (*own, "|", *self.extra)
+
+
+def _model(job: Job) -> _Model:
     checkpoint = str((job.metrics or {}).get("weights", {}).get("checkpoint"))
     extra = tuple(sorted(o for o in job.overrides if is_variable(o) and override_key(o) not in ROW_KEYS))
     run = _training_run(checkpoint)
-    if run is not None:
-        training = tuple(sorted(o for o in run.overrides if is_variable(o)))
-        label = "train: " + (" ".join(training) or "(defaults)")
-        key = ("train", *training, "|", *extra)
-        model, seed = str(run.folder), run.seed
-    else:
-        given = next((o.split("=", 1)[1] for o in job.overrides if override_key(o) == "ckpt_path"), checkpoint)
-        label, key, model, seed = given, ("checkpoint", checkpoint, "|", *extra), checkpoint, None
-    return key, label + (" " + " ".join(extra) if extra else ""), model, seed
+    training = tuple(sorted(o for o in run.overrides if is_variable(o))) if run is not None else None
+    return _Model(job, checkpoint, training, run, extra)
+
+
+RECIPE_KEYS = ("experiment", "dataset", "setting", "model")
+"""Training overrides that name a recipe: a row's label when no other override tells rows apart."""
+
+
+def _label(model: _Model, common_training: set[str], common_extra: set[str]) -> str:
+    extra = [o for o in model.extra if o not in common_extra]
+    if model.training is None:
+        given = next((o.split("=", 1)[1] for o in model.job.overrides if override_key(o) == "ckpt_path"), model.checkpoint)
+        return " ".join([given, *extra])
+    own = [o for o in model.training if o not in common_training]
+    own = own or [o for o in model.training if override_key(o) in RECIPE_KEYS] or ["(defaults)"]
+    return " ".join(["train:", *own, *extra])
 
 
 def collect_table(report: Report) -> BenchmarkTable | None:
     """The table of the report's finished evaluation jobs (None when there are none)."""
+    models = [_model(job) for job in report.jobs if job.metrics is not None and is_evaluation(job)]
+    if not models:
+        return None
+    trained = [set(t) for t in {m.training for m in models if m.training is not None}]
+    common_training = set.intersection(*trained) if trained else set()
+    common_extra = set.intersection(*(set(m.extra) for m in models))
     rows: dict[tuple[str, ...], Row] = {}
     seen_datasets: list[str] = []
     fallback = False
-    for job in report.jobs:
-        if job.metrics is None or not is_evaluation(job):
-            continue
-        dataset = str(job.metrics.get("dataset"))
-        key, label, model, seed = _model(job)
-        row = rows.setdefault(key, Row(key, label))
-        row.runs.setdefault(model, seed)
-        value = job.metrics.get(METRIC)
-        if METRIC not in job.metrics:
-            value, fallback = job.metrics.get(FALLBACK), True
+    for model in models:
+        metrics = model.job.metrics or {}
+        dataset = str(metrics.get("dataset"))
+        row = rows.setdefault(model.key, Row(model.key, _label(model, common_training, common_extra)))
+        if model.run is not None:
+            row.runs.setdefault(str(model.run.folder), model.run.seed)
+            row.overrides = list(model.training or ())
+        else:
+            row.runs.setdefault(model.checkpoint, None)
+        value = metrics.get(METRIC)
+        if METRIC not in metrics:
+            value, fallback = metrics.get(FALLBACK), True
         row.cells.setdefault(dataset, []).append(value)
         if dataset not in seen_datasets:
             seen_datasets.append(dataset)
-    if not rows:
-        return None
     order = [d for d in COLUMNS if d in seen_datasets] + [d for d in seen_datasets if d not in COLUMNS]
     note = (
         "mIoU over the classes present in the ground truth (detectron2's SemSegEvaluator; `mIoU_gt` in metrics.json)"
         + ("; files without it: their `mIoU`" if fallback else "")
     )
-    return BenchmarkTable(list(rows.values()), order, note)
+    return BenchmarkTable(list(rows.values()), order, note, sorted(common_extra))
 
 
 def cell_stat(row: Row, dataset: str) -> Stat:
@@ -152,6 +182,12 @@ def markdown(table: BenchmarkTable, sources: Sequence[Path]) -> str:
         n = len(row.runs)
         cells = [fmt(cell_stat(row, d), n) for d in table.datasets]
         lines.append("| " + " | ".join([f"`{row.label}`", str(n), seeds(row), *cells]) + " |")
+    if table.common:
+        lines += ["", "Evaluation overrides of every job: " + " ".join(f"`{o}`" for o in table.common)]
+    lines += ["", "## Models", ""]
+    for row in table.rows:
+        lines.append(f"- `{row.label}`: " + ", ".join(f"`{m}`" for m in row.runs)
+                     + (f"; training overrides: {' '.join(f'`{o}`' for o in row.overrides)}" if row.overrides else ""))  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

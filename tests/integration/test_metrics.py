@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,3 +72,59 @@ def test_metric_ignores_255_and_accumulates_over_updates() -> None:
     assert s["IoU_per_class"]["c"] == pytest.approx(1 / 2)
     metric.reset()
     assert int(metric.compute().sum()) == 0
+
+
+# class "c" is predicted but absent from the ground truth: mIoU counts it (IoU 0), mIoU_gt does not
+CONFMAT_FW = torch.tensor(
+    [
+        [6, 1, 1],  # a: 8 pixels
+        [0, 2, 0],  # b: 2 pixels
+        [0, 0, 0],  # c: no pixel in the ground truth, 1 predicted
+    ]
+)
+
+
+def test_fwiou_and_ground_truth_miou_by_hand() -> None:
+    s = summarize(CONFMAT_FW, ["a", "b", "c"], seen=[0, 1, 2], unseen=[])
+    iou_a, iou_b = 6 / (8 + 6 - 6), 2 / (2 + 3 - 2)
+    assert s["IoU_per_class"]["c"] == 0.0
+    assert s["fwIoU"] == pytest.approx(8 / 10 * iou_a + 2 / 10 * iou_b)
+    assert s["mIoU_gt"] == pytest.approx((iou_a + iou_b) / 2)
+    assert s["mIoU"] == pytest.approx((iou_a + iou_b + 0.0) / 3)
+
+
+def detectron2_metrics(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore: int) -> dict[str, float]:
+    """detectron2's SemSegEvaluator.evaluate, written out: a (C+1) x (C+1) matrix indexed
+    [prediction, ground truth], the extra row/column for ignored ground truth."""
+    gt = gt.copy()
+    gt[gt == ignore] = num_classes
+    conf = np.bincount((num_classes + 1) * pred.reshape(-1) + gt.reshape(-1), minlength=(num_classes + 1) ** 2)
+    conf = conf.reshape(num_classes + 1, num_classes + 1)
+    tp = conf.diagonal()[:-1].astype(np.float64)
+    pos_gt = conf[:-1, :-1].sum(axis=0).astype(np.float64)
+    pos_pred = conf[:-1, :-1].sum(axis=1).astype(np.float64)
+    valid = pos_gt > 0
+    iou = tp[valid] / (pos_gt + pos_pred - tp)[valid]
+    return {"mIoU": iou.mean(), "fwIoU": (iou * pos_gt[valid] / pos_gt.sum()).sum(),
+            "mACC": (tp[valid] / pos_gt[valid]).mean(), "pACC": tp.sum() / pos_gt.sum()}  # fmt: skip
+
+
+def test_fwiou_matches_detectron2_on_pixels() -> None:
+    from zegclip.constants import IGNORE_INDEX
+
+    gen = torch.Generator().manual_seed(0)
+    num_classes = 7
+    gt = torch.randint(0, num_classes - 1, (3, 20, 30), generator=gen)  # class 6 never in the ground truth
+    gt[:, :2] = IGNORE_INDEX
+    pred = torch.where(torch.rand(gt.shape, generator=gen) < 0.6, gt.clamp(max=num_classes - 1),
+                       torch.randint(0, num_classes, gt.shape, generator=gen))  # fmt: skip
+    metric = ZeroShotSegmentationMetrics([str(i) for i in range(num_classes)], list(range(num_classes)), [])
+    metric.update(pred, gt)
+    ours = metric.summary()
+    ref = detectron2_metrics(pred.numpy(), gt.numpy(), num_classes, IGNORE_INDEX)
+    assert (pred == 6).any()  # a class predicted without ground truth: where mIoU and mIoU_gt differ
+    assert ours["fwIoU"] == pytest.approx(ref["fwIoU"], abs=1e-12)
+    assert ours["mIoU_gt"] == pytest.approx(ref["mIoU"], abs=1e-12)
+    assert ours["mAcc"] == pytest.approx(ref["mACC"], abs=1e-12)
+    assert ours["pAcc"] == pytest.approx(ref["pACC"], abs=1e-12)
+    assert ours["mIoU"] < ours["mIoU_gt"]
