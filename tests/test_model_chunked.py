@@ -37,6 +37,7 @@ CASES = [
     (2, 64, 107, "slide", None, False, (75, 120)),  # two windows, resized to an "original" size
     (1, 150, 97, "slide", None, False, (301, 190)),  # 2 x 3 windows
     (2, 83, 64, "whole", None, True, None),  # not the crop size: resized twice
+    (1, 64, 107, "slide", None, False, (64, 107)),  # resized to its own size (skipped: the identity)
     (1, 64, 107, "slide", [0.75, 1.0, 1.5], True, (100, 160)),  # TTA: 6 views
 ]
 

@@ -364,6 +364,8 @@ def _evaluation_module(cfg: DictConfig, model: Any, datamodule: Any) -> ZegCLIPM
         # the checkpoint's calibration on its own classes; none across datasets unless configured
         evaluation["seen_bias"] = float(meta.get("seen_bias", default_seen_bias(setting))) if own_vocabulary else 0.0
     templates = cfg.text.templates or (meta.get("templates") if own_vocabulary else None) or "single"
+    if cfg.text.get("cache_dir"):  # computed embeddings kept on disk (A-847: 847 x 15 prompts)
+        model.text_encoder.cache_dir = Path(str(cfg.text.cache_dir))
     text_file = cfg.text.embedding_file or (meta.get("text_embedding_file") if own_vocabulary else None)
     if text_file and not Path(str(text_file)).is_file():
         announce(f"[yellow]text-embedding file {text_file} not found; computing embeddings with the text tower[/yellow]")

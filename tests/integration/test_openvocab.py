@@ -144,3 +144,32 @@ def test_eval_multirun_writes_the_benchmark_table(runs, data_dir: Path, tmp_path
     md = (sweep / "benchmark_table.md").read_text()
     assert "| model | n | seeds | PC-59 | VOC-20 |" in md
     assert (sweep / "report.md").is_file()  # the sweep report is still written beside it
+
+
+def test_text_embeddings_of_a_large_vocabulary_are_computed_once(tiny_eval_model, monkeypatch) -> None:
+    """847 names: the text tower runs for the first batch only; later batches reuse the embeddings."""
+    from zegclip.module import ZegCLIPModule
+
+    names = [f"class number {i}" for i in range(847)]
+    calls = []
+    encode = tiny_eval_model.text_encoder.encode_tokens
+    monkeypatch.setattr(tiny_eval_model.text_encoder, "encode_tokens", lambda tokens: calls.append(len(tokens)) or encode(tokens))
+    tiny_eval_model.text_encoder.clear_cache()
+    module = ZegCLIPModule(tiny_eval_model.config.to_dict(), names, list(range(847)), [], setting="fully",
+                           model=tiny_eval_model, templates=["a photo of a {}.", "a {} in the scene."],
+                           evaluation={"mode": "whole"})  # fmt: skip
+    images = torch.randn(1, 3, 64, 64)
+    first = module.predict_labels(images, (64, 64))
+    assert sum(calls) == 847 * 2  # every prompt once
+    for _ in range(2):
+        assert torch.equal(module.predict_labels(images, (64, 64)), first)
+    assert sum(calls) == 847 * 2
+    assert module.prompt_embeddings().shape == (847, tiny_eval_model.embed_dim)
+
+
+def test_eval_keeps_text_embeddings_in_text_cache_dir(runs, cfg_eval, tmp_path: Path) -> None:
+    cache = tmp_path / "text_cache"
+    cfg = cfg_eval("context", runs.last_ckpt("voc", "fully"), f"text.cache_dir={cache}")
+    evaluate(cfg)
+    files = list(cache.glob("text_*.pt"))
+    assert len(files) == 1 and torch.load(files[0], weights_only=True).shape[0] == len(cfg.dataset.class_names)

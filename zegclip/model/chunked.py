@@ -190,7 +190,8 @@ def iter_chunks(
         scores = chunk_scores(views, to_scores, start, stop, seen, size, tta)
         if resize_dtype is not None:
             scores = scores.to(resize_dtype)
-        if out_size is not None:
+        if out_size is not None and tuple(out_size) != tuple(scores.shape[-2:]):
+            # (a resize to the same size is the identity: bilinear weights 1 and 0)
             scores = F.interpolate(scores, size=out_size, mode="bilinear", align_corners=False)
         yield start, stop, scores
 
