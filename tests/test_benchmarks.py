@@ -84,3 +84,15 @@ def test_inference_benchmark_smoke(tmp_path):
     table = out.read_text()
     assert "| one 512x512 crop, 20 classes, whole mode | zegclip | bf16 |" in table
     assert "shapes test set (100 images, 64x64), bundled model | zegclip | fp32" in table
+
+
+def test_vocabulary_benchmark_smoke(tmp_path):
+    """Both paths at two vocabulary sizes; the chunked labels equal the full path's (the agreement column)."""
+    out = tmp_path / "vocabulary.md"
+    run_script("vocabulary_benchmark.py", "--smoke", "--no-bf16", "--out", str(out), tmp_path=tmp_path)
+    table = out.read_text()
+    for c in (20, 300):
+        assert f"| one 512x512 crop, whole mode | {c} | zegclip | fp32 |" in table
+        assert f"| A-847 image 512x683, slide (2 windows) | {c} | zegclip full | fp32 |" in table
+    full_rows = [line for line in table.splitlines() if "| zegclip full |" in line]
+    assert len(full_rows) == 4 and all(line.rstrip().endswith("| 100.000% |") for line in full_rows)

@@ -8,7 +8,8 @@ std and n per metric and group), printing the table. Jobs a sweep defines that l
 ``metrics.json`` are listed as failed or missing, with the reason when one was recorded.
 
 :class:`SweepReportCallback` (a Hydra callback, ``conf/hydra/default.yaml``) writes the report at
-the end of every ``python train.py -m ...``.
+the end of every ``python train.py -m ...`` (and ``eval.py -m``). Evaluation jobs also get the
+open-vocabulary table (``benchmark_table.md`` / ``.csv``, :mod:`zegclip.benchmark_table`).
 """
 
 from __future__ import annotations
@@ -553,7 +554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m zegclip.report",
         description="Mean ± std over seeds of every group of runs of a sweep (jobs with the same overrides "
-        "except seed); writes report.md and report.csv.",
+        "except seed); writes report.md and report.csv, and for evaluation jobs (eval.py) the open-vocabulary "
+        "table benchmark_table.md / .csv (a row per model, a column per benchmark).",
     )
     parser.add_argument("paths", nargs="+", help="multirun folder(s) (logs/train/multiruns/<time>) or run folders")
     parser.add_argument("--per-class", action="store_true", help="also report each class's IoU")
