@@ -56,6 +56,10 @@ def test_chunks_are_the_full_scores_bit_for_bit(tiny_eval_model, text, batch, he
                                                  **kwargs))  # fmt: skip
     assert len(chunks) == (1 if max_bytes == 2**30 else 2)  # small maps: chunks of 64 (the last 3 join the 2nd)
     assert torch.equal(torch.cat([c[2] for c in chunks], dim=1), full)
+    # evaluation's variant: each chunk written into buffers the next chunk reuses (taken at once here)
+    reused = [s.clone() for _, _, s in tiny_eval_model.segment_chunks(
+        images, text_embeddings=text, out_size=out_size, max_bytes=max_bytes, _reuse=True, **kwargs)]  # fmt: skip
+    assert torch.equal(torch.cat(reused, dim=1), full)
     labels = tiny_eval_model.segment_labels(images, text_embeddings=text, out_size=out_size, max_bytes=max_bytes,
                                             **kwargs)  # fmt: skip
     assert torch.equal(labels, full.argmax(1))
@@ -64,6 +68,23 @@ def test_chunks_are_the_full_scores_bit_for_bit(tiny_eval_model, text, batch, he
 def test_chunks_are_the_full_scores_on_two_threads(tiny_eval_model, text):
     """ATen splits work between threads by element counts: two threads, a slide case."""
     test_chunks_are_the_full_scores_bit_for_bit(tiny_eval_model, text, *CASES[1], max_bytes=2**16, threads=2)
+
+
+@pytest.mark.parametrize("mode", ["whole", "slide"])
+def test_chunks_are_the_full_scores_under_bf16_autocast(tiny_eval_model, text, mode):
+    """Under autocast the grid logits are bf16 and the window sums float32, in both paths."""
+    torch.manual_seed(5)
+    images = torch.randn(2, 3, 64, 107)
+    kwargs = {"seen": [1, 70], "seen_bias": 0.1, "mode": mode, "crop": 64, "stride": 43}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        full = full_path(tiny_eval_model, images, text, (90, 150), **kwargs)
+        reused = [s.clone() for _, _, s in tiny_eval_model.segment_chunks(
+            images, text_embeddings=text, out_size=(90, 150), max_bytes=2**16, _reuse=True, **kwargs)]  # fmt: skip
+        labels = tiny_eval_model.segment_labels(images, text_embeddings=text, out_size=(90, 150), max_bytes=2**16,
+                                                **kwargs)  # fmt: skip
+    assert full.dtype == reused[0].dtype
+    assert torch.equal(torch.cat(reused, dim=1), full)
+    assert torch.equal(labels, full.argmax(1))
 
 
 def test_ties_go_to_the_lower_class_across_chunks(tiny_eval_model, text):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from zegclip.model.inference import Box, scaled_size, window_batches
+from zegclip.model.inference import Box, resize_into, scaled_size, window_batches
 
 CHUNK_BYTES = 128 * 2**20
 """Default budget of one chunk's full-size score tensors (and their temporaries)."""
@@ -30,9 +30,33 @@ CHUNK_BYTES = 128 * 2**20
 GridFn = Callable[[torch.Tensor], torch.Tensor]
 """Images ``(N, 3, h, w)`` -> the last decoder layer's logits at the patch grid ``(N, C, h', w')``."""
 
-ToScores = Callable[[torch.Tensor, "list[int] | None", tuple[int, int]], torch.Tensor]
-"""``(grid logits (N, k, h', w'), seen indices among those k, window size (h, w))`` -> calibrated
-scores ``(N, k, h, w)`` (what :meth:`ZegCLIP.scores_from_logits` does)."""
+ToScores = Callable[[torch.Tensor, "list[int] | None", tuple[int, int], "torch.Tensor | None"], torch.Tensor]
+"""``(grid logits (N, k, h', w'), seen indices among those k, window size (h, w), buffer)`` ->
+calibrated scores ``(N, k, h, w)`` (what :meth:`ZegCLIP.scores_from_logits` does); ``buffer``,
+when given, ``(N, k, S, S)`` receives the maps upsampled to the crop size."""
+
+
+class Buffers:
+    """Full-size tensors reused from one chunk of classes to the next.
+
+    A fresh tensor of tens of MiB is new memory the kernel must fault in and zero: on this
+    project's CPU allocating took about as long as the arithmetic of the class-dependent work.
+    Reuse is only for consumers that finish with a chunk before asking for the next
+    (:func:`running_argmax`).
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._store: dict[tuple, torch.Tensor] = {}
+
+    def get(self, name: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+        """An uninitialised ``shape`` tensor kept under ``name``; None when disabled."""
+        if not self.enabled:
+            return None
+        key = (name, tuple(shape), dtype, device)
+        if key not in self._store:
+            self._store[key] = torch.empty(tuple(shape), dtype=dtype, device=device)
+        return self._store[key]
 
 
 @dataclass
@@ -95,17 +119,32 @@ def grid_views(
     return views
 
 
-def view_scores(view: GridView, to_scores: ToScores, start: int, stop: int, seen: list[int] | None) -> torch.Tensor:
+def view_scores(
+    view: GridView,
+    to_scores: ToScores,
+    start: int,
+    stop: int,
+    seen: list[int] | None,
+    buffers: Buffers | None = None,
+    mask_size: tuple[int, int] | None = None,
+    name: str = "view",
+) -> torch.Tensor:
     """Calibrated scores of classes ``start:stop`` over the view ``(B, k, h, w)``: the window average."""
+    buffers = buffers or Buffers(False)
+    first = view.logits[0]
+    b, k = first.shape[0], stop - start
+    # the maps upsampled from the grid have the logits' dtype (bf16 under autocast), the window sum
+    # the images' (as sliding_window's)
+    mask = buffers.get(f"{name}/mask", (b, k, *mask_size), first.dtype, first.device) if mask_size else None
     if view.boxes is None:
-        return to_scores(view.logits[0][:, start:stop], seen, view.size)
-    b = view.logits[0].shape[0]
-    out = torch.zeros(b, stop - start, *view.size, dtype=view.dtype, device=view.logits[0].device)
+        return to_scores(first[:, start:stop], seen, view.size, mask)
+    out = buffers.get(f"{name}/sum", (b, k, *view.size), view.dtype, first.device)
+    out = torch.zeros(b, k, *view.size, dtype=view.dtype, device=first.device) if out is None else out.zero_()
     count = torch.zeros(1, 1, *view.size, dtype=view.dtype, device=out.device)
     for (y1, x1, y2, x2), logits in zip(view.boxes, view.logits):
-        out[:, :, y1:y2, x1:x2] += to_scores(logits[:, start:stop], seen, (y2 - y1, x2 - x1))
+        out[:, :, y1:y2, x1:x2] += to_scores(logits[:, start:stop], seen, (y2 - y1, x2 - x1), mask)
         count[:, :, y1:y2, x1:x2] += 1
-    return out / count
+    return out.div_(count) if buffers.enabled else out / count
 
 
 def chunk_scores(
@@ -116,12 +155,14 @@ def chunk_scores(
     seen: Sequence[int] | None,
     size: tuple[int, int],
     tta: bool,
+    buffers: Buffers | None = None,
+    mask_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Scores of classes ``start:stop`` at the input ``size`` ``(B, k, H, W)``, averaged over the views."""
     local = None if seen is None else [i - start for i in seen if start <= i < stop]
     total: torch.Tensor | None = None
-    for view in views:
-        scores = view_scores(view, to_scores, start, stop, local)
+    for number, view in enumerate(views):
+        scores = view_scores(view, to_scores, start, stop, local, buffers, mask_size, name=f"view{number}")
         if view.mirrored:
             scores = scores.flip(-1)
         if scores.shape[-2:] != size:
@@ -178,37 +219,47 @@ def iter_chunks(
     resize_dtype: torch.dtype | None = None,
     mask_size: tuple[int, int] | None = None,
     max_bytes: int = CHUNK_BYTES,
+    reuse: bool = False,
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """``(start, stop, scores)`` per chunk of classes: the assembled scores of classes
     ``start:stop`` at ``size`` ``(B, k, H, W)``, cast to ``resize_dtype`` and resized to
-    ``out_size`` when given. Concatenated, the chunks are the full scores."""
+    ``out_size`` when given. Concatenated, the chunks are the full scores. With ``reuse`` the
+    chunks live in buffers that the next chunk overwrites (for consumers such as
+    :func:`running_argmax` that are done with a chunk when they ask for the next)."""
     first = views[0].logits[0]
     sizes = [v.size for v in views] + [size] + ([out_size] if out_size else []) + ([mask_size] if mask_size else [])
     per_chunk = classes_per_chunk(first.shape[0], sizes, max(first.element_size(), 4), max_bytes)
     small = any(h + w <= 128 for h, w in sizes)
+    buffers = Buffers(reuse and len(views) == 1)  # several views would alias each other's buffers
     for start, stop in class_chunks(num_classes, per_chunk, small):
-        scores = chunk_scores(views, to_scores, start, stop, seen, size, tta)
+        scores = chunk_scores(views, to_scores, start, stop, seen, size, tta, buffers, mask_size)
         if resize_dtype is not None:
             scores = scores.to(resize_dtype)
         if out_size is not None and tuple(out_size) != tuple(scores.shape[-2:]):
             # (a resize to the same size is the identity: bilinear weights 1 and 0)
-            scores = F.interpolate(scores, size=out_size, mode="bilinear", align_corners=False)
+            target = buffers.get("out", (*scores.shape[:2], *out_size), scores.dtype, scores.device)
+            scores = (F.interpolate(scores, size=out_size, mode="bilinear", align_corners=False) if target is None
+                      else resize_into(scores, target))  # fmt: skip
         yield start, stop, scores
 
 
 def running_argmax(chunks: Iterable[tuple[int, int, torch.Tensor]]) -> torch.Tensor:
     """``argmax`` over classes ``(B, H, W)`` of chunks ``(start, stop, (B, k, H, W))`` in class order;
-    ties go to the lower class index, as :func:`torch.argmax`."""
-    best = best_index = None
+    ties go to the lower class index, as :func:`torch.argmax` (within a chunk ``torch.max`` keeps
+    the first maximum; across chunks only a strictly larger value replaces the best)."""
+    best = best_index = values = index = better = None
     for start, _, scores in chunks:
-        value, index = scores.max(dim=1)
-        del scores
+        if values is None or values.shape != scores.shape[:1] + scores.shape[2:]:
+            shape = scores.shape[:1] + scores.shape[2:]
+            values, index = scores.new_empty(shape), torch.empty(shape, dtype=torch.long, device=scores.device)
+            better = torch.empty(shape, dtype=torch.bool, device=scores.device)
+        torch.max(scores, dim=1, out=(values, index))
         if best is None:
-            best, best_index = value, index + start
+            best, best_index = values.clone(), index.clone()
             continue
-        better = value > best  # strict: an earlier class keeps a tie
-        best = torch.where(better, value, best)
-        best_index = torch.where(better, index + start, best_index)
+        torch.gt(values, best, out=better)
+        torch.maximum(best, values, out=best)
+        torch.where(better, index.add_(start), best_index, out=best_index)
     if best_index is None:
         raise ValueError("no classes to take the argmax over")
     return best_index

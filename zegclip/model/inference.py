@@ -31,6 +31,22 @@ def calibrate(logits: torch.Tensor, seen: Sequence[int] | None, seen_bias: float
     return scores
 
 
+def calibrate_(logits: torch.Tensor, seen: Sequence[int] | None, seen_bias: float = 0.1) -> torch.Tensor:
+    """:func:`calibrate` in place (the same numbers, no new full-size tensor)."""
+    scores = logits.sigmoid_()
+    if seen is not None and len(seen) > 0 and seen_bias != 0:
+        offset = torch.zeros(scores.shape[1], dtype=scores.dtype, device=scores.device)
+        offset[torch.as_tensor(list(seen), device=scores.device)] = seen_bias
+        scores.sub_(offset[None, :, None, None])
+    return scores
+
+
+def resize_into(images: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``F.interpolate(images, size=out.shape[-2:], mode="bilinear", align_corners=False)`` written
+    into ``out`` (the same kernel, no new tensor)."""
+    return torch.ops.aten.upsample_bilinear2d.out(images, list(out.shape[-2:]), False, None, None, out=out)
+
+
 def whole_image(score_fn: ScoreFn, images: torch.Tensor) -> torch.Tensor:
     """Score the whole image in one pass."""
     return score_fn(images)

@@ -19,7 +19,9 @@ from zegclip.model.decoder import MaskDecoder, RelationshipDescriptor
 from zegclip.model.inference import (
     SEEN_BIAS,
     calibrate,
+    calibrate_,
     multi_scale_flip,
+    resize_into,
     sliding_window,
     whole_image,
 )
@@ -218,11 +220,16 @@ class ZegCLIP(nn.Module):
         size: tuple[int, int] | torch.Size,
         seen: Sequence[int] | torch.Tensor | None = None,
         seen_bias: float = SEEN_BIAS,
+        buffer: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Grid logits ``(B, C, h, w)`` -> calibrated scores at ``size``: upsampled to the crop size
-        (``pred_masks``), calibrated, resized to ``size`` (the window's or image's)."""
-        masks = F.interpolate(logits, size=(self.config.image_size,) * 2, mode="bilinear", align_corners=False)
-        out = calibrate(masks, seen, seen_bias)
+        (``pred_masks``), calibrated, resized to ``size`` (the window's or image's). ``buffer``
+        ``(B, C, S, S)``: the upsampled and calibrated maps are written into it (same numbers)."""
+        if buffer is None:
+            masks = F.interpolate(logits, size=(self.config.image_size,) * 2, mode="bilinear", align_corners=False)
+            out = calibrate(masks, seen, seen_bias)
+        else:
+            out = calibrate_(resize_into(logits, buffer), seen, seen_bias)
         if not torch.compiler.is_compiling() and out.shape[-2:] == tuple(size):
             return out  # the identity; not while exporting, where the comparison would fix H and W
         return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
@@ -306,7 +313,7 @@ class ZegCLIP(nn.Module):
         """
         return running_argmax(self.segment_chunks(
             pixel_values, class_names, seen, seen_bias, mode, crop, stride, templates, text_embeddings, window_batch,
-            scales, flip, out_size, resize_dtype, max_bytes,
+            scales, flip, out_size, resize_dtype, max_bytes, _reuse=True,
         ))  # fmt: skip
 
     @torch.no_grad()
@@ -327,6 +334,7 @@ class ZegCLIP(nn.Module):
         out_size: tuple[int, int] | None = None,
         resize_dtype: torch.dtype | None = None,
         max_bytes: int = CHUNK_BYTES,
+        _reuse: bool = False,
     ) -> Iterator[tuple[int, int, torch.Tensor]]:
         """:meth:`segment`'s scores a chunk of classes at a time: ``(start, stop, (B, stop - start, H, W))``
         (resized to ``out_size`` when given), each window run through the network only once.
@@ -345,13 +353,15 @@ class ZegCLIP(nn.Module):
             stride=stride or (crop * 5) // 6, window_batch=window_batch, scales=scales, flip=flip,
         )  # fmt: skip
 
-        def to_scores(logits: torch.Tensor, local_seen: list[int] | None, size: tuple[int, int]) -> torch.Tensor:
-            return self.scores_from_logits(logits, size, local_seen, seen_bias)
+        def to_scores(
+            logits: torch.Tensor, local_seen: list[int] | None, size: tuple[int, int], buffer: torch.Tensor | None
+        ) -> torch.Tensor:
+            return self.scores_from_logits(logits, size, local_seen, seen_bias, buffer)
 
         return iter_chunks(
             views, to_scores, text.shape[0], seen_idx, tuple(pixel_values.shape[-2:]), out_size=out_size,
             tta=scales is not None or flip, resize_dtype=resize_dtype, mask_size=(self.config.image_size,) * 2,
-            max_bytes=max_bytes,
+            max_bytes=max_bytes, reuse=_reuse,
         )  # fmt: skip
 
     def _vocabulary(self, class_names: Sequence[str] | None) -> list[str]:
