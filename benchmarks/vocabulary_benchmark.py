@@ -48,17 +48,16 @@ WORKLOADS = {
     "large": "1536x2048 original (slide at 512x683), labels at 1536x2048",
 }
 FULL_LIMIT = 2 * 2**30
-IMPLS = {"zegclip": "zegclip", "zegclip full": "zegclip_full", "official": "official"}
-"""The full-score path is not run where its (C, H, W) scores alone would pass this."""
+"""The full-score paths (ours before, the official) are not run where their (C, H, W) scores alone
+would pass this (the machine is shared)."""
 
 
 # ----------------------------------------------------------------------------- worker
 
 
-def _build(spec: dict[str, Any]) -> tuple[Any, torch.Tensor]:
-    """The model of the worker's implementation and the text embeddings ``(C, 512)``."""
-    text = torch.from_numpy(np.load(spec["text"]))
-    if spec["impl"] == "official":
+def _build(spec: dict[str, Any], impl: str) -> Any:
+    """The model of ``impl`` (``official`` or one of ours) on the benchmark's weights."""
+    if impl == "official":
         harness, note = benchlib.official_harness()
         if harness is None:
             raise RuntimeError(note)
@@ -66,32 +65,31 @@ def _build(spec: dict[str, Any]) -> tuple[Any, torch.Tensor]:
         cfg = benchlib.official_config(harness, classes, list(range(spec["classes"])), 10)
         ref = harness.build_reference(cfg)
         harness.load_weights(ref, torch.load(spec["weights"], map_location="cpu", weights_only=False)["state_dict"])
-        ref.load_text_embedding = spec["text"]
-        return ref.eval(), text
+        ref.load_text_embedding = spec["text"]  # precomputed, as the official configs do
+        return ref.eval()
     import zegclip
 
     if spec.get("weights"):
-        return zegclip.load(spec["weights"]).eval(), text
+        return zegclip.load(spec["weights"]).eval()
     from zegclip import CLIPConfig, ZegCLIPConfig
 
     torch.manual_seed(0)
-    config = ZegCLIPConfig(clip=CLIPConfig(model_name="ViT-B-16"), image_size=512, prompt_tokens=10)
-    if spec.get("smoke"):
-        arch = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 64, "layers": 3, "head_width": 16},
-                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2}}  # fmt: skip
-        config = ZegCLIPConfig(clip=CLIPConfig(arch=arch), image_size=512, prompt_tokens=3, decoder_heads=4)
-    return zegclip.ZegCLIP(config).eval(), text
+    arch = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 64, "layers": 3, "head_width": 16},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2}}  # fmt: skip
+    config = ZegCLIPConfig(clip=CLIPConfig(arch=arch), image_size=512, prompt_tokens=3, decoder_heads=4)  # smoke
+    return zegclip.ZegCLIP(config).eval()
 
 
-def _call(spec: dict[str, Any], model: Any, text: torch.Tensor) -> Any:
-    """The workload's call: a function returning the labels."""
+def _call(spec: dict[str, Any], impl: str, model: Any, text: torch.Tensor) -> Any:
+    """The workload's call for ``impl`` (``zegclip``, ``zegclip bf16``, ``zegclip full``,
+    ``official``): a function returning the labels."""
     gen = torch.Generator().manual_seed(0)
-    workload, impl = spec["workload"], spec["impl"]
+    workload = spec["workload"]
     size = (CROP, CROP) if workload == "crop" else IMAGE
     pixels = torch.randn(1, 3, *size, generator=gen)
     out_size = {"crop": None, "image": IMAGE, "large": LARGE}[workload]
     mode = "whole" if workload == "crop" else "slide"
-    bf16 = spec.get("precision") == "bf16"
+    bf16 = impl.endswith("bf16")
 
     def resize_argmax(scores: torch.Tensor) -> torch.Tensor:
         if out_size is not None:
@@ -105,23 +103,40 @@ def _call(spec: dict[str, Any], model: Any, text: torch.Tensor) -> Any:
                     return resize_argmax(model.encode_decode(pixels, [{}]))
                 return resize_argmax(model.slide_inference(pixels, [{"ori_shape": (*size, 3)}], rescale=False))
             args = {"text_embeddings": text, "seen": None, "mode": mode, "crop": CROP, "stride": STRIDE}
-            if impl == "zegclip":
-                return model.segment_labels(pixels, out_size=out_size, **args)
-            return resize_argmax(model.segment(pixels, **args))
+            if impl == "zegclip full":
+                return resize_argmax(model.segment(pixels, **args))
+            return model.segment_labels(pixels, out_size=out_size, **args)
 
     return call
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """``time``: every implementation of the spec in this process, their calls interleaved (each
+    sees the same load), with the labels' agreement with ours; ``memory``: one implementation,
+    the memory one call adds."""
     benchlib.set_threads(spec["threads"])
-    model, text = _build(spec)
-    call = _call(spec, model, text)
-    labels = call()  # warm-up (and the labels, for the agreement check)
-    base = benchlib.reset_peak_rss()
-    times = benchlib.timed(call, repeats=spec["repeats"], warmup=0)
-    added = benchlib.peak_rss() - base
-    np.save(spec["labels"], labels.numpy().astype(np.int16))
-    return {"times": times, "added": added}
+    text = torch.from_numpy(np.load(spec["text"]))
+    impls = spec["impls"]
+    models = {"official": None, "ours": None}
+    calls = {}
+    for impl in impls:
+        key = "official" if impl == "official" else "ours"
+        if models[key] is None:
+            models[key] = _build(spec, impl)
+        calls[impl] = _call(spec, impl, models[key], text)
+    labels = {impl: call() for impl, call in calls.items()}  # warm-up, and the labels
+    if spec["mode"] == "memory":
+        (impl,) = impls
+        base = benchlib.reset_peak_rss()
+        calls[impl]()
+        return {"added": benchlib.peak_rss() - base}
+    times: dict[str, list[float]] = {impl: [] for impl in impls}
+    for _ in range(spec["repeats"]):
+        for impl, call in calls.items():
+            times[impl] += benchlib.timed(call, repeats=1, warmup=0)
+    ours = labels.get("zegclip")
+    agree = {impl: float((lab == ours).float().mean()) for impl, lab in labels.items() if ours is not None and impl != "zegclip"}
+    return {"times": times, "agree": agree}
 
 
 # ----------------------------------------------------------------------------- driver
@@ -145,66 +160,62 @@ def full_bytes(workload: str, classes: int) -> int:
     return classes * h * w * 4
 
 
-def run(args: argparse.Namespace) -> tuple[dict[tuple[str, str, str, int], dict[str, Any]], dict[str, Any]]:
-    results: dict[tuple[str, str, str, int], dict[str, Any]] = {}
-    info: dict[str, Any] = {"agree": {}, "skipped": [], "rates": [benchlib.gemm_rate()]}
+def plan_impls(workload: str, classes: int, official: bool, bf16: bool, skipped: list) -> list[str]:
+    impls = ["zegclip", *(["zegclip bf16"] if bf16 and workload == "crop" else []), "zegclip full"]
+    if official and workload != "large":
+        impls.append("official")
+    kept = []
+    for impl in impls:
+        if impl in ("zegclip full", "official") and full_bytes(workload, classes) > FULL_LIMIT:
+            skipped.append((workload, impl, classes, full_bytes(workload, classes)))
+        else:
+            kept.append(impl)
+    return kept
+
+
+def run(args: argparse.Namespace) -> tuple[dict[tuple[str, str, int], dict[str, Any]], dict[str, Any]]:
+    """``{(workload, implementation, C): {"times", "added", "agree"}}`` and the run's facts."""
+    results: dict[tuple[str, str, int], dict[str, Any]] = {}
+    info: dict[str, Any] = {"skipped": [], "rates": [benchlib.gemm_rate()]}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         weights, info["note"] = (None, "Smoke run (tiny model): checks the script, measures nothing.") if args.smoke \
             else official_weights(tmp)  # fmt: skip
-        plan = []
         for classes in args.classes:
-            for workload in args.workloads:
-                impls = [("zegclip", "fp32"), ("zegclip full", "fp32"), ("official", "fp32")]
-                if workload == "crop" and args.bf16:
-                    impls.insert(1, ("zegclip", "bf16"))
-                for impl, precision in impls:
-                    if impl == "official" and (weights is None or workload == "large"):
-                        continue
-                    if impl != "zegclip" and full_bytes(workload, classes) > FULL_LIMIT:
-                        info["skipped"].append((workload, impl, classes, full_bytes(workload, classes)))
-                        continue
-                    plan.append((workload, impl, precision, classes))
-        for workload, impl, precision, classes in plan:
             text = tmp / f"text_{classes}.npy"
-            if not text.is_file():
-                gen = torch.Generator().manual_seed(classes)
-                np.save(text, F.normalize(torch.randn(classes, 32 if args.smoke else 512, generator=gen), dim=-1).numpy())
-            labels = tmp / f"labels_{workload}_{impl.replace(' ', '_')}_{precision}_{classes}.npy"
-            spec = {"impl": IMPLS[impl], "workload": workload,
-                    "precision": precision, "classes": classes, "text": str(text), "weights": weights,
-                    "repeats": args.repeats, "threads": args.threads, "labels": str(labels), "smoke": args.smoke}  # fmt: skip
-            print(f"[vocabulary_benchmark] {workload} {impl} {precision} C={classes} ...", file=sys.stderr, flush=True)
-            results[(workload, impl, precision, classes)] = benchlib.run_child(Path(__file__), spec)
-            if impl != "zegclip" or precision != "fp32":  # agreement of the labels with the fp32 chunked path
-                ours = np.load(tmp / f"labels_{workload}_zegclip_fp32_{classes}.npy")
-                info["agree"][(workload, impl, precision, classes)] = float((np.load(labels) == ours).mean())
+            gen = torch.Generator().manual_seed(classes)
+            np.save(text, F.normalize(torch.randn(classes, 32 if args.smoke else 512, generator=gen), dim=-1).numpy())
+            for workload in args.workloads:
+                impls = plan_impls(workload, classes, weights is not None, args.bf16, info["skipped"])
+                spec = {"workload": workload, "classes": classes, "text": str(text), "weights": weights,
+                        "repeats": args.repeats, "threads": args.threads, "impls": impls, "mode": "time"}  # fmt: skip
+                print(f"[vocabulary_benchmark] {workload} C={classes}: {impls} ...", file=sys.stderr, flush=True)
+                timed = benchlib.run_child(Path(__file__), spec)
+                for impl in impls:
+                    memory = benchlib.run_child(Path(__file__), {**spec, "impls": [impl], "mode": "memory"})
+                    results[(workload, impl, classes)] = {"times": timed["times"][impl], "added": memory["added"],
+                                                          "agree": timed["agree"].get(impl)}  # fmt: skip
     info["rates"].append(benchlib.gemm_rate())
     return results, info
 
 
-def render(command: str, results: dict[tuple[str, str, str, int], dict[str, Any]], info: dict[str, Any]) -> str:
+def render(command: str, results: dict[tuple[str, str, int], dict[str, Any]], info: dict[str, Any]) -> str:
     out = [benchlib.header(command, info.get("note", ""))]
-    out.append(f"GEMM rate measured in this run: fp32 {statistics.median(info['rates']):.0f} GFLOP/s.")
-    out += ["", "| workload | C | implementation | precision | time, median (min) | memory the call adds | "
-            "time / official | memory / official | labels = zegclip fp32 |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    classes = sorted({k[3] for k in results})
-    for workload in WORKLOADS:
-        for c in classes:
-            official = results.get((workload, "official", "fp32", c))
-            for (w, impl, precision, cc), r in results.items():
-                if (w, cc) != (workload, c):
-                    continue
-                med = statistics.median(r["times"])
-                vs_t = f"{med / statistics.median(official['times']):.2f}x" if official and impl != "official" else "-"
-                vs_m = f"{r['added'] / official['added']:.2f}x" if official and impl != "official" and official["added"] > 0 else "-"
-                agree = info["agree"].get((w, impl, precision, cc))
-                agree_cell = "-" if agree is None else f"{100 * agree:.3f}%"
-                out.append(f"| {WORKLOADS[workload]} | {c} | {impl} | {precision} | {benchlib.fmt_time(r['times'])} | "
-                           f"{benchlib.gib(r['added'])} | {vs_t} | {vs_m} | {agree_cell} |")  # fmt: skip
+    out.append(f"GEMM rate measured in this run: fp32 {statistics.median(info['rates']):.0f} GFLOP/s. "
+               "Implementations of a row group were timed in one process, their calls interleaved.")  # fmt: skip
+    out += ["", "| workload | C | implementation | time, median (min) | memory the call adds | "
+            "time / official | memory / official | labels = zegclip's |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (workload, impl, c), r in results.items():
+        official = results.get((workload, "official", c))
+        med = statistics.median(r["times"])
+        vs_t = f"{med / statistics.median(official['times']):.2f}x" if official and impl != "official" else "-"
+        vs_m = f"{r['added'] / official['added']:.2f}x" if official and impl != "official" and official["added"] > 0 else "-"
+        agree = "-" if r["agree"] is None else f"{100 * r['agree']:.3f}%"
+        out.append(f"| {WORKLOADS[workload]} | {c} | {impl} | {benchlib.fmt_time(r['times'])} | "
+                   f"{benchlib.gib(r['added'])} | {vs_t} | {vs_m} | {agree} |")  # fmt: skip
     for workload, impl, c, size in info["skipped"]:
-        out.append(f"| {WORKLOADS[workload]} | {c} | {impl} | fp32 | not run: its (C, H, W) scores alone take "
-                   f"{benchlib.gib(size)} | | | | |")  # fmt: skip
+        out.append(f"| {WORKLOADS[workload]} | {c} | {impl} | not run: its (C, H, W) float32 scores alone "
+                   f"take {benchlib.gib(size)} | | | | |")  # fmt: skip
     out.append("")
     if not info.get("smoke"):
         out += targets(results)
@@ -212,27 +223,26 @@ def render(command: str, results: dict[tuple[str, str, str, int], dict[str, Any]
     return "\n".join(out) + "\n"
 
 
-def targets(results: dict[tuple[str, str, str, int], dict[str, Any]]) -> list[str]:
-    def get(workload: str, impl: str, c: int, precision: str = "fp32") -> dict[str, Any] | None:
-        return results.get((workload, impl, precision, c))
-
+def targets(results: dict[tuple[str, str, int], dict[str, Any]]) -> list[str]:
     lines = ["| target | measured | met |", "|---|---|---|"]
-    ours, off = get("crop", "zegclip", 255), get("crop", "official", 255)
-    if ours and off:
-        for precision in ("fp32", "bf16"):
-            mine = get("crop", "zegclip", 255, precision)
+    off = results.get(("crop", "official", 255))
+    if off:
+        for impl in ("zegclip", "zegclip bf16"):
+            mine = results.get(("crop", impl, 255))
             if mine:
                 r = statistics.median(mine["times"]) / statistics.median(off["times"])
-                lines.append(f"| C = 255, one crop: zegclip {precision} time <= 0.6x official fp32 | {r:.2f}x | "
+                lines.append(f"| C = 255, one crop: {impl} time <= 0.6x official (fp32) | {r:.2f}x | "
                              f"{'yes' if r <= 0.6 else '**no**'} |")  # fmt: skip
-        r = ours["added"] / off["added"]
-        lines.append(f"| C = 255, one crop: memory the call adds <= 0.4x official | {r:.2f}x | {'yes' if r <= 0.4 else '**no**'} |")
-    crop847 = get("crop", "zegclip", 847)
+        mine = results.get(("crop", "zegclip", 255))
+        if mine:
+            r = mine["added"] / off["added"]
+            lines.append(f"| C = 255, one crop: memory the call adds <= 0.4x official | {r:.2f}x | {'yes' if r <= 0.4 else '**no**'} |")
+    crop847 = results.get(("crop", "zegclip", 847))
     if crop847:
         gib = crop847["added"] / 2**30
         lines.append(f"| C = 847, one crop adds <= 1.0 GiB | {gib:.2f} GiB | {'yes' if gib <= 1.0 else '**no**'} |")
     for workload in ("image", "large"):
-        small, big = get(workload, "zegclip", 20), get(workload, "zegclip", 847)
+        small, big = results.get((workload, "zegclip", 20)), results.get((workload, "zegclip", 847))
         if small and big:
             lines.append(f"| {WORKLOADS[workload]}, C = 847: bounded memory (C = 20 -> 847) | "
                          f"{benchlib.gib(small['added'])} -> {benchlib.gib(big['added'])} | "
