@@ -199,8 +199,18 @@ def run(args: argparse.Namespace) -> tuple[dict[tuple[str, str, int], dict[str, 
     return results, info
 
 
+def cpu_capabilities() -> str:
+    """Which of AVX2, AVX-512 (F, BF16) and AMX the CPU reports (``/proc/cpuinfo`` flags)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "CPU flags unknown"
+    names = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX-512 BF16", "amx_tile": "AMX"}
+    return "CPU flags: " + ", ".join(f"{label} {'yes' if flag in flags else 'no'}" for flag, label in names.items())
+
+
 def render(command: str, results: dict[tuple[str, str, int], dict[str, Any]], info: dict[str, Any]) -> str:
-    out = [benchlib.header(command, info.get("note", ""))]
+    out = [benchlib.header(command, " ".join(filter(None, [info.get("note", ""), cpu_capabilities() + "."])))]
     out.append(f"GEMM rate measured in this run: fp32 {statistics.median(info['rates']):.0f} GFLOP/s. "
                "Implementations of a row group were timed in one process, their calls interleaved.")  # fmt: skip
     out += ["", "| workload | C | implementation | time, median (min) | memory the call adds | "
