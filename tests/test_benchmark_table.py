@@ -73,3 +73,14 @@ def test_no_table_without_evaluations(tmp_path: Path) -> None:
     paths = run([tmp_path], quiet=True)
     assert "table_md" not in paths and not (tmp_path / "benchmark_table.md").exists()
     assert (tmp_path / "report.md").is_file()
+
+
+def test_ignored_keys_join_the_seeds_of_transductive_runs(tmp_path: Path) -> None:
+    """Each seed's transductive run starts from its own inductive run: ``--ignore init_from`` makes one row."""
+    ckpts = [write_training_run(tmp_path / "train" / str(s), s, "setting=transductive", f"init_from=/runs/ind{s}")
+             for s in (0, 1)]  # fmt: skip
+    for k, ckpt in enumerate(ckpts):
+        write_eval(tmp_path / "eval" / str(k), "voc", ckpt, 0.5 + k / 10)
+    assert len(collect_table(collect([tmp_path / "eval"])).rows) == 2
+    (row,) = collect_table(collect([tmp_path / "eval"], ignore=["init_from"])).rows
+    assert len(row.runs) == 2 and row.label == "train: setting=transductive"

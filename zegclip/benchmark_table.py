@@ -103,11 +103,12 @@ class _Model:
         return (*own, "|", *self.extra)
 
 
-def _model(job: Job) -> _Model:
+def _model(job: Job, ignore: Sequence[str] = ()) -> _Model:
+    """``ignore``: override keys that tell no rows apart (the report's ``--ignore``, e.g. ``init_from``)."""
     checkpoint = str((job.metrics or {}).get("weights", {}).get("checkpoint"))
-    extra = tuple(sorted(o for o in job.overrides if is_variable(o) and override_key(o) not in ROW_KEYS))
+    extra = tuple(sorted(o for o in job.overrides if is_variable(o, ignore) and override_key(o) not in ROW_KEYS))
     run = _training_run(checkpoint)
-    training = tuple(sorted(o for o in run.overrides if is_variable(o))) if run is not None else None
+    training = tuple(sorted(o for o in run.overrides if is_variable(o, ignore))) if run is not None else None
     return _Model(job, checkpoint, training, run, extra)
 
 
@@ -127,7 +128,7 @@ def _label(model: _Model, common_training: set[str], common_extra: set[str]) -> 
 
 def collect_table(report: Report) -> BenchmarkTable | None:
     """The table of the report's finished evaluation jobs (None when there are none)."""
-    models = [_model(job) for job in report.jobs if job.metrics is not None and is_evaluation(job)]
+    models = [_model(job, report.ignore) for job in report.jobs if job.metrics is not None and is_evaluation(job)]
     if not models:
         return None
     trained = [set(t) for t in {m.training for m in models if m.training is not None}]
