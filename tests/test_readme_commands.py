@@ -126,3 +126,16 @@ def test_documented_command(entry: str, args: list[str], tmp_path: Path) -> None
     else:
         (run,) = (workdir / "logs" / task / "runs").iterdir()
         assert (run / ("predictions.json" if task == "predict" else "metrics.json")).is_file()
+        if "setting=transductive" in args and not any(a.startswith("init_from=") for a in args):
+            check_both_stages(run)
+
+
+def check_both_stages(run: Path) -> None:
+    """A transductive run in one command: the inductive stage's checkpoint, then the tested final weights."""
+    import json
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    inductive, transductive = metrics["stages"]
+    assert (inductive["setting"], transductive["setting"]) == ("inductive", "transductive")
+    assert Path(inductive["checkpoint"]).is_file()
+    assert metrics["weights"]["step"] == transductive["last_step"] == 2 * inductive["last_step"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from zegclip.model.labels import transductive_targets
 from zegclip.module import ZegCLIPModule
 from zegclip.runner import build_module, train
 
-from .helpers import one_torch_thread, read_metrics
+from .helpers import REPO_ROOT, TINY_OVERRIDES, one_torch_thread, read_metrics
 
 IGNORE = 255
 
@@ -151,3 +154,22 @@ def test_init_from_of_another_architecture_fails_clearly(runs, cfg_train) -> Non
     cfg = cfg_train("coco", "transductive", f"init_from={runs.last_ckpt('voc')}")
     with pytest.raises(ValueError, match="does not fit"):
         build_module(cfg, instantiate(cfg.dataset))
+
+
+def test_headline_command_on_the_coco_layout(data_dir, tmp_path) -> None:
+    """`python train.py setting=transductive dataset=coco`, as written, plus the tiny-run overrides and the
+    data folder (a synthetic COCO-Stuff tree): both stages, then the test, from a fresh working folder."""
+    workdir = tmp_path / "user"
+    workdir.mkdir()
+    command = [sys.executable, str(REPO_ROOT / "train.py"), "setting=transductive", "dataset=coco",
+               f"paths.data_dir={data_dir}", *TINY_OVERRIDES]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run,) = (workdir / "logs" / "train" / "runs").iterdir()
+    metrics = read_metrics(run)
+    assert metrics["dataset"] == "coco" and metrics["setting"] == "transductive"
+    assert [s["setting"] for s in metrics["stages"]] == ["inductive", "transductive"]
+    assert (run / "checkpoints" / "inductive_stage.ckpt").is_file()
+    assert metrics["weights"]["step"] == 4  # trainer.max_steps=2: 2 inductive + 2 transductive steps
+    assert "stage 1 (inductive) done at step 2" in proc.stdout
