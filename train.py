@@ -23,4 +23,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    from zegclip.hydra_flags import run
+
+    run(main, "train")  # Hydra's flags, also `-m ... --cfg job` (per job)
