@@ -139,3 +139,18 @@ def check_both_stages(run: Path) -> None:
     assert (inductive["setting"], transductive["setting"]) == ("inductive", "transductive")
     assert Path(inductive["checkpoint"]).is_file()
     assert metrics["weights"]["step"] == transductive["last_step"] == 2 * inductive["last_step"]
+
+
+def test_eval_prints_the_figures_the_readme_states(tmp_path: Path) -> None:
+    """`python eval.py`, exactly as documented (the bundled model, the full 1,000-image test set): the
+    summary line it prints is the README's, digit for digit (evaluation of fixed weights is the one
+    figure that does not depend on the processor)."""
+    text = (REPO / "README.md").read_text()
+    stated = re.search(r"prints, on every CPU.*?```\n(mIoU_seen:[^\n]*)\n```", text, flags=re.S)
+    assert stated, "the README states what `python eval.py` prints"
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(REPO / "eval.py")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    printed = [line.strip() for line in proc.stdout.splitlines() if line.startswith("mIoU_seen:")]
+    assert printed == [stated.group(1).strip()]
