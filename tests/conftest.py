@@ -12,6 +12,10 @@ from tiny_model import TINY_ARCH
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest-xdist: each worker its share of the cores
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _workers))
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = Path(os.environ.get("ZEGCLIP_GOLDEN_DIR", REPO_ROOT.parent / "shared" / "golden"))
 

@@ -16,7 +16,7 @@ def run_browser_test(ci: bool) -> subprocess.CompletedProcess:
     env["PATH"] = str(Path(sys.executable).parent)  # no chromium / chromedriver on it
     if ci:
         env["ZEGCLIP_CI"] = "1"
-    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-p", "no:xdist",
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-o", "addopts=",
                "tests/test_demo_browser.py"]  # fmt: skip
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 

@@ -36,12 +36,13 @@ def show_sweep_configs(config_name: str, argv: Sequence[str]) -> bool:
     args = get_args_parser().parse_args(list(argv))
     if not (args.multirun and args.cfg) or args.config_dir or args.config_path:
         return False
-    import zegclip.resolvers  # noqa: F401  (the configs' ${zegclip.*} resolvers)
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.types import RunMode
+
+    import zegclip.resolvers  # noqa: F401  (the configs' ${zegclip.*} resolvers)
 
     name = args.config_name or config_name
     parsed = OverridesParser.create().parse_overrides(args.overrides)
