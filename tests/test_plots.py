@@ -11,7 +11,7 @@ from matplotlib.colors import to_hex
 from PIL import Image
 
 from zegclip import plots
-from zegclip.constants import IMAGENET_MEAN, IMAGENET_STD
+from zegclip.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from zegclip.visualize import palette
 
 NAMES = ["cat", "dog", "bird", "grass", "sky", "tree"]
@@ -75,12 +75,12 @@ def sample(seed: int) -> dict:
     pixels = torch.rand(3, 24, 32, generator=g) * 255
     image = (pixels - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
     label = torch.randint(0, 6, (48, 64), generator=g)
-    label[:4] = 255
+    label[:4] = IGNORE_INDEX
     return {"image": image, "label": label, "pred": torch.randint(0, 6, (48, 64), generator=g), "name": f"im{seed}"}
 
 
 def test_colour_mask_uses_the_palette_and_black_for_ignore() -> None:
-    mask = np.array([[0, 5], [255, 2]])
+    mask = np.array([[0, 5], [IGNORE_INDEX, 2]])
     out = plots.colour_mask(mask, palette(6))
     assert (out[0, 0] == palette(6)[0]).all() and (out[0, 1] == palette(6)[5]).all()
     assert (out[1, 0] == 0).all() and out.dtype == np.uint8
@@ -94,7 +94,7 @@ def test_sample_panels_show_image_truth_prediction_and_legend() -> None:
     assert np.array_equal(np.asarray(truth), plots.colour_mask(samples[0]["label"].numpy(), palette(6)))
     shown_pred = np.asarray(fig.axes[2].images[0].get_array())
     full = plots.colour_mask(samples[0]["pred"].numpy(), palette(6))
-    ignored = samples[0]["label"].numpy() == 255
+    ignored = samples[0]["label"].numpy() == IGNORE_INDEX
     assert np.array_equal(shown_pred[~ignored], full[~ignored])
     assert (shown_pred[ignored] <= full[ignored]).all() and (shown_pred[ignored] < full[ignored]).any()  # dimmed
     legend = fig.axes[3].get_legend()

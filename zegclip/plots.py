@@ -159,7 +159,7 @@ def per_class_iou_figure(
 
 
 def colour_mask(mask: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """``(H, W)`` class ids -> ``(H, W, 3)`` uint8 RGB; ignore pixels (255) black."""
+    """``(H, W)`` class ids -> ``(H, W, 3)`` uint8 RGB; ignore pixels (``IGNORE_INDEX``) black."""
     out = np.zeros((*mask.shape, 3), dtype=np.uint8)
     valid = mask != IGNORE_INDEX
     out[valid] = colours[np.clip(mask[valid], 0, len(colours) - 1)]

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from zegclip.constants import IGNORE_INDEX
+
 _THIS_MODULE = sys.modules[__name__]  # taken now: other folders' conftest.py reuse the name later
 H, W = 40, 60
 
@@ -23,6 +25,14 @@ def stripes(values: Sequence[int], h: int = H, w: int = W, ignore_row: bool = Fa
     if ignore_row:
         lab[0] = 255
     return lab
+
+
+def as_ids(label: np.ndarray) -> np.ndarray:
+    """A decoded-label expectation written with 255 for ignore, as the datasets emit it (uint16,
+    ``IGNORE_INDEX`` = ignore)."""
+    out = np.asarray(label).astype(np.uint16)
+    out[np.asarray(label) == 255] = IGNORE_INDEX
+    return out
 
 
 def write_image(path: Path, h: int = H, w: int = W, seed: int = 0) -> None:

@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
+from zegclip.constants import IGNORE_INDEX
 from zegclip.model.labels import transductive_targets
 from zegclip.runner import build_module, train
 
-IGNORE = 255
+IGNORE = IGNORE_INDEX
 
 
 @pytest.fixture()

@@ -1,6 +1,6 @@
 """Data layer: datasets in their real on-disk layouts, the official augmentation, the datamodule.
 
-Knows no model code. Datasets emit 0-based class ids with 255 = ignore.
+Knows no model code. Datasets emit 0-based class ids with ``IGNORE_INDEX`` (65535) = ignore.
 """
 
 import os

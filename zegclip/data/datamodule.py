@@ -31,12 +31,13 @@ from zegclip.values import plain
 class SegmentationDataModule(L.LightningDataModule):
     """Train / val / test loaders for a semantic-segmentation dataset with a zero-shot split.
 
-    Batches are ``{"image": float (B, 3, H, W), "label": long (B, H, W) with 255 = ignore,
+    Batches are ``{"image": float (B, 3, H, W), "label": long (B, H, W) with ``IGNORE_INDEX``
+    (65535) = ignore,
     "meta": list of dicts}``; meta holds ``name``, ``image_path``, ``label_path``, ``ori_size``
     (H, W of the original image) and ``img_size`` (h, w of the resized image before padding).
     Train images are augmented and padded to ``crop_size``. Val / test images are resized so that
     their short side is ``test_short_side``; their labels stay at the original resolution; a
-    batch pads images with 0 and labels with 255 to its largest sizes.
+    batch pads images with 0 and labels with ``IGNORE_INDEX`` to its largest sizes.
 
     Labels are the dataset's 0-based class ids whatever the setting: mapping unseen pixels to
     ignore (inductive training) is the model's job.
@@ -147,12 +148,13 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def _validate_label_decoding(self) -> None:
         """Check at start-up that the layout accepts this label decoding and class count."""
-        resolve = getattr(getattr(self.layout, "func", self.layout), "_resolve_label_args", None)
+        layout = getattr(self.layout, "func", self.layout)
+        resolve = getattr(layout, "_resolve_label_args", None)
         rzl = self.reduce_zero_label
         if resolve is not None:
             _, rzl = resolve(self.num_classes, rzl)
         try:
-            make_label_lut(self.num_classes, bool(rzl))
+            getattr(layout, "label_lut", make_label_lut)(self.num_classes, bool(rzl))
         except ValueError as e:
             raise ClassSplitError(str(e)) from e
 

@@ -1,7 +1,8 @@
 """Datasets reading the real on-disk layouts: VOC 2012 (+ SBD aug), COCO-Stuff 164K, PASCAL
 Context 59, and a ``custom`` folder layout.
 
-All datasets emit the dataset's 0-based class ids (0..C-1) with 255 = ignore. They check at
+All datasets emit the dataset's 0-based class ids (0..C-1) with ``IGNORE_INDEX`` (65535) = ignore,
+as uint16 arrays (labels on disk keep their own ignore value: 255 in 8-bit maps). They check at
 construction that the root, the list files and every listed file exist; at read time that the
 image decodes, that the label holds only known values and that both have the same size. Nothing
 is skipped silently.
@@ -27,7 +28,7 @@ from zegclip.data.errors import (
     SizeMismatchError,
     SplitListError,
 )
-from zegclip.data.io import decode_label, make_label_lut, read_image, read_label
+from zegclip.data.io import RAW_IGNORE_8BIT, decode_label, make_label_lut, read_image, read_label
 
 SPLITS = ("train", "val", "test")
 
@@ -85,7 +86,7 @@ class SegmentationDataset(Dataset):
     """Base class: a list of :class:`Sample` s, a label-decoding table and an optional transform.
 
     ``dataset[i]`` returns ``{"image", "label", "meta"}``. Without a transform, ``image`` is the
-    uint8 RGB array (H, W, 3) and ``label`` the uint8 class-id array (H, W); with one (see
+    uint8 RGB array (H, W, 3) and ``label`` the uint16 class-id array (H, W); with one (see
     :mod:`zegclip.data.transforms`) ``image`` is a float tensor (3, h, w) and ``label`` a long
     tensor. ``meta`` holds ``name``, ``image_path``, ``label_path``, ``ori_size`` (H, W of the
     original image) and, with a transform, ``img_size`` (h, w of the image before padding).
@@ -99,6 +100,10 @@ class SegmentationDataset(Dataset):
     NUM_CLASSES: ClassVar[int | None] = None
     #: whether raw 0 is a background to ignore and raw k is class k-1
     REDUCE_ZERO_LABEL: ClassVar[bool | None] = None
+    #: the ignore value of the label maps on disk (255 in 8-bit maps, 65535 in 16-bit ones)
+    RAW_IGNORE: ClassVar[int] = RAW_IGNORE_8BIT
+    #: with reduce_zero_label, the class raw 0 becomes instead of ignore (VOC-20b's background)
+    BACKGROUND_CLASS: ClassVar[int | None] = None
     EXPECTED_TREE: ClassVar[str] = ""
 
     def __init__(
@@ -111,8 +116,13 @@ class SegmentationDataset(Dataset):
         self.samples = list(samples)
         self.num_classes = int(num_classes)
         self.reduce_zero_label = bool(reduce_zero_label)
-        self.lut = make_label_lut(self.num_classes, self.reduce_zero_label)
+        self.lut = self.label_lut(self.num_classes, self.reduce_zero_label)
         self.transform = transform
+
+    @classmethod
+    def label_lut(cls, num_classes: int, reduce_zero_label: bool) -> np.ndarray:
+        """This layout's raw-value -> class-id table (raises ``ValueError`` if the classes do not fit)."""
+        return make_label_lut(num_classes, reduce_zero_label, cls.RAW_IGNORE, cls.BACKGROUND_CLASS)
 
     @classmethod
     def _resolve_label_args(cls, num_classes: int | None, reduce_zero_label: bool | None) -> tuple[int, bool]:
@@ -137,7 +147,7 @@ class SegmentationDataset(Dataset):
         return len(self.samples)
 
     def load_sample(self, index: int) -> dict[str, Any]:
-        """Read and decode sample ``index``: uint8 RGB image, uint8 class-id label, meta."""
+        """Read and decode sample ``index``: uint8 RGB image, uint16 class-id label, meta."""
         s = self.samples[index]
         image = read_image(s.image_path)
         label = decode_label(read_label(s.label_path), self.lut, s.label_path)
@@ -175,7 +185,7 @@ class VOCDataset(SegmentationDataset):
     """PASCAL VOC 2012 with the SBD augmented set.
 
     train = ``train.txt`` (labels in ``SegmentationClass``) + ``aug.txt`` (``SegmentationClassAug``);
-    val and test = ``val.txt``. Raw labels: 0 background -> 255, 1..20 -> 0..19, 255 -> 255.
+    val and test = ``val.txt``. Raw labels: 0 background -> ignore, 1..20 -> 0..19, 255 -> ignore.
     """
 
     layout = "voc"
@@ -247,7 +257,7 @@ class VOCDataset(SegmentationDataset):
 
 
 class COCOStuffDataset(SegmentationDataset):
-    """COCO-Stuff 164K with 171 ``*_labelTrainIds.png`` ids (0..170, 255 passes through).
+    """COCO-Stuff 164K with 171 ``*_labelTrainIds.png`` ids (0..170, 255 = ignore).
 
     train = ``train2017``, val and test = ``val2017``; the sample list is every ``*.jpg`` of the
     image folder, sorted.
@@ -299,7 +309,7 @@ class COCOStuffDataset(SegmentationDataset):
 
 
 class ContextDataset(SegmentationDataset):
-    """PASCAL Context 59: raw 0 (background) -> 255, 1..59 -> 0..58. val and test = ``val.txt``."""
+    """PASCAL Context 59: raw 0 (background) -> ignore, 1..59 -> 0..58. val and test = ``val.txt``."""
 
     layout = "context"
     NUM_CLASSES = 59
