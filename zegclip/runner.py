@@ -135,6 +135,7 @@ def build_module(cfg: DictConfig, datamodule: Any) -> ZegCLIPModule:
         save_frozen_clip=bool(cfg.get("save_frozen_clip", True)),
         dataset_name=datamodule.name,
         seed=int(cfg.seed),
+        text_synonyms=getattr(datamodule, "text_synonyms", None),
     )
 
 
@@ -379,6 +380,7 @@ def _evaluation_module(cfg: DictConfig, model: Any, datamodule: Any) -> ZegCLIPM
         evaluation=evaluation,
         dataset_name=datamodule.name,
         model=model,
+        text_synonyms=getattr(datamodule, "text_synonyms", None),
     )
 
 
