@@ -48,6 +48,21 @@ def test_confusion_matrix_many_classes_has_no_cell_text() -> None:
     assert len(fig.axes[0].texts) == 0 and len(fig.axes[0].get_xticklabels()) == 40
 
 
+def test_plots_of_an_847_class_vocabulary_name_ids_and_present_classes() -> None:
+    """A-847: class-id ticks every 50 (847 names cannot be read), bars for the classes present only."""
+    names = [f"class {i}" for i in range(847)]
+    counts = torch.zeros(847, 847)
+    counts[0, 0], counts[300, 300], counts[846, 5] = 10, 4, 3
+    fig = plots.confusion_matrix_figure(counts, names, list(range(847)), [])
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks == [str(t) for t in range(0, 847, 50)] and "class id" in fig.axes[0].get_xlabel()
+    iou = {name: None for name in names} | {"class 0": 1.0, "class 300": 1.0, "class 846": 0.0, "class 5": 0.0}
+    bars = plots.per_class_iou_figure(iou, list(range(847)), [])
+    ax = bars.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["class 0", "class 300", "class 5", "class 846"]
+    assert "843 classes absent from truth and prediction not shown" in ax.get_title()
+
+
 def test_confusion_matrix_shape_is_checked() -> None:
     with pytest.raises(ValueError, match=r"confmat must be \(6, 6\) for 6 class names, got \(5, 5\)"):
         plots.confusion_matrix_figure(torch.zeros(5, 5), NAMES, SEEN, UNSEEN)
