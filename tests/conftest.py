@@ -31,8 +31,25 @@ def golden_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def golden(golden_dir: Path) -> dict[str, dict]:
+    """The golden pack, its label maps translated to our ignore value (the official 255 ->
+    ``IGNORE_INDEX``; every other value as stored)."""
+    from zegclip.constants import IGNORE_INDEX
+
     names = ["inputs", "text_embeddings", "train_outputs", "eval_outputs", "transductive_outputs", "fully_outputs"]
-    return {n: torch.load(golden_dir / f"{n}.pt", weights_only=True) for n in names}
+    pack = {n: torch.load(golden_dir / f"{n}.pt", weights_only=True) for n in names}
+    for part, key in GOLDEN_LABEL_MAPS:
+        labels = pack[part][key]
+        assert not (labels == IGNORE_INDEX).any()  # the translation is one-to-one
+        pack[part][key] = torch.where(labels == OFFICIAL_IGNORE, IGNORE_INDEX, labels)
+    return pack
+
+
+OFFICIAL_IGNORE = 255
+GOLDEN_LABEL_MAPS = [
+    ("inputs", "gt_semantic_seg"), ("inputs", "gt_seen_mapped"), ("inputs", "gt_edge_case"),
+    ("transductive_outputs", "gt_mapped_before_pseudo"), ("transductive_outputs", "targets"),
+    ("fully_outputs", "targets"),
+]  # fmt: skip
 
 
 def _tiny_config():

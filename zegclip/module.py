@@ -96,6 +96,8 @@ class ZegCLIPModule(L.LightningModule):
         dataset_name: recorded in checkpoint metadata.
         model: an already built model (evaluation of a loaded checkpoint); not a hyper-parameter.
         seed: base of the per-step random state (dropout), see :meth:`on_train_batch_start`.
+        text_synonyms: how class names listing synonyms (``"a, b"``) are embedded: None (the whole
+            string), ``"average"`` (CAT-Seg's rule) or ``"first"`` (:mod:`zegclip.model.text`).
         metadata: ignored (recomputed); accepted so that ``load_from_checkpoint`` works.
         inductive_steps: transductive only: the first K steps train inductively (0: none, the run
             starts from ``init_from``); ``inductive_schedule_steps`` is the length of their poly
@@ -126,6 +128,7 @@ class ZegCLIPModule(L.LightningModule):
         inductive_steps: int = 0,
         inductive_schedule_steps: int | None = None,
         inductive_seen_bias: float | None = None,
+        text_synonyms: str | None = None,
     ) -> None:
         super().__init__()
         check_setting(setting, unseen, init_from, model is not None, int(inductive_steps))
@@ -188,6 +191,7 @@ class ZegCLIPModule(L.LightningModule):
             "setting": self.weights_setting(),
             "seen_bias": self.seen_bias(),
             "templates": self.hparams.get("templates"),
+            "text_synonyms": self.hparams.get("text_synonyms"),
             "test_mode": self.evaluation["mode"],
             "crop": self.evaluation["crop"] or self.model.config.image_size,
             "stride": self.evaluation["stride"] or self.model.config.image_size * 5 // 6,
@@ -231,7 +235,9 @@ class ZegCLIPModule(L.LightningModule):
             if self.hparams.get("text_embedding_file"):
                 emb = load_text_embeddings(self.hparams["text_embedding_file"], len(self.class_names))
             else:
-                emb = self.model.class_embeddings(self.class_names, self.hparams.get("templates") or "single")
+                emb = self.model.class_embeddings(
+                    self.class_names, self.hparams.get("templates") or "single", self.hparams.get("text_synonyms")
+                )
             self._text = emb.to(self.device)
         return self._text
 

@@ -158,6 +158,7 @@ def build_module(cfg: DictConfig, datamodule: Any) -> ZegCLIPModule:
         inductive_steps=int(stage.get("steps", 0)),
         inductive_schedule_steps=stage.get("schedule_steps"),
         inductive_seen_bias=stage.get("seen_bias"),
+        text_synonyms=getattr(datamodule, "text_synonyms", None),
     )
 
 
@@ -439,6 +440,7 @@ def _evaluation_module(cfg: DictConfig, model: Any, datamodule: Any) -> ZegCLIPM
         evaluation=evaluation,
         dataset_name=datamodule.name,
         model=model,
+        text_synonyms=getattr(datamodule, "text_synonyms", None),
     )
 
 

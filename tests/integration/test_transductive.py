@@ -12,13 +12,14 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
+from zegclip.constants import IGNORE_INDEX
 from zegclip.model.labels import transductive_targets
 from zegclip.module import ZegCLIPModule
 from zegclip.runner import build_module, train
 
 from .helpers import REPO_ROOT, TINY_OVERRIDES, one_torch_thread, read_metrics
 
-IGNORE = 255
+IGNORE = IGNORE_INDEX
 
 
 @pytest.fixture()
