@@ -36,6 +36,7 @@ from zegclip.errors import RunInterrupted
 from zegclip.interrupts import Interrupts
 from zegclip.model.inference import default_seen_bias
 from zegclip.module import SUMMARY_KEYS, ZegCLIPModule, check_setting
+from zegclip.objective import check_objective, check_tuning_start, current_sweeper, objective_record
 from zegclip.values import json_number, plain
 
 quiet_lightning()
@@ -118,7 +119,11 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
 
 
 def build_module(cfg: DictConfig, datamodule: Any) -> ZegCLIPModule:
-    return ZegCLIPModule(
+    stage = getattr(datamodule, "evaluation_name", "test")  # "tune": the tuning split (tuning=pseudo_unseen)
+    if stage != "test":
+        announce(datamodule.describe())
+        check_tuning_start(cfg.get("init_from"), datamodule)
+    module = ZegCLIPModule(
         model_config=OmegaConf.to_container(cfg.model, resolve=True),
         class_names=list(datamodule.class_names),
         seen=list(datamodule.seen),
@@ -136,10 +141,13 @@ def build_module(cfg: DictConfig, datamodule: Any) -> ZegCLIPModule:
         dataset_name=datamodule.name,
         seed=int(cfg.seed),
     )
+    module.test_stage = stage
+    return module
 
 
 def _check_train_config(cfg: DictConfig) -> None:
     check_setting(str(cfg.setting), init_from=cfg.get("init_from"))  # before any data is touched
+    check_objective(cfg, current_sweeper())  # a search may not optimise the test split (zero-shot)
     weights = cfg.get("test_weights", "last")
     if weights not in ("last", "best"):
         raise ValueError(f"test_weights must be 'last' (the final weights) or 'best', got {weights!r}")
@@ -209,7 +217,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 trainer.loggers = fresh_csv_loggers(trainer.loggers)
                 results = trainer.test(module, datamodule=datamodule, ckpt_path=weights["checkpoint"],
                                        weights_only=True, verbose=False)  # fmt: skip
-                summary = summary_from_logged(results, datamodule.class_names)
+                summary = summary_from_logged(results, datamodule.class_names, stage=module.test_stage)
                 report(cfg, summary, datamodule.class_split.unseen_names, weights=weights, dataset=datamodule.name,
                        setting=cfg.setting)  # fmt: skip
             finish_wandb(loggers)
@@ -286,6 +294,7 @@ def summary_from_logged(results: list[dict[str, float]], class_names: Any, stage
     nan = float("nan")
     summary: dict[str, Any] = {k: float(logged.get(f"{stage}/{k}", nan)) for k in SUMMARY_KEYS}
     summary["IoU_per_class"] = {name: float(logged.get(f"{stage}/IoU/{name}", nan)) for name in class_names}
+    summary["split"] = stage  # "test", or "tune": the tuning split
     return summary
 
 
@@ -408,13 +417,15 @@ def report(cfg: DictConfig, summary: dict[str, Any], unseen_names: Sequence[str]
     """Print the per-class table and write ``metrics.json`` into the run folder."""
     if not summary:
         return
-    table = Table(title=f"{info.get('dataset')} ({info.get('setting')}): IoU per class (%)")
+    split = summary.get("split", "test")
+    table = Table(title=f"{info.get('dataset')} ({info.get('setting')}, {split} split): IoU per class (%)")
     table.add_column("class")
     table.add_column("split")
     table.add_column("IoU", justify="right")
     unseen = set(unseen_names)
     for name, value in summary["IoU_per_class"].items():
-        table.add_row(name, "unseen" if name in unseen else "seen", "-" if value != value else f"{100 * value:.1f}")
+        role = ("pseudo-unseen" if split == "tune" else "unseen") if name in unseen else "seen"
+        table.add_row(name, role, "-" if value != value else f"{100 * value:.1f}")
     console.print(table)
     headline = "  ".join(
         f"{key}: {'-' if summary[key] != summary[key] else f'{100 * summary[key]:.1f}'}" for key in SUMMARY_KEYS
@@ -423,6 +434,8 @@ def report(cfg: DictConfig, summary: dict[str, Any], unseen_names: Sequence[str]
     payload: dict[str, Any] = {k: json_number(summary[k]) for k in SUMMARY_KEYS}
     payload["IoU_per_class"] = {k: json_number(v) for k, v in summary["IoU_per_class"].items()}
     payload.update(info)
+    payload["split"] = split
+    payload["objective"] = objective_record(cfg, summary)
     payload["seed"] = int(cfg.seed)
     payload["overrides"] = job_overrides()
     payload["run_dir"] = str(output_dir(cfg))
