@@ -100,6 +100,32 @@ def continue_study(study: Any, n_trials: int) -> StudyState:
     return StudyState(len(trials) - queued, finished, [t.number for t in running], max(0, int(n_trials) - finished))
 
 
+NOT_THE_SEARCH = ("hydra.sweeper.n_trials", "hydra.sweeper.n_jobs", "hydra.launcher", "hydra/launcher")
+
+
+def search_overrides(config: DictConfig) -> list[str]:
+    """The command-line overrides that define a search (not how many trials or where they run)."""
+    task = [str(o) for o in config.hydra.overrides.task]
+    return sorted(o for o in task if not o.lstrip("+~").startswith(NOT_THE_SEARCH))
+
+
+def check_same_search(study: Any, config: DictConfig) -> None:
+    """A study is continued only by the search that started it (same overrides): trials of two
+    different searches in one study would compare objectives that do not compare."""
+    ours = search_overrides(config)
+    started = study.user_attrs.get("overrides")
+    if started is None:
+        if not study.get_trials(deepcopy=False):
+            study.set_user_attr("overrides", ours)
+        return
+    if list(started) != ours:
+        raise ValueError(
+            f"study {study.study_name} was started by a search with the overrides {list(started)}; this command has "
+            f"{ours}. Continue it with the same overrides (hydra.sweeper.n_trials may differ), or start another "
+            "study: hydra.sweeper.study_name=<new name>"
+        )
+
+
 def prepare(impl: Any, config: DictConfig) -> StudyState | None:
     """Before the plugin's ``sweep``: check the objective, lock the folder, continue the study, and
     set the plugin's trial count, job numbering and sampler. None: nothing left to run."""
@@ -113,6 +139,7 @@ def prepare(impl: Any, config: DictConfig) -> StudyState | None:
     directions = impl._get_directions()
     study = optuna.create_study(study_name=impl.study_name, storage=impl.storage, directions=directions,
                                 load_if_exists=True)  # fmt: skip
+    check_same_search(study, config)
     state = continue_study(study, impl.n_trials)
     sampler_cfg = config.hydra.sweeper.sampler
     seed = sampler_cfg.get("seed")

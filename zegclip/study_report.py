@@ -118,9 +118,17 @@ def study_markdown(folder: Path, write_best: bool = True) -> list[str]:
             if write_best:
                 (folder / BEST_FILE).write_text("\n".join(overrides) + "\n")
             lines += ["", "Re-train it on the real split with seeds 0, 1, 2 (test mean ± std in that sweep's report.md):",
-                      "", "```bash", f"python train.py -m seed=0,1,2 $(cat {folder / BEST_FILE})", "```", "",
+                      "", "```bash", f"python train.py -m seed=0,1,2 $(cat {_shown(folder / BEST_FILE)})", "```", "",
                       "i.e. `python train.py -m seed=0,1,2 " + " ".join(overrides) + "`"]  # fmt: skip
     return lines
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder when it is inside it (as a user would type it)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _objective_name(folder: Path, trials: list[Any]) -> str:

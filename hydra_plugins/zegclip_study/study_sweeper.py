@@ -38,6 +38,12 @@ class ZegclipOptunaSweeper(Sweeper):
             return None
         try:
             return self.impl.sweep(arguments)
+        except (SystemExit, KeyboardInterrupt):  # an interrupted trial: the study continues later
+            from zegclip.console import announce
+
+            announce(f"search interrupted: continue study {self.impl.study_name} with the same command (the "
+                     "interrupted trial is recorded as failed and its parameters are tried again)")  # fmt: skip
+            raise
         except ValueError as err:
             if "No trials are completed yet" not in str(err):
                 raise
