@@ -78,7 +78,7 @@ def check_objective(cfg: DictConfig, sweeper: str | None = None) -> None:
     if stage == "test" and is_zero_shot(cfg):
         if not cfg.get("allow_unfair_objective", False):
             raise ObjectiveError(
-                f"optimized_metric={metric} would tune a {cfg.setting} zero-shot method on its test split, with "
+                f"optimized_metric={metric} would tune the {cfg.setting} zero-shot method on its test split, with "
                 f"the labels of the unseen classes it must never see; its result would no longer be zero-shot. "
                 f"A fair objective is tune/{name} on held-out training images with pseudo-unseen classes: "
                 f"{FAIR_EXAMPLE}. (allow_unfair_objective=true does it anyway.)"
