@@ -418,7 +418,8 @@ def report(cfg: DictConfig, summary: dict[str, Any], unseen_names: Sequence[str]
     if not summary:
         return
     split = summary.get("split", "test")
-    table = Table(title=f"{info.get('dataset')} ({info.get('setting')}, {split} split): IoU per class (%)")
+    where = ", tuning split" if split == "tune" else ""
+    table = Table(title=f"{info.get('dataset')} ({info.get('setting')}{where}): IoU per class (%)")
     table.add_column("class")
     table.add_column("split")
     table.add_column("IoU", justify="right")
