@@ -150,3 +150,13 @@ def test_no_sweep_optimises_the_test_split(args: list[str], message: str, tmp_pa
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert not list(tmp_path.glob("logs/**/checkpoints/*.ckpt"))  # refused before anything trained
+
+
+def test_a_diverging_trial_fails_and_the_search_goes_on(tmp_path: Path) -> None:
+    # lr 1e30: the loss is NaN within a few steps (NonFiniteLossError) in every trial
+    proc = train(["-m", "hparams_search=shapes_optuna", "hydra.sweeper.n_trials=2", "optimizer.lr=1e30", *TINY], tmp_path)
+    assert proc.returncode != 0 and "no trial of study shapes_inductive completed" in proc.stdout + proc.stderr
+    folder = tmp_path / "logs" / "train" / "optuna" / "shapes_inductive"
+    assert [t.state.name for t in load(folder).trials] == ["FAIL", "FAIL"]  # the second ran after the first failed
+    section = (folder / "report.md").read_text().split("## Optuna study", 1)[1]
+    assert section.count("| failed: NonFiniteLossError: the training loss is nan") == 2

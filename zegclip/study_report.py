@@ -66,7 +66,8 @@ def _state(trial: Any, folder: Path) -> str:
         from zegclip.report import _md_escape, failure_reason
 
         job = folder / str(trial.number)
-        return "failed: " + _md_escape(failure_reason(job) if job.is_dir() else "no job folder")
+        reason = failure_reason(job) if job.is_dir() else "no job folder"
+        return _md_escape(reason if reason.startswith("failed") else f"failed: {reason}")
     return state
 
 

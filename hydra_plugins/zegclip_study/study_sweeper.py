@@ -44,8 +44,11 @@ class ZegclipOptunaSweeper(Sweeper):
             announce(f"search interrupted: continue study {self.impl.study_name} with the same command (the "
                      "interrupted trial is recorded as failed and its parameters are tried again)")  # fmt: skip
             raise
-        except ValueError as err:
-            if "No trials are completed yet" not in str(err):
+        except ValueError as err:  # the plugin's study.best_trial with no complete trial
+            import optuna
+
+            study = optuna.load_study(study_name=self.impl.study_name, storage=self.impl.storage)
+            if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
                 raise
             raise RuntimeError(
                 f"no trial of study {self.impl.study_name} completed: report.md in {self.config.hydra.sweep.dir} "
@@ -57,7 +60,11 @@ class ZegclipOptunaSweeper(Sweeper):
             try:
                 import optuna
 
+                from zegclip.report import run
+
+                folder = Path(str(self.config.hydra.sweep.dir))
                 study = optuna.load_study(study_name=self.impl.study_name, storage=self.impl.storage)
-                write_results(study, Path(str(self.config.hydra.sweep.dir)))
-            except Exception:  # the plugin wrote it already when the sweep ended normally
+                write_results(study, folder)
+                run([folder], quiet=True)  # the report with every trial's final state (also when the search failed)
+            except Exception:  # never hide the sweep's own outcome
                 pass
