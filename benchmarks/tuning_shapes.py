@@ -64,10 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/zegclip-tuning-shapes"))
     parser.add_argument("--out", type=Path, default=RESULTS / "tuning_shapes.md")
+    parser.add_argument("--eval-images", type=int, default=1000,
+                        help="test images of the real split, and held-out images of the tuning split")
     parser.add_argument("--smoke", action="store_true", help="2 trials, 4 steps, a tiny world: checks the script")
     args = parser.parse_args(argv)
     trials, steps = (2, 4) if args.smoke else (args.trials, args.steps)
-    extra = [f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}", *(SMOKE if args.smoke else [])]
+    extra = [f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
+             *(SMOKE if args.smoke else [f"dataset.layout.test_size={args.eval_images}"])]
+    held_out = [] if args.smoke else [f"dataset.holdout_max_images={args.eval_images}"]  # the search's only
     work = args.workdir
     if work.exists() and any(work.iterdir()):
         raise SystemExit(f"--workdir {work} is not empty: give a new folder (nothing is overwritten)")
@@ -80,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     from zegclip.data.tuning import build_tuning_split
     from zegclip.study_report import trial_overrides
 
-    search = ["-m", "hparams_search=shapes_optuna", f"hydra.sweeper.n_trials={trials}", *extra]
-    command = f"python benchmarks/tuning_shapes.py --trials {trials} --steps {steps}" + (" --smoke" if args.smoke else "")
+    search = ["-m", "hparams_search=shapes_optuna", f"hydra.sweeper.n_trials={trials}", *extra, *held_out]
+    command = f"python benchmarks/tuning_shapes.py --trials {trials} --steps {steps}" + (
+        " --smoke" if args.smoke else f" --eval-images {args.eval_images}")
     print(f"search: python train.py {' '.join(search)}", flush=True)
     search_time = train(search, work, work / "search.log")
     folder = work / "logs" / "train" / "optuna" / "shapes_inductive"
@@ -114,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     pseudo = ", ".join(split.class_names[i] for i in build_tuning_split(split, seed=0).pseudo_unseen)
     lines = [header(command), "",
              f"Search: `python train.py -m hparams_search=shapes_optuna hydra.sweeper.n_trials={trials} "
-             + " ".join(extra) + f"` ({search_time / 60:.1f} min, {trials} trials); objective tune/hIoU on the "
+             + " ".join(extra + held_out) + f"` ({search_time / 60:.1f} min, {trials} trials); objective tune/hIoU on the "
              f"tuning split (held-out training images, pseudo-unseen {pseudo}; the test split and the unseen "
              "classes never read). Then each trial's configuration trained on the real split with the same "
              f"{steps}-step schedule, seed 0, and tested on the test split ({retrain_time / 60:.1f} min): test hIoU "
