@@ -119,8 +119,8 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
 
 
 def build_module(cfg: DictConfig, datamodule: Any) -> ZegCLIPModule:
-    stage = getattr(datamodule, "evaluation_name", "test")  # "tune": the tuning split (tuning=pseudo_unseen)
-    if stage != "test":
+    test_stage = getattr(datamodule, "evaluation_name", "test")  # "tune": the tuning split (tuning=pseudo_unseen)
+    if test_stage != "test":
         announce(datamodule.describe())
         check_tuning_start(cfg.get("init_from"), datamodule)
     module = ZegCLIPModule(
@@ -141,7 +141,7 @@ def build_module(cfg: DictConfig, datamodule: Any) -> ZegCLIPModule:
         dataset_name=datamodule.name,
         seed=int(cfg.seed),
     )
-    module.test_stage = stage
+    module.test_stage = test_stage
     return module
 
 
