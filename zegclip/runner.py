@@ -435,8 +435,10 @@ def report(cfg: DictConfig, summary: dict[str, Any], unseen_names: Sequence[str]
     payload: dict[str, Any] = {k: json_number(summary[k]) for k in SUMMARY_KEYS}
     payload["IoU_per_class"] = {k: json_number(v) for k, v in summary["IoU_per_class"].items()}
     payload.update(info)
-    payload["split"] = split
-    payload["objective"] = objective_record(cfg, summary)
+    payload["split"] = split  # "test", or "tune": the tuning split
+    objective = objective_record(cfg, summary)
+    if objective is not None:
+        payload["objective"] = objective  # what train.py returned to a sweeper (optimized_metric)
     payload["seed"] = int(cfg.seed)
     payload["overrides"] = job_overrides()
     payload["run_dir"] = str(output_dir(cfg))
