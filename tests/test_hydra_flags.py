@@ -71,3 +71,11 @@ def test_multirun_cfg_job_expands_the_product_in_hydras_order(tmp_path: Path) ->
     headers = re.findall(r"^# job \d+ of 4: (.*)$", text, flags=re.M)
     assert headers == ["seed=0 dataset=shapes", "seed=0 dataset=shapes_hard", "seed=1 dataset=shapes",
                        "seed=1 dataset=shapes_hard"]  # fmt: skip
+
+
+def test_multirun_cfg_job_of_a_search_shows_its_fixed_configuration(tmp_path: Path) -> None:
+    """An Optuna study chooses its trials while it runs: the fixed part of every trial's config, once."""
+    text = run("train.py", "-m", "hparams_search=shapes_optuna", "--cfg", "job", cwd=tmp_path)
+    assert "chooses each job's values while it runs" in text.splitlines()[0]
+    (document,) = re.split(r"^# job \d+ of 1: .*$", text, flags=re.M)[1:]
+    assert yaml.safe_load(document)["optimized_metric"] == "tune/hIoU"

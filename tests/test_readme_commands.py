@@ -35,6 +35,7 @@ def readme_commands() -> list[tuple[str, list[str]]]:
     text = (REPO / "README.md").read_text()
     commands = []
     for block in re.findall(r"```(?:bash|sh)\n(.*?)```", text, flags=re.S):
+        block = re.sub(r"\$\(cat [^)]*\)", "$FILE_OVERRIDES", block)  # overrides read from a file the user has
         for line in block.replace("\\\n", " ").splitlines():
             for part in line.split("#", 1)[0].split("&&"):
                 words = shlex.split(part)
@@ -44,8 +45,9 @@ def readme_commands() -> list[tuple[str, list[str]]]:
 
 
 def placeholders_filled(args: list[str]) -> list[str]:
-    """``$RUN``-style placeholders (the user's own paths) replaced by a stand-in path."""
-    return [re.sub(r"\$\w+", "/path/of/the/user", a) for a in args]
+    """``$RUN``-style placeholders (the user's own paths) replaced by a stand-in path; overrides read
+    from a file (``$(cat FILE)``) left out."""
+    return [re.sub(r"\$\w+", "/path/of/the/user", a) for a in args if a != "$FILE_OVERRIDES"]
 
 
 COMMANDS = readme_commands()
@@ -114,11 +116,20 @@ def test_documented_command(entry: str, args: list[str], tmp_path: Path) -> None
     if entry == "predict.py":
         make_user_images(workdir, args)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, str(REPO / entry), *args, *SHORTEN[ENTRY_POINTS[entry]]]
+    study = any(a.startswith("hparams_search=") for a in args)
+    trials = ["hydra.sweeper.n_trials=2"] if study else []  # an Optuna study: two trials
+    command = [sys.executable, str(REPO / entry), *args, *trials, *SHORTEN[ENTRY_POINTS[entry]]]
     proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{' '.join(command)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     task = ENTRY_POINTS[entry]
-    if "-m" in args:
+    if study:  # the study folder (logs/train/optuna/<study>): its trials, their metrics, the report
+        (folder,) = (workdir / "logs" / task / "optuna").iterdir()
+        trial_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+        assert [p.name for p in trial_dirs] == ["0", "1"] and (folder / "optuna.db").is_file()
+        assert all((j / "metrics.json").is_file() for j in trial_dirs)
+        report = (folder / "report.md").read_text()
+        assert "| 0 | complete |" in report and "| 1 | complete |" in report and "**Best trial: #" in report
+    elif "-m" in args:
         (sweep,) = (workdir / "logs" / task / "multiruns").iterdir()
         jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
         assert len(jobs) == len(sweep_jobs(args))

@@ -158,6 +158,8 @@ class ZegCLIPModule(L.LightningModule):
         self._image_samples: list[dict[str, Any]] = []
         self.plots_dir: str | None = None
         """Set (by the runner) to write evaluation plots after testing: ``<plots_dir>/plots/*.png``."""
+        self.test_stage = "test"
+        """Prefix of the test stage's metrics; ``tune`` when the test set is the tuning split."""
         # a compiled function, not a module attribute, so the state dict keeps plain names
         self._compiled_forward = torch.compile(self.model.forward) if compile else None
         self.hparams["metadata"] = self.metadata()
@@ -397,7 +399,7 @@ class ZegCLIPModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         confmat = self.test_metrics.compute()  # every rank: the matrix is summed across processes
-        self._log_summary("test", self.test_metrics.summary())
+        self._log_summary(self.test_stage, self.test_metrics.summary())
         if self.plots_dir is not None and self.trainer.is_global_zero:
             self._write_plots(confmat)
         self._image_samples = []

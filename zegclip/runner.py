@@ -36,6 +36,7 @@ from zegclip.errors import RunInterrupted
 from zegclip.interrupts import Interrupts
 from zegclip.model.inference import default_seen_bias
 from zegclip.module import SUMMARY_KEYS, ZegCLIPModule, check_setting
+from zegclip.objective import check_objective, check_tuning_start, current_sweeper, objective_record
 from zegclip.values import json_number, plain
 
 quiet_lightning()
@@ -138,7 +139,11 @@ def inductive_stage(cfg: DictConfig) -> dict[str, Any] | None:
 
 def build_module(cfg: DictConfig, datamodule: Any) -> ZegCLIPModule:
     stage = inductive_stage(cfg) or {}
-    return ZegCLIPModule(
+    test_stage = getattr(datamodule, "evaluation_name", "test")  # "tune": the tuning split (tuning=pseudo_unseen)
+    if test_stage != "test":
+        announce(datamodule.describe())
+        check_tuning_start(cfg.get("init_from"), datamodule)
+    module = ZegCLIPModule(
         model_config=OmegaConf.to_container(cfg.model, resolve=True),
         class_names=list(datamodule.class_names),
         seen=list(datamodule.seen),
@@ -160,11 +165,14 @@ def build_module(cfg: DictConfig, datamodule: Any) -> ZegCLIPModule:
         inductive_seen_bias=stage.get("seen_bias"),
         text_synonyms=getattr(datamodule, "text_synonyms", None),
     )
+    module.test_stage = test_stage
+    return module
 
 
 def _check_train_config(cfg: DictConfig) -> None:
     stage = inductive_stage(cfg)  # before any data is touched
     check_setting(str(cfg.setting), init_from=cfg.get("init_from"), inductive_steps=stage["steps"] if stage else 0)
+    check_objective(cfg, current_sweeper())  # a search may not optimise the test split (zero-shot)
     weights = cfg.get("test_weights", "last")
     if weights not in ("last", "best"):
         raise ValueError(f"test_weights must be 'last' (the final weights) or 'best', got {weights!r}")
@@ -269,7 +277,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 trainer.loggers = fresh_csv_loggers(trainer.loggers)
                 results = trainer.test(module, datamodule=datamodule, ckpt_path=weights["checkpoint"],
                                        weights_only=True, verbose=False)  # fmt: skip
-                summary = summary_from_logged(results, datamodule.class_names)
+                summary = summary_from_logged(results, datamodule.class_names, stage=module.test_stage)
                 stages = _stages_record(cfg, callbacks)
                 report(cfg, summary, datamodule.class_split.unseen_names, weights=weights, dataset=datamodule.name,
                        setting=cfg.setting, **({"stages": stages} if stages else {}))  # fmt: skip
@@ -347,6 +355,7 @@ def summary_from_logged(results: list[dict[str, float]], class_names: Any, stage
     nan = float("nan")
     summary: dict[str, Any] = {k: float(logged.get(f"{stage}/{k}", nan)) for k in SUMMARY_KEYS}
     summary["IoU_per_class"] = {name: float(logged.get(f"{stage}/IoU/{name}", nan)) for name in class_names}
+    summary["split"] = stage  # "test", or "tune": the tuning split
     return summary
 
 
@@ -470,13 +479,16 @@ def report(cfg: DictConfig, summary: dict[str, Any], unseen_names: Sequence[str]
     """Print the per-class table and write ``metrics.json`` into the run folder."""
     if not summary:
         return
-    table = Table(title=f"{info.get('dataset')} ({info.get('setting')}): IoU per class (%)")
+    split = summary.get("split", "test")
+    where = ", tuning split" if split == "tune" else ""
+    table = Table(title=f"{info.get('dataset')} ({info.get('setting')}{where}): IoU per class (%)")
     table.add_column("class")
     table.add_column("split")
     table.add_column("IoU", justify="right")
     unseen = set(unseen_names)
     for name, value in summary["IoU_per_class"].items():
-        table.add_row(name, "unseen" if name in unseen else "seen", "-" if value != value else f"{100 * value:.1f}")
+        role = ("pseudo-unseen" if split == "tune" else "unseen") if name in unseen else "seen"
+        table.add_row(name, role, "-" if value != value else f"{100 * value:.1f}")
     console.print(table)
     headline = "  ".join(
         f"{key}: {'-' if summary[key] != summary[key] else f'{100 * summary[key]:.1f}'}" for key in SUMMARY_KEYS
@@ -485,6 +497,10 @@ def report(cfg: DictConfig, summary: dict[str, Any], unseen_names: Sequence[str]
     payload: dict[str, Any] = {k: json_number(summary[k]) for k in SUMMARY_KEYS}
     payload["IoU_per_class"] = {k: json_number(v) for k, v in summary["IoU_per_class"].items()}
     payload.update(info)
+    payload["split"] = split  # "test", or "tune": the tuning split
+    objective = objective_record(cfg, summary)
+    if objective is not None:
+        payload["objective"] = objective  # what train.py returned to a sweeper (optimized_metric)
     payload["seed"] = int(cfg.seed)
     payload["overrides"] = job_overrides()
     payload["run_dir"] = str(output_dir(cfg))
