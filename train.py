@@ -11,14 +11,10 @@ import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers, before Hydr
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from zegclip.errors import RunError
+    from zegclip import cli
     from zegclip.runner import train
 
-    try:
-        summary = train(cfg)
-    except RunError as err:  # interrupted, diverged, unwritable: one clear line and a non-zero exit
-        print(f"{type(err).__name__}: {err}", flush=True)
-        raise SystemExit(err.exit_code) from None
+    summary = cli.run(train, cfg)  # a user error, an interrupt, a failed write: one line and an exit code
     return summary.get("hIoU") if summary else None  # value for Hydra sweepers
 
 

@@ -19,6 +19,9 @@ import torch.nn.functional as F
 from open_clip.model import CLIP
 from torch import nn
 
+from zegclip.atomic import write_file
+from zegclip.errors import ConfigError, InputError, InputNotFoundError
+
 SINGLE_TEMPLATE: tuple[str, ...] = ("a photo of a {}",)
 """VOC's template (no final period)."""
 
@@ -52,7 +55,7 @@ def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
         templates = (templates,)
     out = tuple(templates)
     if not out or any("{}" not in t for t in out):
-        raise ValueError(f"templates must be 'single', 'multi' or strings containing '{{}}', got {out!r}")
+        raise ConfigError(f"templates must be 'single', 'multi' or strings containing '{{}}', got {out!r}")
     return out
 
 
@@ -127,19 +130,15 @@ class TextEncoder(nn.Module):
         if cached is not None:
             return cached.to(device)
         disk = self._disk_path(names, temps)
-        if disk is not None and disk.is_file():
-            emb = torch.load(disk, map_location="cpu", weights_only=True)
-        else:
+        emb = _read_cached(disk) if disk is not None else None
+        if emb is None:
             prompts = [t.format(n) for t in temps for n in names]
             feats = F.normalize(self.encode_tokens(self.tokenize(prompts)).float(), dim=-1)
             feats = feats.reshape(len(temps), len(names), -1)
             emb = feats[0] if len(temps) == 1 else F.normalize(feats.mean(dim=0), dim=-1)
             emb = emb.cpu()
-            if disk is not None:
-                disk.parent.mkdir(parents=True, exist_ok=True)
-                tmp = disk.with_suffix(".tmp")
-                torch.save(emb, tmp)
-                tmp.replace(disk)
+            if disk is not None:  # atomic, with a temporary name of this process: ranks may write it at once
+                write_file(disk, lambda f: torch.save(emb, f), what="text-embedding cache")
         self._cache[key] = emb
         return emb.to(device)
 
@@ -161,6 +160,17 @@ class TextEncoder(nn.Module):
         return self.cache_dir / f"text_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
 
 
+def _read_cached(path: Path) -> torch.Tensor | None:
+    """A cached embedding, or None if there is none or it cannot be read (then it is recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        emb = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 (e.g. a file cut short by an older version: recompute it)
+        return None
+    return emb if isinstance(emb, torch.Tensor) else None
+
+
 def load_text_embeddings(path: str | Path, num_classes: int | None = None) -> torch.Tensor:
     """Read precomputed class embeddings ``(C, D)`` from ``.npy`` or ``.pt``, as float32.
 
@@ -168,15 +178,15 @@ def load_text_embeddings(path: str | Path, num_classes: int | None = None) -> to
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Text-embedding file not found: {str(path)!r}")
+        raise InputNotFoundError(f"Text-embedding file not found: {str(path)!r}")
     if path.suffix == ".npy":
         emb = torch.from_numpy(np.load(path))
     else:
         emb = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(emb, dict):
-            raise ValueError(f"{str(path)!r} holds a dict; expected a (C, D) tensor")
+            raise InputError(f"{str(path)!r} holds a dict; expected a (C, D) tensor")
     if emb.ndim != 2:
-        raise ValueError(f"{str(path)!r}: expected a (C, D) array of class embeddings, got shape {tuple(emb.shape)}")
+        raise InputError(f"{str(path)!r}: expected a (C, D) array of class embeddings, got shape {tuple(emb.shape)}")
     if num_classes is not None and emb.shape[0] != num_classes:
-        raise ValueError(f"{str(path)!r} holds {emb.shape[0]} class embeddings, expected {num_classes}")
+        raise InputError(f"{str(path)!r} holds {emb.shape[0]} class embeddings, expected {num_classes}")
     return emb.float()
