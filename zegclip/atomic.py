@@ -85,6 +85,9 @@ def write_file(
         fsync: flush the data to the disk before the rename (False for many small files that a
             rerun rewrites, where 5 ms per fsync would dominate).
 
+    A ``content`` function may be called a second time, writing into nothing, after the disk filled
+    up: that measures the size the message names.
+
     Raises:
         WriteError: the file (or its folder) could not be written; the previous file is intact.
         FileExistsError: ``exclusive`` and the file exists.
@@ -119,7 +122,7 @@ def write_file(
         cause = _os_error(err, sink)
         if cause is None:
             raise  # not a failed write (an interrupt, a bug in ``content``): unchanged
-        size = len(data) if isinstance(data, bytes) else None
+        size = len(data) if isinstance(data, bytes) else _measure(data) if cause.errno in SPACE_ERRORS else None
         raise failure(path, cause, what=what, error=error, hint=hint, needed=size,
                       written=sink.written if sink else 0) from err  # fmt: skip
     if fsync:
@@ -130,6 +133,31 @@ def write_file(
 def write_text(path: str | Path, text: str, **options: Any) -> Path:
     """:func:`write_file` for text (UTF-8)."""
     return write_file(path, text, **options)
+
+
+class _Counter:
+    """A binary sink that only counts."""
+
+    def __init__(self) -> None:
+        self.written = 0
+
+    def write(self, data: Any) -> int:
+        self.written += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _measure(content: Callable[[BinaryIO], Any]) -> int | None:
+    """The size ``content`` writes, measured by writing it again into nothing (only after a full disk:
+    the message can then say how much space the file needs)."""
+    counter = _Counter()
+    try:
+        content(counter)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 (a writer that needs a real file: size unknown)
+        return None
+    return counter.written
 
 
 def _link_exclusive(tmp: Path, path: Path, data: Content) -> None:

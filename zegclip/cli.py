@@ -5,8 +5,8 @@ zegclip.export`` run their work through :func:`run`. It prints ``<ErrorType>: <m
 stderr, without a traceback, and exits with:
 
 * 2 for a :class:`~zegclip.errors.UserError` (configuration, data, checkpoint, input; as argparse
-  does for usage errors), Lightning's ``MisconfigurationException`` (a bad ``trainer.*`` value)
-  and a mandatory config value left out;
+  does for usage errors), also when Hydra's ``instantiate`` wraps it, Lightning's
+  ``MisconfigurationException`` (a bad ``trainer.*`` value) and a mandatory config value left out;
 * the error's own code for a :class:`~zegclip.errors.RunError`: 128 + signal for an interrupted
   run (130 Ctrl+C, 143 SIGTERM), 1 for a failed one (diverged, a file that could not be written);
 * 1 for a full or read-only disk met anywhere (an ``OSError`` ENOSPC / EDQUOT / EFBIG / EROFS);

@@ -81,7 +81,7 @@ def _read(file: Path) -> dict[str, Any] | Any:
         try:
             return load_file(file, weights_only=True)  # e.g. a legacy (non-zip) torch file
         except CheckpointError as err:
-            raise CheckpointError(f"ckpt_path={err}") from err.__cause__
+            raise CheckpointError(f"cannot resume from ckpt_path: {err}") from err.__cause__
 
 
 def _check_kind(path: str, ckpt: Any) -> None:

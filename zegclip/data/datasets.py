@@ -28,6 +28,7 @@ from zegclip.data.errors import (
     SplitListError,
 )
 from zegclip.data.io import decode_label, make_label_lut, read_image, read_label
+from zegclip.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 
@@ -203,7 +204,7 @@ class VOCDataset(SegmentationDataset):
     ) -> None:
         num_classes, reduce_zero_label = self._resolve_label_args(num_classes, reduce_zero_label)
         if split not in SPLITS:
-            raise ValueError(f"voc: unknown split {split!r}, expected one of {SPLITS}")
+            raise ConfigError(f"voc: unknown split {split!r}, expected one of {SPLITS}")
         root = Path(root)
         _require_dir(root, "data root", self.EXPECTED_TREE)
         base = root / self.BASE
@@ -277,7 +278,7 @@ class COCOStuffDataset(SegmentationDataset):
     ) -> None:
         num_classes, reduce_zero_label = self._resolve_label_args(num_classes, reduce_zero_label)
         if split not in self.FOLDERS:
-            raise ValueError(f"coco: unknown split {split!r}, expected one of {tuple(self.FOLDERS)}")
+            raise ConfigError(f"coco: unknown split {split!r}, expected one of {tuple(self.FOLDERS)}")
         root = Path(root)
         _require_dir(root, "data root", self.EXPECTED_TREE)
         base = root / self.BASE
@@ -324,7 +325,7 @@ class ContextDataset(SegmentationDataset):
     ) -> None:
         num_classes, reduce_zero_label = self._resolve_label_args(num_classes, reduce_zero_label)
         if split not in self.LISTS:
-            raise ValueError(f"context: unknown split {split!r}, expected one of {tuple(self.LISTS)}")
+            raise ConfigError(f"context: unknown split {split!r}, expected one of {tuple(self.LISTS)}")
         root = Path(root)
         _require_dir(root, "data root", self.EXPECTED_TREE)
         base = root / self.BASE

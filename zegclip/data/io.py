@@ -9,6 +9,7 @@ from PIL import Image, UnidentifiedImageError
 
 from zegclip.constants import IGNORE_INDEX
 from zegclip.data.errors import ImageReadError, LabelValueError, MissingFileError
+from zegclip.errors import ConfigError
 
 _READ_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
 
@@ -70,7 +71,7 @@ def make_label_lut(num_classes: int, reduce_zero_label: bool) -> np.ndarray:
     """
     top = num_classes + 1 if reduce_zero_label else num_classes
     if num_classes < 1 or top > IGNORE_INDEX:
-        raise ValueError(
+        raise ConfigError(
             f"{num_classes} classes do not fit 8-bit label maps with 255 = ignore "
             f"(reduce_zero_label={reduce_zero_label})"
         )
