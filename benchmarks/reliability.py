@@ -53,15 +53,14 @@ def resumed_row(reference: Run, saved: int, resumed: Run, fault_step: int) -> tu
     return lost, equal, metrics
 
 
-def one_line(run: Run) -> str:
-    """The run's error line, and whether it is the only one (no traceback)."""
+def one_line(run: Run, work: Path, limit: int = 240) -> str:
+    """The run's exit code and error line (paths under ``work`` shown as …), and whether that line is
+    all there is (no traceback)."""
     lines = [line for line in run.output.splitlines() if re.match(r"^[A-Za-z]+(Error|Exception|Interrupted)\b", line)]
     clean = len(lines) == 1 and "Traceback" not in run.output
-    return f"exit {run.returncode}, {'one line' if clean else '**traceback**'}: `{lines[-1] if lines else '?'}`"
-
-
-def shorten(text: str, folder: Path) -> str:
-    return text.replace(str(folder), "…")
+    line = lines[-1].replace(str(work), "…") if lines else "?"
+    line = line if len(line) <= limit else line[:limit] + " …"
+    return f"exit {run.returncode}, {'one line' if clean else '**traceback**'}: `{line}`"
 
 
 def mount_tmpfs(folder: Path, size: int, read_only: bool = False) -> str | None:
@@ -110,7 +109,7 @@ def edge_rows(work: Path, reference: Run) -> list[tuple[str, ...]]:
         finally:
             subprocess.run(["umount", "-l", str(folder / "checkpoints")], check=False)
         rows.append(("checkpoint folder on a read-only filesystem", f"error at start-up, before step 1 "
-                     f"({shorten(one_line(blocked), folder)})", "0", "n/a", "n/a"))  # fmt: skip
+                     f"({one_line(blocked, work)})", "0", "n/a", "n/a"))  # fmt: skip
 
     good = reference.last
     truncated = work / "truncated.ckpt"
@@ -126,9 +125,7 @@ def edge_rows(work: Path, reference: Run) -> list[tuple[str, ...]]:
         ("resume from a checkpoint of a newer format", newer, []),
     ):
         run = train(work / f"resume-{len(rows)}", f"ckpt_path={path}", *extra)
-        message = one_line(run)
-        rows.append((name, f"refused before step 1 ({shorten(message, work)[:260]}{'…' if len(message) > 260 else ''}`)",
-                     "0", "n/a", "n/a"))  # fmt: skip
+        rows.append((name, f"refused before step 1 ({one_line(run, work)})", "0", "n/a", "n/a"))
 
     probes = [("train.py", ["seed=abc"]), ("train.py", ["trainer.max_steps=-5"]),
               ("train.py", [f"ckpt_path={work / 'missing.ckpt'}"]), ("eval.py", [f"ckpt_path={work / 'missing.ckpt'}"]),
