@@ -158,7 +158,7 @@ def _is_integer(value: Any) -> bool:
 def check_seed(seed: Any) -> None:
     """``seed`` is an integer (``seed=abc`` fails here with the value, not inside Lightning)."""
     if not _is_integer(seed):
-        raise ConfigError(f"seed must be an integer, got {seed!r}")
+        raise ConfigError(f"seed must be an integer (e.g. seed=0), got {seed!r}")
 
 
 def _trainer_overrides(cfg: DictConfig, callbacks: list[L.Callback]) -> dict[str, Any]:

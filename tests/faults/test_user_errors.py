@@ -20,12 +20,14 @@ from zegclip.errors import CheckpointWriteError, ConfigError, RunInterrupted, Wr
 
 # one probe per program (the other train.py probes raise the same way: below, and test_checkpoints.py)
 PROBES = [
-    ("train.py seed=abc", ["train.py", *SHORT, "seed=abc"], "ConfigError: seed must be an integer, got 'abc'"),
+    ("train.py seed=abc", ["train.py", *SHORT, "seed=abc"],
+     "ConfigError: seed must be an integer (e.g. seed=0), got 'abc'"),
     ("eval.py ckpt_path=missing", ["eval.py", "ckpt_path={tmp}/missing.ckpt"],
      "CheckpointNotFoundError: Checkpoint not found: '{tmp}/missing.ckpt' (no such file); give a checkpoint file (a "
      "run folder's checkpoints/last.ckpt, an official ZegCLIP .pth, an exported file) or 'shapes'"),
     ("predict.py inputs=missing", ["predict.py", "inputs={tmp}/missing.jpg"],
-     "InputNotFoundError: inputs: '{tmp}/missing.jpg' is neither a file, a folder nor a glob pattern that matches files"),
+     "InputNotFoundError: inputs: '{tmp}/missing.jpg' is neither a file, a folder nor a glob pattern that matches "
+     "files; give an image, a folder of images or a quoted pattern (inputs='photos/*.jpg')"),
     ("demo ckpt_path=missing", ["-m", "zegclip.demo", "ckpt_path={tmp}/missing.ckpt"],
      "CheckpointNotFoundError: Checkpoint not found: '{tmp}/missing.ckpt' (no such file); give a checkpoint file (a "
      "run folder's checkpoints/last.ckpt, an official ZegCLIP .pth, an exported file) or 'shapes'"),
@@ -53,7 +55,7 @@ def test_a_user_error_is_one_line_and_exit_code_2(name: str, args: list[str], li
 @pytest.mark.parametrize(("override", "message"), [
     ("trainer.max_steps=-5", r"trainer.max_steps must be an integer > 0 \(iteration-based recipes\), got -5"),
     ("trainer.max_steps=2.5", r"trainer.max_steps must be an integer > 0 \(iteration-based recipes\), got 2.5"),
-    ("seed=1.5", r"seed must be an integer, got 1.5"),
+    ("seed=1.5", r"seed must be an integer \(e.g. seed=0\), got 1.5"),
     ("test_weights=first", r"test_weights must be 'last' \(the final weights\) or 'best', got 'first'"),
 ])  # fmt: skip
 def test_train_config_errors_are_config_errors(override: str, message: str, tmp_path: Path) -> None:
@@ -68,7 +70,7 @@ def test_hydra_full_error_shows_the_trace_and_keeps_the_exit_code(tmp_path: Path
     proc = run(["train.py", *SHORT, "seed=abc"], tmp_path, HYDRA_FULL_ERROR="1")
     assert proc.returncode == 2
     assert "Traceback (most recent call last)" in proc.stderr and 'zegclip/runner.py", line' in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == "ConfigError: seed must be an integer, got 'abc'"
+    assert proc.stderr.strip().splitlines()[-1] == "ConfigError: seed must be an integer (e.g. seed=0), got 'abc'"
 
 
 def test_a_bug_keeps_its_traceback(tmp_path: Path) -> None:
