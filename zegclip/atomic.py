@@ -251,11 +251,14 @@ def failure(
             need = human_size(needed)
         elif path.is_file():
             need = f"about {human_size(path.stat().st_size)} (the size of the file it replaces)"
-        else:
+        elif written:
             need = f"more than {human_size(written)} (written when the disk filled)"
+        else:
+            need = ""
         free = free_space(path.parent)
         where = mount_point(path.parent if path.parent.exists() else Path(path.anchor or "/"))
-        space = f"; it needs {need}" + (f", {human_size(free)} free on {where}" if free is not None else "")
+        parts = [f"it needs {need}" if need else "", f"{human_size(free)} free on {where}" if free is not None else ""]
+        space = "".join(f"{'; ' if i == 0 else ', '}{p}" for i, p in enumerate(q for q in parts if q))
         fix = "free some space or write to another disk"
     message = f"could not write {what} {path}: {reason}{space}" + "".join(f"; {t}" for t in (fix, hint) if t)
     return error(message)

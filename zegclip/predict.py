@@ -229,11 +229,12 @@ class _Records:
         return self
 
     def add(self, row: dict[str, Any]) -> None:
+        line = json.dumps(row) + "\n"
         try:
-            self._file.write(json.dumps(row) + "\n")
+            self._file.write(line)
             self._file.flush()
         except OSError as err:
-            raise_write_error(self.path, err, what="predictions")
+            raise_write_error(self.path, err, what="predictions", needed=len(line.encode()))
 
     def __exit__(self, *exc: Any) -> None:
         try:
