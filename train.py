@@ -12,11 +12,20 @@ import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers, before Hydr
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from zegclip import cli
-    from zegclip.runner import train
+    from zegclip.errors import RunError, RunInterrupted
+    from zegclip.objective import objective_value
+    from zegclip.runner import is_multirun, train
 
-    summary = cli.run(train, cfg)  # a user error, an interrupt, a failed write: one line and an exit code
-    return summary.get("hIoU") if summary else None  # value for Hydra sweepers
+    try:
+        summary = train(cfg)
+    except BaseException as err:  # noqa: BLE001 (cli.fail re-raises what it does not know)
+        if is_multirun() and isinstance(err, RunError) and not isinstance(err, RunInterrupted):
+            raise  # one failed job of a sweep (e.g. a diverged trial): the sweeper records it and goes on
+        cli.fail(err)  # a user error, an interrupt, a failed write: one line and an exit code
+    return objective_value(cfg, summary)  # optimized_metric, for Hydra sweepers (null: nothing)
 
 
 if __name__ == "__main__":
-    main()
+    from zegclip.hydra_flags import run
+
+    run(main, "train")  # Hydra's flags, also `-m ... --cfg job` (per job)

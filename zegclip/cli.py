@@ -25,7 +25,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from zegclip.errors import RunError, UserError
 
@@ -39,14 +39,19 @@ def run(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return work(*args, **kwargs)
     except BaseException as err:  # noqa: BLE001 (re-raised unless it is a known error)
-        known = explain(err)
-        if known is None:
-            raise
-        message, code = known
-        if os.environ.get(FULL_TRACE_ENV, "") not in ("", "0"):
-            traceback.print_exception(err)
-        print(message, file=sys.stderr, flush=True)
-        raise SystemExit(code) from None
+        fail(err)
+
+
+def fail(err: BaseException) -> NoReturn:
+    """End the process with one line and an exit code for a known error; re-raise anything else."""
+    known = explain(err)
+    if known is None:
+        raise err
+    message, code = known
+    if os.environ.get(FULL_TRACE_ENV, "") not in ("", "0"):
+        traceback.print_exception(err)
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(code) from None
 
 
 def explain(err: BaseException) -> tuple[str, int] | None:

@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 
 from zegclip.atomic import write_text
 from zegclip.run_folder import MARKER as RUN_FILE
+from zegclip.study_report import study_sections
 
 METRICS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc")
 TABLE_METRICS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc")
@@ -449,7 +450,7 @@ def write_report(report: Report, out_dir: Path, per_class: bool = False) -> dict
     """Write ``report.md`` and ``report.csv`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"md": out_dir / "report.md", "csv": out_dir / "report.csv"}
-    write_text(paths["md"], markdown(report, per_class), what="sweep report")
+    write_text(paths["md"], markdown(report, per_class) + study_sections(report.sources), what="sweep report")
     write_csv(report, paths["csv"], per_class)
     return paths
 
