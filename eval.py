@@ -13,14 +13,10 @@ import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers, before Hydr
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from zegclip.errors import RunError
+    from zegclip import cli
     from zegclip.runner import evaluate
 
-    try:
-        evaluate(cfg)
-    except RunError as err:
-        print(f"{type(err).__name__}: {err}", flush=True)
-        raise SystemExit(err.exit_code) from None
+    cli.run(evaluate, cfg)  # a user error, an interrupt, a failed write: one line and an exit code
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ _exit_codes: list[int] = []
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    from zegclip import cli
     from zegclip.predict import predict
 
-    _exit_codes.append(predict(cfg).exit_code)
+    _exit_codes.append(cli.run(predict, cfg).exit_code)  # a user error: one line, exit code 2
 
 
 if __name__ == "__main__":

@@ -11,17 +11,17 @@ import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers, before Hydr
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from zegclip import cli
     from zegclip.errors import RunError, RunInterrupted
     from zegclip.objective import objective_value
     from zegclip.runner import is_multirun, train
 
     try:
         summary = train(cfg)
-    except RunError as err:  # interrupted, diverged, unwritable: one clear line and a non-zero exit
-        if is_multirun() and not isinstance(err, RunInterrupted):
+    except BaseException as err:  # noqa: BLE001 (cli.fail re-raises what it does not know)
+        if is_multirun() and isinstance(err, RunError) and not isinstance(err, RunInterrupted):
             raise  # one failed job of a sweep (e.g. a diverged trial): the sweeper records it and goes on
-        print(f"{type(err).__name__}: {err}", flush=True)
-        raise SystemExit(err.exit_code) from None
+        cli.fail(err)  # a user error, an interrupt, a failed write: one line and an exit code
     return objective_value(cfg, summary)  # optimized_metric, for Hydra sweepers (null: nothing)
 
 

@@ -6,7 +6,11 @@ Every run is the short shapes-world recipe of ``tests/faults/scenarios.py`` (40 
 every 10, an epoch boundary at step 32, one thread). For faults after which there is something to
 resume, the run is resumed exactly as the error message says (or, for SLURM, the same command is
 started again in the same folder, as a requeued job is) and its final weights and test metrics are
-compared with an uninterrupted run of the same seed. Takes a few minutes on 2 CPU cores.
+compared with an uninterrupted run of the same seed. Then the faults at the edges: a full disk (a tmpfs
+with room for one checkpoint and not two; the surviving checkpoint is resumed and compared too), a
+read-only checkpoint folder (a read-only tmpfs), checkpoints a run cannot resume, user errors, and two
+processes filling one text-embedding cache. The tmpfs rows need root (``mount``); elsewhere they say
+"not measured". Takes a few minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -47,6 +51,110 @@ def resumed_row(reference: Run, saved: int, resumed: Run, fault_step: int) -> tu
     equal = yes(resumed.returncode == 0 and same_weights(resumed.weights(), reference.weights()))
     metrics = yes(same_metrics(resumed.metrics(), reference.metrics()))
     return lost, equal, metrics
+
+
+def one_line(run: Run, work: Path, limit: int = 240) -> str:
+    """The run's exit code and error line (paths under ``work`` shown as …), and whether that line is
+    all there is (no traceback)."""
+    lines = [line for line in run.output.splitlines() if re.match(r"^[A-Za-z]+(Error|Exception|Interrupted)\b", line)]
+    clean = len(lines) == 1 and "Traceback" not in run.output
+    line = lines[-1].replace(str(work), "…") if lines else "?"
+    line = line if len(line) <= limit else line[:limit] + " …"
+    return f"exit {run.returncode}, {'one line' if clean else '**traceback**'}: `{line}`"
+
+
+def mount_tmpfs(folder: Path, size: int, read_only: bool = False) -> str | None:
+    """Mount a tmpfs of ``size`` bytes at ``folder``; the reason if it cannot (not root)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
+    return None if proc.returncode == 0 else f"not measured: mount -t tmpfs needs root ({proc.stderr.strip()})"
+
+
+def edge_rows(work: Path, reference: Run) -> list[tuple[str, ...]]:
+    """A full disk, a read-only folder, checkpoints a run cannot resume, user errors, one shared cache."""
+    import torch
+
+    rows: list[tuple[str, ...]] = []
+    size = reference.last.stat().st_size
+    disk = work / "disk"
+    refused = mount_tmpfs(disk, size * 3 // 2)  # room for one checkpoint, not for two
+    if refused:
+        rows.append(("full disk (room for one checkpoint, not two)", refused, "", "", ""))
+    else:
+        try:
+            full = train(disk / "run")
+            saved = full.step() or 0
+            left = [p.name for p in disk.rglob("*.tmp")]
+            kept = work / "full-disk-last.ckpt"
+            shutil.copy(full.last, kept)
+        finally:
+            subprocess.run(["umount", "-l", str(disk)], check=False)
+        line = re.search(r"step (\d+): could not write .* it needs ([\d.]+ MB), ([\d.]+ MB) free", full.output)
+        resumed = train(work / "full-disk-resumed", f"ckpt_path={kept}")
+        rows.append((f"full disk: a {size * 3 // 2 / 1e6:.0f} MB tmpfs, room for one {size / 1e6:.0f} MB checkpoint",
+                     f"`CheckpointWriteError` at step {line.group(1) if line else '?'} (exit {full.returncode}, one "
+                     f"line naming the file, the {line.group(2) if line else '?'} it needs, the "
+                     f"{line.group(3) if line else '?'} free, the last good checkpoint); last.ckpt of step {saved} "
+                     f"intact, {len(left)} temporary files left",
+                     *resumed_row(reference, saved, resumed, int(line.group(1)) if line else saved)))  # fmt: skip
+
+    folder = work / "read-only"
+    refused = mount_tmpfs(folder / "checkpoints", 1 << 20, read_only=True)
+    if refused:
+        rows.append(("checkpoint folder on a read-only filesystem", refused, "", "", ""))
+    else:
+        try:
+            blocked = train(folder)
+        finally:
+            subprocess.run(["umount", "-l", str(folder / "checkpoints")], check=False)
+        rows.append(("checkpoint folder on a read-only filesystem", f"error at start-up, before step 1 "
+                     f"({one_line(blocked, work)})", "0", "n/a", "n/a"))  # fmt: skip
+
+    good = reference.last
+    truncated = work / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    newer = work / "newer.ckpt"
+    ckpt = torch.load(good, map_location="cpu", weights_only=True)
+    ckpt["zegclip_format"] = int(ckpt.get("zegclip_format", 1)) + 1
+    torch.save(ckpt, newer)
+    for name, path, extra in (
+        ("resume from a truncated last.ckpt", truncated, []),
+        ("resume with `model.prompt_tokens=3` (checkpoint: 4)", good, ["model.prompt_tokens=3"]),
+        ("resume on another dataset (`dataset=shapes_hard`)", good, ["dataset=shapes_hard"]),
+        ("resume from a checkpoint of a newer format", newer, []),
+    ):
+        run = train(work / f"resume-{len(rows)}", f"ckpt_path={path}", *extra)
+        rows.append((name, f"refused before step 1 ({one_line(run, work)})", "0", "n/a", "n/a"))
+
+    probes = [("train.py", ["seed=abc"]), ("train.py", ["trainer.max_steps=-5"]),
+              ("train.py", [f"ckpt_path={work / 'missing.ckpt'}"]), ("eval.py", [f"ckpt_path={work / 'missing.ckpt'}"]),
+              ("predict.py", [f"inputs={work / 'missing.jpg'}"])]  # fmt: skip
+    codes, clean = [], 0
+    for i, (program, args) in enumerate(probes):
+        proc = subprocess.run([sys.executable, program, *(SHORT if program == "train.py" else []), *args,
+                               f"hydra.run.dir={work / f'user-{i}'}"], cwd=REPO, env=environment(),
+                              capture_output=True, text=True)  # fmt: skip
+        codes.append(proc.returncode)
+        clean += len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stdout + proc.stderr
+    rows.append(("user errors: `seed=abc`, `trainer.max_steps=-5`, a missing `ckpt_path` (train, eval), a missing "
+                 "`inputs` (predict)", f"exit codes {codes}; {clean} of {len(probes)} are one line without a traceback",
+                 "0", "n/a", "n/a"))  # fmt: skip
+
+    cache, go = work / "text-cache", work / "go"
+    worker = REPO / "tests" / "faults" / "text_cache_worker.py"
+    procs = [subprocess.Popen([sys.executable, str(worker), str(cache), str(go), "12"], cwd=REPO, env=environment(),
+                              stderr=subprocess.DEVNULL) for _ in range(2)]  # fmt: skip
+    while len(list(work.glob("ready-*"))) < 2 and all(p.poll() is None for p in procs):
+        time.sleep(0.01)
+    go.touch()
+    codes = [p.wait() for p in procs]
+    files = list(cache.glob("*"))
+    complete = sum(1 for f in files if f.suffix == ".pt" and torch.load(f, weights_only=True).shape[0] == 3)
+    rows.append(("two processes filling one text-embedding cache at once", f"exit codes {codes}; {complete} of "
+                 f"{len(files)} files complete, {sum(f.name.endswith('.tmp') for f in files)} temporary files left",
+                 "0", "n/a", "n/a"))  # fmt: skip
+    return rows
 
 
 def main() -> None:
@@ -106,6 +214,7 @@ def main() -> None:
         seeds = sorted(json.loads((f / "run.json").read_text())["command"].split("seed=")[-1] for f in folders)
         rows.append(("two runs started in the same second", f"{len(folders)} run folders (seeds {', '.join(seeds)}), "
                      f"exit codes {codes}", "0", "n/a", "n/a"))  # fmt: skip
+        rows += edge_rows(work, reference)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "zegclip"
-SHARED = ("zegclip.constants", "zegclip.values", "zegclip.errors", "zegclip.visualize")
-LIGHTNING = ("zegclip.module", "zegclip.optim", "zegclip.metrics", "zegclip.checkpointing", "zegclip.interrupts",
-             "zegclip.console", "zegclip.plots")  # fmt: skip
+SHARED = ("zegclip.constants", "zegclip.values", "zegclip.errors", "zegclip.atomic", "zegclip.visualize")
+LIGHTNING = ("zegclip.module", "zegclip.optim", "zegclip.metrics", "zegclip.checkpointing", "zegclip.resume",
+             "zegclip.interrupts", "zegclip.console", "zegclip.plots")  # fmt: skip
 
 
 def imports(path: Path) -> set[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 import torch
 from tiny_model import TINY_ARCH
@@ -200,10 +202,13 @@ def test_a_checkpoint_whose_config_does_not_match_its_weights_names_the_file(mod
 
 
 def test_the_weights_only_hint_is_given_only_when_it_applies(tmp_path):
-    path = tmp_path / "model.pth"
-    path.write_bytes(b"\x89PNG not a checkpoint")
-    with pytest.raises(ValueError, match="pass weights_only=False"):
-        zegclip.load(path)
-    with pytest.raises(ValueError) as info:
-        zegclip.load(path, weights_only=False)
-    assert "weights_only=False" not in str(info.value)
+    pickled = tmp_path / "objects.pth"
+    torch.save({"state_dict": {}, "config": argparse.Namespace(lr=1)}, pickled)  # a pickled object
+    with pytest.raises(ValueError, match="holds pickled Python objects.*pass weights_only=False"):
+        zegclip.load(pickled)
+    garbage = tmp_path / "model.pth"
+    garbage.write_bytes(b"\x89PNG not a checkpoint")
+    for weights_only in (True, False):  # loading it without weights_only would not help
+        with pytest.raises(ValueError, match="truncated or not a checkpoint") as info:
+            zegclip.load(garbage, weights_only=weights_only)
+        assert "weights_only=False" not in str(info.value)

@@ -1,9 +1,10 @@
 """Checkpoints that are never lost, torn or NaN.
 
 * :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file and renames it into
-  place, so an interrupted write never replaces a good checkpoint; a failed write stops the run
-  with :class:`~zegclip.errors.CheckpointWriteError` naming the file and the reason (Lightning's
-  own writer can swallow a ``PermissionError``).
+  place (:mod:`zegclip.atomic`), so an interrupted or failed write never replaces a good
+  checkpoint and leaves no temporary file; a failed write stops the run with
+  :class:`~zegclip.errors.CheckpointWriteError` naming the file, the reason, the space needed and
+  the last good checkpoint (Lightning's own writer can swallow a ``PermissionError``).
 * :class:`LastCheckpoint` keeps ``checkpoints/last.ckpt`` at the newest weights: every
   ``every_n_steps`` optimizer steps, before every validation, at the end of training, and at the
   end of the step in which a signal arrived (then the run stops with
@@ -13,7 +14,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +21,18 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from zegclip.atomic import write_file
 from zegclip.console import announce
-from zegclip.errors import CheckpointWriteError, NonFiniteWeightsError, RunInterrupted
+from zegclip.errors import CheckpointWriteError, ConfigError, NonFiniteWeightsError, RunInterrupted
 from zegclip.interrupts import Interrupts
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to ``.<name>.tmp-<pid>``, fsync, then ``os.replace`` onto the target."""
+    """``torch.save`` through :func:`zegclip.atomic.write_file`: a temporary file, fsync, rename."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            raise CheckpointWriteError(f"could not write checkpoint {path}: {err.strerror or err}") from err
+        write_file(path, lambda f: torch.save(checkpoint, f), what="checkpoint", error=CheckpointWriteError)
 
 
 def nonfinite_parameters(module: torch.nn.Module) -> list[str]:
@@ -106,7 +97,7 @@ class LastCheckpoint(L.Callback):
         resumed_from: str | None = None,
     ) -> None:
         if every_n_steps < 0:
-            raise ValueError(f"checkpoint_every_n_steps must be >= 0, got {every_n_steps}")
+            raise ConfigError(f"checkpoint_every_n_steps must be >= 0, got {every_n_steps}")
         self.path = Path(dirpath) / "last.ckpt"
         self.every_n_steps = int(every_n_steps)
         self.interrupts = interrupts
@@ -121,9 +112,18 @@ class LastCheckpoint(L.Callback):
         step = trainer.global_step
         if step == self.saved_step:
             return
-        save_finite(trainer, module, self.path, self.last_good)
+        try:
+            save_finite(trainer, module, self.path, self.last_good)
+        except CheckpointWriteError as err:
+            raise CheckpointWriteError(f"step {step}: {err}; {self._last_good_text()}") from err
         self.saved_step = step
         self.last_good = str(self.path)
+
+    def _last_good_text(self) -> str:
+        if self.last_good is None:
+            return "no checkpoint was saved before"
+        step = f" (step {self.saved_step})" if self.saved_step >= 0 else ""
+        return f"last good checkpoint: {self.last_good}{step}, resume with the same command plus ckpt_path={self.last_good}"
 
     def _pending(self, trainer: L.Trainer) -> bool:
         local = self.interrupts is not None and self.interrupts.received is not None
@@ -179,7 +179,7 @@ def check_selection_metric(monitor: str, setting: str, has_unseen: bool) -> None
     """
     zero_shot = has_unseen and setting in ("inductive", "transductive")
     if zero_shot and monitor.startswith("val/") and monitor not in SELECTION_SAFE:
-        raise ValueError(
+        raise ConfigError(
             f"callbacks.best_checkpoint.monitor={monitor} would choose weights with unseen-class labels, which "
             f"a {setting} zero-shot method may not use (the validation split is the test split for VOC, "
             f"COCO-Stuff and Context); allowed: {', '.join(SELECTION_SAFE)} or a train/ metric"

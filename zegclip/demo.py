@@ -185,4 +185,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from zegclip import cli
+
+    sys.exit(cli.run(main))  # a user error (a missing checkpoint, ...): one line, exit code 2

@@ -1,12 +1,46 @@
-"""Errors that end a training or evaluation run, each with a message that says what to do.
+"""Errors that end a run, each with a message that says what to do.
 
-The entry points print the message in one line and exit with :attr:`RunError.exit_code`
-(non-zero: a scheduler must never read an interrupted or diverged run as a success).
+Two families, both printed by the entry points (``zegclip/cli.py``) as one line
+``<ErrorType>: <message>`` without a traceback (``HYDRA_FULL_ERROR=1`` shows it):
+
+* :class:`UserError` (a marker base, exit code 2 as argparse's usage errors): the user can fix it:
+  a configuration value (:class:`ConfigError`), a checkpoint (:class:`CheckpointError`), an input
+  file (:class:`InputError`), a dataset (``zegclip.data.errors.DataError``).
+* :class:`RunError`: a run that stopped: interrupted (128 + signal: 130 / 143), diverged, or a
+  file that could not be written (:class:`WriteError`, exit 1).
+
+Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import signal
+
+
+class UserError(Exception):
+    """Marker base: the command was given something it cannot use; one line, exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value (``key=value``) is invalid; the message names the key and the value."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint cannot be used here (unreadable, another model's or architecture, newer format)."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A checkpoint path names no file."""
+
+
+class InputError(UserError, ValueError):
+    """An input file or pattern (images to segment, embeddings, a CLIP weights file) cannot be used."""
+
+
+class InputNotFoundError(InputError, FileNotFoundError):
+    """An input path names no file."""
 
 
 class RunError(RuntimeError):
@@ -53,9 +87,16 @@ class NonFiniteWeightsError(RunError, FloatingPointError):
     """A checkpoint was about to store NaN or infinite weights."""
 
 
-class CheckpointWriteError(RunError, OSError):
+class WriteError(RunError, OSError):
+    """A file could not be written (permissions, a full disk, a read-only folder): the message names
+    the file, the reason and, for a full disk, the space it needed (see :mod:`zegclip.atomic`)."""
+
+
+class CheckpointWriteError(WriteError):
     """A checkpoint could not be written (permissions, disk full, ...)."""
 
 
-class RunFolderInUseError(RunError, FileExistsError):
-    """The run folder already belongs to another run."""
+class RunFolderInUseError(RunError, UserError, FileExistsError):
+    """The run folder already belongs to another run (``hydra.run.dir`` names a used folder)."""
+
+    exit_code = 2

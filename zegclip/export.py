@@ -124,4 +124,6 @@ def _export_onnx(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from zegclip import cli
+
+    sys.exit(cli.run(main))  # a user error (a missing checkpoint, ...): one line, exit code 2

@@ -15,6 +15,8 @@ import threading
 from types import FrameType
 from typing import Any
 
+from zegclip.errors import ConfigError
+
 SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT, "SIGUSR1": signal.SIGUSR1, "SIGUSR2": signal.SIGUSR2}
 
 
@@ -27,7 +29,7 @@ def parse_signal(name: str | int | None) -> int | None:
     key = str(name).upper()
     key = key if key.startswith("SIG") else f"SIG{key}"
     if key not in SIGNALS:
-        raise ValueError(f"unknown signal {name!r}: expected one of {sorted(SIGNALS)}")
+        raise ConfigError(f"unknown signal {name!r}: expected one of {sorted(SIGNALS)}")
     return int(SIGNALS[key])
 
 

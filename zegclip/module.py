@@ -23,9 +23,16 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
 from zegclip.console import quiet_lightning
-from zegclip.errors import NonFiniteLossError
+from zegclip.errors import CheckpointError, ConfigError, NonFiniteLossError
 from zegclip.metrics import ZeroShotSegmentationMetrics
-from zegclip.model.checkpoint import is_frozen_clip_key, read_checkpoint
+from zegclip.model.checkpoint import (
+    LIGHTNING_FORMAT_KEY,
+    VERSION,
+    config_differences,
+    describe_differences,
+    is_frozen_clip_key,
+    read_checkpoint,
+)
 from zegclip.model.inference import default_seen_bias
 from zegclip.model.labels import inductive_targets, seen_lookup, transductive_targets
 from zegclip.model.loss import CrossEntropySegLoss, FocalDiceLoss
@@ -45,13 +52,13 @@ def check_setting(
     """The setting exists; transductive runs have unseen classes and start from inductive weights:
     their own inductive stage (``inductive_steps``), a checkpoint (``init_from``) or a given model."""
     if setting not in SETTINGS:
-        raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
+        raise ConfigError(f"setting must be one of {SETTINGS}, got {setting!r}")
     if setting == "transductive" and not unseen:
-        raise ValueError("setting=transductive needs unseen classes (dataset.unseen is empty)")
+        raise ConfigError("setting=transductive needs unseen classes (dataset.unseen is empty)")
     if inductive_steps and setting != "transductive":
-        raise ValueError(f"an inductive stage (inductive_steps={inductive_steps}) belongs to setting=transductive")
+        raise ConfigError(f"an inductive stage (inductive_steps={inductive_steps}) belongs to setting=transductive")
     if setting == "transductive" and not (init_from or has_model or inductive_steps > 0):
-        raise ValueError(
+        raise ConfigError(
             "setting=transductive starts from inductive weights: run its inductive stage "
             "(inductive_stage.steps > 0, the default) or set init_from=PATH (an inductive checkpoint)"
         )
@@ -87,7 +94,7 @@ def build_criterion(loss: dict[str, Any] | None) -> tuple[torch.nn.Module, str, 
         return FocalDiceLoss(**args), name, aux_layers
     if name == "cross_entropy":
         return CrossEntropySegLoss(**args), name, aux_layers
-    raise ValueError(f"loss.name must be 'focal_dice' or 'cross_entropy', got {name!r}")
+    raise ConfigError(f"loss.name must be 'focal_dice' or 'cross_entropy', got {name!r}")
 
 
 class ZegCLIPModule(L.LightningModule):
@@ -239,13 +246,16 @@ class ZegCLIPModule(L.LightningModule):
         missing = sorted(trainable - set(state))
         mismatched = sorted(k for k in trainable & set(state) if state[k].shape != ours[k].shape)
         if missing or mismatched:
-            raise ValueError(
-                f"init_from={path!r} does not fit this model: missing {missing[:6]}, shape mismatch {mismatched[:6]} "
-                f"(its config: prompt_tokens={config.prompt_tokens}, decoder_layers={config.decoder_layers})"
+            differences = config_differences(config.to_dict(), self.model.config.to_dict())
+            raise CheckpointError(
+                f"init_from={path!r} does not fit this model: "
+                + (describe_differences(differences) if differences else f"missing {missing[:6]}, shape mismatch {mismatched[:6]}")
+                + " (start from a checkpoint of the same architecture, or give this run its values)"
             )
         self.model.load_state_dict({k: state[k] for k in trainable}, strict=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[LIGHTNING_FORMAT_KEY] = VERSION  # a newer format is refused with a clear message
         # the weights' own setting and calibration: a staged run's inductive-stage checkpoints load as inductive
         checkpoint.setdefault("hyper_parameters", {})["metadata"] = self.metadata()
         if not self.hparams.get("save_frozen_clip", True):

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from zegclip.errors import ConfigError
+
 BACKBONE_PREFIX = "image_encoder.vit."
 """Parameter names of the CLIP image tower's own weights inside :class:`zegclip.model.ZegCLIP`."""
 
@@ -62,7 +64,7 @@ def poly_warmup_factor(
     ``warmup_steps`` it is scaled by ``1 - (1 - t / warmup_steps) * (1 - warmup_ratio)``.
     """
     if max_steps <= 0:
-        raise ValueError(f"the poly schedule needs trainer.max_steps > 0, got {max_steps}")
+        raise ConfigError(f"the poly schedule needs trainer.max_steps > 0, got {max_steps}")
 
     def factor(step: int) -> float:
         progress = min(step, max_steps) / max_steps

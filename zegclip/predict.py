@@ -22,6 +22,8 @@ from rich.console import Console
 from tqdm import tqdm
 
 import zegclip
+from zegclip.atomic import raise_write_error, write_text
+from zegclip.errors import ConfigError, InputError, InputNotFoundError
 from zegclip.model.inference import SEEN_BIAS
 from zegclip.model.preprocess import ImageReadError
 from zegclip.values import plain
@@ -53,7 +55,7 @@ def collect_inputs(inputs: str | Sequence[str]) -> list[Path]:
         ValueError: ``inputs`` is empty, or one entry matches nothing (named in the message).
     """
     if inputs is None or (not isinstance(inputs, str) and len(inputs) == 0) or inputs == "":
-        raise ValueError("inputs is empty: give inputs=IMAGE, inputs=FOLDER or inputs='GLOB' (e.g. 'photos/*.jpg')")
+        raise InputError("inputs is empty: give inputs=IMAGE, inputs=FOLDER or inputs='GLOB' (e.g. 'photos/*.jpg')")
     entries = [inputs] if isinstance(inputs, str) else [str(i) for i in inputs]
     found: list[Path] = []
     for entry in entries:
@@ -63,13 +65,16 @@ def collect_inputs(inputs: str | Sequence[str]) -> list[Path]:
         elif path.is_dir():
             matches = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not matches:
-                raise ValueError(f"inputs: folder {entry!r} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise InputError(f"inputs: folder {entry!r} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
         elif any(c in entry for c in "*?["):
             matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(entry), recursive=True) if Path(p).is_file())
             if not matches:
-                raise ValueError(f"inputs: the pattern {entry!r} matches no file")
+                raise InputNotFoundError(f"inputs: the pattern {entry!r} matches no file")
         else:
-            raise ValueError(f"inputs: {entry!r} is neither a file, a folder nor a glob pattern that matches files")
+            raise InputNotFoundError(
+                f"inputs: {entry!r} is neither a file, a folder nor a glob pattern that matches files; give an image, "
+                "a folder of images or a quoted pattern (inputs='photos/*.jpg')"
+            )
         found.extend(matches)
     unique = dict.fromkeys(p.resolve() for p in found)
     return sorted(unique)
@@ -112,11 +117,11 @@ def resolve_seen(seen: Any, class_names: Sequence[str]) -> list[int]:
         if isinstance(item, int) or (isinstance(item, str) and item.strip().isdigit()):
             index = int(item)
             if not 0 <= index < len(class_names):
-                raise ValueError(f"seen: index {index} is out of range for {len(class_names)} classes")
+                raise ConfigError(f"seen: index {index} is out of range for {len(class_names)} classes")
         else:
             name = str(item).strip()
             if name not in class_names:
-                raise ValueError(f"seen: {name!r} is not one of the classes {list(class_names)}")
+                raise ConfigError(f"seen: {name!r} is not one of the classes {list(class_names)}")
             index = list(class_names).index(name)
         out.append(index)
     return out
@@ -151,15 +156,13 @@ def predict(cfg: DictConfig) -> PredictSummary:
     """Segment every image of ``cfg.inputs``; write labels, overlays and ``predictions.json``."""
     out_dir = Path(cfg.paths.output_dir)
     files = collect_inputs(plain(cfg.get("inputs")))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config_resolved.yaml").write_text(
-        OmegaConf.to_yaml({k: plain(cfg[k]) for k in cfg if k != "hydra"})
-    )
+    write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml({k: plain(cfg[k]) for k in cfg if k != "hydra"}),
+               what="resolved config")  # fmt: skip
     console.print(f"[bold]run folder[/bold]: {out_dir}")
     model = zegclip.load(cfg.ckpt_path, device=_device(cfg.get("device")), precision=cfg.get("precision"))
     class_names = _names(plain(cfg.get("classes"))) or list(model.metadata.get("class_names") or [])
     if not class_names:
-        raise ValueError(f"{cfg.ckpt_path} holds no vocabulary: give classes=[name,name,...]")
+        raise ConfigError(f"{cfg.ckpt_path} holds no vocabulary: give classes=[name,name,...]")
     seen, seen_bias = calibration(model, class_names, plain(cfg.get("seen")), cfg.get("seen_bias"))
     templates = plain(cfg.get("templates"))
     console.print(
@@ -169,7 +172,8 @@ def predict(cfg: DictConfig) -> PredictSummary:
 
     summary = PredictSummary(output_dir=out_dir)
     names = output_names(files)
-    with open(out_dir / "predictions.json", "w") as records:
+    records_path = out_dir / "predictions.json"
+    with _Records(records_path) as records:
         for file in tqdm(files, desc="segmenting", unit="image", dynamic_ncols=True):
             try:
                 prediction = model.predict(
@@ -186,8 +190,7 @@ def predict(cfg: DictConfig) -> PredictSummary:
                 overlay=out_dir / "overlays" / f"{name}.png",
                 alpha=float(cfg.alpha),
             )
-            records.write(json.dumps(prediction.to_dict()) + "\n")
-            records.flush()
+            records.add(prediction.to_dict())
             summary.written.append(str(file))
     _report(summary)
     return summary
@@ -207,6 +210,35 @@ def _report(summary: PredictSummary) -> None:
 
 
 def _write_lines(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    with open(path, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
+    write_text(path, "".join(json.dumps(row) + "\n" for row in rows), what="failure list")
+
+
+class _Records:
+    """``predictions.json``, one JSON line per image as it is segmented (a crash keeps what was done);
+    a failed write raises :class:`~zegclip.errors.WriteError` naming the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: Any = None
+
+    def __enter__(self) -> _Records:
+        try:
+            self._file = open(self.path, "w")  # noqa: SIM115 (closed by __exit__)
+        except OSError as err:
+            raise_write_error(self.path, err, what="predictions")
+        return self
+
+    def add(self, row: dict[str, Any]) -> None:
+        line = json.dumps(row) + "\n"
+        try:
+            self._file.write(line)
+            self._file.flush()
+        except OSError as err:
+            raise_write_error(self.path, err, what="predictions", needed=len(line.encode()))
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self._file.close()
+        except OSError as err:
+            if exc[0] is None:
+                raise_write_error(self.path, err, what="predictions")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import sys
@@ -28,6 +29,7 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
+from zegclip.atomic import write_text
 from zegclip.run_folder import MARKER as RUN_FILE
 from zegclip.study_report import study_sections
 
@@ -419,16 +421,17 @@ def write_csv(report: Report, path: Path, per_class: bool = False) -> None:
     header = ["group", "overrides", "n", "seeds"]
     for col in columns:
         header += [f"{col}_mean", f"{col}_std", f"{col}_n"]
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for group in report.groups:
-            stats = group_stats(group, names)
-            row: list[Any] = [report.label(group), " ".join(group.key), len(group.finished), seeds(group)]
-            for col in columns:
-                s = stats[col]
-                row += ["" if math.isnan(s.mean) else repr(s.mean), "" if math.isnan(s.std) else repr(s.std), s.n]
-            writer.writerow(row)
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle)
+    writer.writerow(header)
+    for group in report.groups:
+        stats = group_stats(group, names)
+        row: list[Any] = [report.label(group), " ".join(group.key), len(group.finished), seeds(group)]
+        for col in columns:
+            s = stats[col]
+            row += ["" if math.isnan(s.mean) else repr(s.mean), "" if math.isnan(s.std) else repr(s.std), s.n]
+        writer.writerow(row)
+    write_text(path, handle.getvalue(), what="sweep report")
 
 
 def rich_table(report: Report) -> Any:
@@ -448,7 +451,7 @@ def write_report(report: Report, out_dir: Path, per_class: bool = False) -> dict
     """Write ``report.md`` and ``report.csv`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"md": out_dir / "report.md", "csv": out_dir / "report.csv"}
-    paths["md"].write_text(markdown(report, per_class) + study_sections(report.sources))  # + Optuna trials
+    write_text(paths["md"], markdown(report, per_class) + study_sections(report.sources), what="sweep report")
     write_csv(report, paths["csv"], per_class)
     return paths
 
@@ -534,7 +537,7 @@ def _write_status(job_dir: Path, job_return: Any) -> None:
         error = getattr(job_return, "_return_value", None)
         payload["error"] = f"{type(error).__name__}: {error}" if error is not None else None
     if job_dir.is_dir():
-        (job_dir / STATUS_FILE).write_text(json.dumps(payload, indent=2))
+        write_text(job_dir / STATUS_FILE, json.dumps(payload, indent=2), what="job status")
 
 
 def _sweep_dir_of(job_dir: Path) -> Path | None:

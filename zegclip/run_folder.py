@@ -1,8 +1,9 @@
 """A run folder belongs to exactly one run: ``run.json`` marks it and records how the run ended.
 
-``run.json`` is created exclusively (``O_EXCL``) when a run starts, so two runs can never write into
-one folder; it is rewritten atomically when the run ends (``finished``, ``interrupted``,
-``failed``), which is what a sweep report reads to list failed jobs. A SLURM job that was requeued
+``run.json`` is created exclusively (complete, then hard-linked into place) when a run starts, so two
+runs can never write into one folder; it is rewritten atomically when the run ends (``finished``,
+``interrupted``, ``failed``), which is what a sweep report reads to list failed jobs. A run that
+cannot record its failure (a full disk) says so on stderr and keeps the first error. A SLURM job that was requeued
 finds its own ``run.json`` (same job id) and resumes from the folder's ``checkpoints/last.ckpt``.
 """
 
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zegclip.errors import CheckpointWriteError, RunFolderInUseError
+from zegclip.atomic import write_text
+from zegclip.errors import CheckpointWriteError, RunFolderInUseError, WriteError
 
 MARKER = "run.json"
 
@@ -34,16 +36,25 @@ class RunFolder:
         return self.path / "checkpoints" / "last.ckpt"
 
     def finish(self, status: str, **info: Any) -> None:
-        """Record how the run ended (``finished``, ``interrupted``, ``failed``) in ``run.json``."""
+        """Record how the run ended (``finished``, ``interrupted``, ``failed``) in ``run.json``.
+
+        Raises:
+            WriteError: ``run.json`` cannot be written, for ``finished`` / ``running`` only: when
+                recording a failure or an interruption, a failed write is reported on stderr and
+                never hides the error that ended the run.
+        """
         marker = self.path / MARKER
         try:
             record = json.loads(marker.read_text())
         except (OSError, ValueError):
             record = {}
         record.update(status=status, ended=_now(), **info)
-        tmp = marker.with_name(f".{MARKER}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(record, indent=2, default=str))
-        tmp.replace(marker)
+        try:
+            write_text(marker, json.dumps(record, indent=2, default=str), what="run record")
+        except WriteError as err:
+            if status in ("finished", "running"):
+                raise
+            print(f"(could not record status {status!r}: {err})", file=sys.stderr, flush=True)
 
 
 def _now() -> str:
@@ -67,7 +78,6 @@ def claim(path: Path, task: str) -> RunFolder:
     Raises:
         RunFolderInUseError: the folder already holds another run's ``run.json``.
     """
-    path.mkdir(parents=True, exist_ok=True)
     marker = path / MARKER
     job = os.environ.get("SLURM_JOB_ID")
     record = {
@@ -80,7 +90,7 @@ def claim(path: Path, task: str) -> RunFolder:
         "command": " ".join(sys.argv),
     }
     try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        write_text(marker, json.dumps(record, indent=2), what="run record", exclusive=True)
     except FileExistsError:
         try:
             previous = json.loads(marker.read_text())
@@ -96,6 +106,4 @@ def claim(path: Path, task: str) -> RunFolder:
             f"pid {previous.get('pid')}, status {previous.get('status')}); every run needs its own folder "
             "(leave hydra.run.dir at its default or give a new one)"
         ) from None
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=2)
     return RunFolder(path)

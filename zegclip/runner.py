@@ -30,13 +30,15 @@ from rich.table import Table
 
 import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers of the configs)
 from zegclip import run_folder
+from zegclip.atomic import write_text
 from zegclip.checkpointing import AtomicCheckpointIO, LastCheckpoint, StageCheckpoint, check_selection_metric
 from zegclip.console import announce, console, model_summary, quiet_lightning
-from zegclip.errors import RunInterrupted
+from zegclip.errors import CheckpointNotFoundError, ConfigError, RunInterrupted
 from zegclip.interrupts import Interrupts
 from zegclip.model.inference import default_seen_bias
 from zegclip.module import SUMMARY_KEYS, ZegCLIPModule, check_setting
 from zegclip.objective import check_objective, check_tuning_start, current_sweeper, objective_record
+from zegclip.resume import check_resume
 from zegclip.values import json_number, plain
 
 quiet_lightning()
@@ -50,9 +52,7 @@ def output_dir(cfg: DictConfig) -> Path:
 @rank_zero_only
 def save_resolved_config(cfg: DictConfig) -> None:
     """Write the fully resolved config (Hydra's .hydra/config.yaml keeps the interpolations)."""
-    path = output_dir(cfg) / "config_resolved.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(OmegaConf.to_yaml(_resolved(cfg)))
+    write_text(output_dir(cfg) / "config_resolved.yaml", OmegaConf.to_yaml(_resolved(cfg)), what="resolved config")
 
 
 def _resolved(cfg: DictConfig) -> dict[str, Any]:
@@ -172,15 +172,26 @@ def build_module(cfg: DictConfig, datamodule: Any) -> ZegCLIPModule:
 def _check_train_config(cfg: DictConfig) -> None:
     stage = inductive_stage(cfg)  # before any data is touched
     check_setting(str(cfg.setting), init_from=cfg.get("init_from"), inductive_steps=stage["steps"] if stage else 0)
+    check_seed(cfg.get("seed"))
     check_objective(cfg, current_sweeper())  # a search may not optimise the test split (zero-shot)
     weights = cfg.get("test_weights", "last")
     if weights not in ("last", "best"):
-        raise ValueError(f"test_weights must be 'last' (the final weights) or 'best', got {weights!r}")
+        raise ConfigError(f"test_weights must be 'last' (the final weights) or 'best', got {weights!r}")
     if weights == "best" and not (cfg.get("callbacks") or {}).get("best_checkpoint"):
-        raise ValueError("test_weights=best needs a checkpoint selection: add callbacks=best (val/mIoU_seen)")
-    trainer = cfg.trainer
-    if int(trainer.get("max_steps") or -1) <= 0:
-        raise ValueError(f"trainer.max_steps must be > 0 (iteration-based recipes), got {trainer.get('max_steps')}")
+        raise ConfigError("test_weights=best needs a checkpoint selection: add callbacks=best (val/mIoU_seen)")
+    max_steps = cfg.trainer.get("max_steps")
+    if not _is_integer(max_steps) or max_steps <= 0:
+        raise ConfigError(f"trainer.max_steps must be an integer > 0 (iteration-based recipes), got {max_steps!r}")
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+
+
+def check_seed(seed: Any) -> None:
+    """``seed`` is an integer (``seed=abc`` fails here with the value, not inside Lightning)."""
+    if not _is_integer(seed):
+        raise ConfigError(f"seed must be an integer (e.g. seed=0), got {seed!r}")
 
 
 def _trainer_overrides(cfg: DictConfig, callbacks: list[L.Callback]) -> dict[str, Any]:
@@ -258,6 +269,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             if cfg.get("verify_data", True):
                 datamodule.verify_eval_splits(("val",))
             module = build_module(cfg, datamodule)
+            check_resume(resume, module)  # an unusable checkpoint fails here, before any step
             module.plots_dir = str(output_dir(cfg))  # plots/*.png after the test
             announce(model_summary(module))
             loggers = build_loggers(cfg)
@@ -378,7 +390,7 @@ def resolve_checkpoint(path: str) -> str:
     if candidate.is_dir():
         last = candidate / "checkpoints" / "last.ckpt"
         if not last.is_file():
-            raise FileNotFoundError(f"ckpt_path={path} is a folder without checkpoints/last.ckpt")
+            raise CheckpointNotFoundError(f"ckpt_path={path} is a folder without checkpoints/last.ckpt")
         return str(last)
     return path
 
@@ -387,8 +399,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a checkpoint (ours, converted or official) on ``cfg.dataset``'s test split."""
     import zegclip
 
+    check_seed(cfg.get("seed"))
     if not cfg.get("ckpt_path"):
-        raise ValueError("eval.py needs ckpt_path=PATH (an official .pth, a converted file, a .ckpt, a run folder, or 'shapes')")
+        raise ConfigError("eval.py needs ckpt_path=PATH (an official .pth, a converted file, a .ckpt, a run folder, or 'shapes')")
     folder = _claim(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     announce(f"[bold]run folder[/bold]: {output_dir(cfg)}")
@@ -513,11 +526,7 @@ def report(cfg: DictConfig, summary: dict[str, Any], unseen_names: Sequence[str]
     payload["seed"] = int(cfg.seed)
     payload["overrides"] = job_overrides()
     payload["run_dir"] = str(output_dir(cfg))
-    path = output_dir(cfg) / "metrics.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".metrics.json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
+    path = write_text(output_dir(cfg) / "metrics.json", json.dumps(payload, indent=2), what="metrics")
     weights = info.get("weights") or {}
     for stage in info.get("stages") or []:
         if stage.get("checkpoint"):

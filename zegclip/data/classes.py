@@ -7,6 +7,8 @@ these spellings ("diningtable", "tvmonitor", "building-other", ...), so they mus
 
 from __future__ import annotations
 
+from zegclip.errors import ConfigError
+
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus",
     "car", "cat", "chair", "cow", "diningtable", "dog",
@@ -78,7 +80,7 @@ def class_names(dataset: str) -> list[str]:
         from zegclip.data.shapes import get_vocabulary
 
         return get_vocabulary(SHAPES_VOCABULARIES[dataset]).class_names
-    raise ValueError(f"no class list named {dataset!r}: expected one of {sorted([*BENCHMARKS, *SHAPES_VOCABULARIES])}")
+    raise ConfigError(f"no class list named {dataset!r}: expected one of {sorted([*BENCHMARKS, *SHAPES_VOCABULARIES])}")
 
 
 SHAPES_VOCABULARIES = {"shapes": "compositional", "shapes_hard": "shapes"}
@@ -87,7 +89,7 @@ SHAPES_VOCABULARIES = {"shapes": "compositional", "shapes_hard": "shapes"}
 def unseen_classes(dataset: str) -> list[int]:
     """The unseen classes of a shapes vocabulary (the benchmarks' splits are in their configs)."""
     if dataset not in SHAPES_VOCABULARIES:
-        raise ValueError(f"unseen_classes: expected one of {sorted(SHAPES_VOCABULARIES)}, got {dataset!r}")
+        raise ConfigError(f"unseen_classes: expected one of {sorted(SHAPES_VOCABULARIES)}, got {dataset!r}")
     from zegclip.data.shapes import get_vocabulary
 
     return list(get_vocabulary(SHAPES_VOCABULARIES[dataset]).unseen)

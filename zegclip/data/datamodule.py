@@ -27,6 +27,7 @@ from zegclip.data.prompts import TextPrompts, build_text_prompts
 from zegclip.data.splits import ClassSplit, build_class_split, read_class_names
 from zegclip.data.transforms import build_test_transform, build_train_transform
 from zegclip.data.vocabularies import load_vocabulary
+from zegclip.errors import ConfigError
 from zegclip.values import plain
 
 
@@ -118,7 +119,7 @@ class SegmentationDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if not callable(layout):
-            raise ValueError(f"layout must build a dataset (a dataset class or a Hydra partial), got {layout!r}")
+            raise ConfigError(f"layout must build a dataset (a dataset class or a Hydra partial), got {layout!r}")
         self.layout = layout
         self.root = Path(str(root))
         self.name = name or getattr(getattr(layout, "func", layout), "layout", None) or "custom"
@@ -137,9 +138,9 @@ class SegmentationDataModule(L.LightningDataModule):
         }  # fmt: skip
         self.test_transform_kwargs = {"short_side": test_short_side, "mean": mean, "std": std}
         if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {batch_size} / {eval_batch_size}")
+            raise ConfigError(f"batch sizes must be >= 1, got {batch_size} / {eval_batch_size}")
         if val_limit is not None and val_limit < 1:
-            raise ValueError(f"val_limit must be >= 1 or null, got {val_limit}")
+            raise ConfigError(f"val_limit must be >= 1 or null, got {val_limit}")
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.num_workers, self.pin_memory = int(num_workers), bool(pin_memory)
         self.persistent_workers = bool(persistent_workers)
@@ -159,7 +160,7 @@ class SegmentationDataModule(L.LightningDataModule):
     ) -> ClassSplit:
         if class_names is None:
             if class_names_file is None:
-                raise ValueError("give `class_names` or `class_names_file`")
+                raise ConfigError("give `class_names` or `class_names_file`")
             path = Path(str(class_names_file))
             class_names = read_class_names(path if path.is_absolute() else self.root / path)
         expected = getattr(getattr(self.layout, "func", self.layout), "NUM_CLASSES", None)
@@ -282,7 +283,7 @@ class SegmentationDataModule(L.LightningDataModule):
         sampler = TrainStream(len(self.train_dataset), num_replicas=world, rank=rank, seed=self.seed)  # type: ignore[arg-type]
         sampler.set_epoch(epoch)
         if len(sampler) < self.batch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"{len(self.train_dataset)} training images give {len(sampler)} per rank over {world} rank(s): "  # type: ignore[arg-type]
                 f"fewer than one batch of dataset.batch_size={self.batch_size}"
             )
@@ -305,7 +306,7 @@ class SegmentationDataModule(L.LightningDataModule):
         world, rank, _ = self._dist()
         if len(dataset) < world:  # type: ignore[arg-type]
             # a rank without a batch would skip the epoch-end metric sync and hang the others
-            raise ValueError(f"{len(dataset)} evaluation images cannot be split over {world} ranks")  # type: ignore[arg-type]
+            raise ConfigError(f"{len(dataset)} evaluation images cannot be split over {world} ranks")  # type: ignore[arg-type]
         sampler = ShardedEvalSampler(dataset, num_replicas=world, rank=rank)
         generator = torch.Generator().manual_seed(derive_seed(self.seed, rank, 2))
         return self._loader(dataset, batch_size=self.eval_batch_size, sampler=sampler, generator=generator)

@@ -37,6 +37,7 @@ from zegclip.data.io import (
     read_image,
     read_label,
 )
+from zegclip.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 
@@ -221,7 +222,7 @@ class VOCDataset(SegmentationDataset):
     ) -> None:
         num_classes, reduce_zero_label = self._resolve_label_args(num_classes, reduce_zero_label)
         if split not in SPLITS:
-            raise ValueError(f"voc: unknown split {split!r}, expected one of {SPLITS}")
+            raise ConfigError(f"voc: unknown split {split!r}, expected one of {SPLITS}")
         root = Path(root)
         _require_dir(root, "data root", self.EXPECTED_TREE)
         base = root / self.BASE
@@ -295,7 +296,7 @@ class COCOStuffDataset(SegmentationDataset):
     ) -> None:
         num_classes, reduce_zero_label = self._resolve_label_args(num_classes, reduce_zero_label)
         if split not in self.FOLDERS:
-            raise ValueError(f"coco: unknown split {split!r}, expected one of {tuple(self.FOLDERS)}")
+            raise ConfigError(f"coco: unknown split {split!r}, expected one of {tuple(self.FOLDERS)}")
         root = Path(root)
         _require_dir(root, "data root", self.EXPECTED_TREE)
         base = root / self.BASE
@@ -342,7 +343,7 @@ class ContextDataset(SegmentationDataset):
     ) -> None:
         num_classes, reduce_zero_label = self._resolve_label_args(num_classes, reduce_zero_label)
         if split not in self.LISTS:
-            raise ValueError(f"context: unknown split {split!r}, expected one of {tuple(self.LISTS)}")
+            raise ConfigError(f"context: unknown split {split!r}, expected one of {tuple(self.LISTS)}")
         root = Path(root)
         _require_dir(root, "data root", self.EXPECTED_TREE)
         base = root / self.BASE
@@ -464,7 +465,7 @@ class ADE150Dataset(SegmentationDataset):
     ) -> None:
         num_classes, reduce_zero_label = self._resolve_label_args(num_classes, reduce_zero_label)
         if split not in self.FOLDERS:
-            raise ValueError(f"{self.layout}: unknown split {split!r}, expected one of {tuple(self.FOLDERS)}")
+            raise ConfigError(f"{self.layout}: unknown split {split!r}, expected one of {tuple(self.FOLDERS)}")
         root = Path(root)
         _require_dir(root, "data root", self.EXPECTED_TREE)
         base = root / self.BASE
@@ -565,7 +566,7 @@ class Context459Dataset(SegmentationDataset):
     ) -> None:
         num_classes, reduce_zero_label = self._resolve_label_args(num_classes, reduce_zero_label)
         if split not in ("val", "test"):
-            raise ValueError(
+            raise ConfigError(
                 f"{self.layout}: split {split!r} does not exist: PC-459 is an evaluation benchmark "
                 "(val and test = the validation images)"
             )

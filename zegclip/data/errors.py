@@ -6,9 +6,11 @@ data problem surfaces at once instead of as a near-zero IoU after a day of train
 
 from __future__ import annotations
 
+from zegclip.errors import UserError
 
-class DataError(RuntimeError):
-    """Base class of all data-layer errors."""
+
+class DataError(UserError, RuntimeError):
+    """Base class of all data-layer errors (user errors: one line, exit code 2)."""
 
 
 class DataRootError(DataError, FileNotFoundError):

@@ -9,6 +9,7 @@ from PIL import Image, UnidentifiedImageError
 
 from zegclip.constants import IGNORE_INDEX
 from zegclip.data.errors import ImageReadError, LabelValueError, MissingFileError
+from zegclip.errors import ConfigError
 
 _READ_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
 
@@ -89,14 +90,14 @@ def make_label_lut(
     top = shifted + 1 if reduce_zero_label else num_classes
     if num_classes < 1 or top > raw_ignore:
         bits = 8 if raw_ignore == RAW_IGNORE_8BIT else 16
-        raise ValueError(
+        raise ConfigError(
             f"{num_classes} classes do not fit {bits}-bit label maps with {raw_ignore} = ignore "
             f"(reduce_zero_label={reduce_zero_label})"
             + ("; more classes need a layout with 16-bit label maps (65535 = ignore), as ade847 and context459"
                if bits == 8 else "")
         )
     if background_class is not None and not (reduce_zero_label and background_class == num_classes - 1):
-        raise ValueError(
+        raise ConfigError(
             f"background_class={background_class} needs reduce_zero_label=true and must be the last "
             f"class ({num_classes - 1})"
         )

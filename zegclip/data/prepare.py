@@ -33,6 +33,7 @@ temporary file and renamed. A summary is printed at the end.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import sys
@@ -42,12 +43,13 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, features
 from tqdm import tqdm
 
+from zegclip.atomic import write_file
 from zegclip.data.classes import CONTEXT59_CLASSES
 from zegclip.data.errors import DataError, PreparationError
 from zegclip.data.io import read_label
@@ -179,15 +181,13 @@ def convert_context(label_map: np.ndarray) -> np.ndarray:
 
 
 # -- writing outputs -----------------------------------------------------------------------------
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write`` encodes into memory (a label map is small; Pillow's TIFF encoder wants a seekable
+    file), then :func:`zegclip.atomic.write_file` puts the bytes in place."""
+    buffer = io.BytesIO()
+    write(buffer)
+    # no fsync: thousands of small files a rerun rewrites idempotently (5 ms each on ext4)
+    write_file(path, buffer.getvalue(), what="prepared file", fsync=False)
 
 
 def write_label_png(path: str | Path, label: np.ndarray, overwrite: bool = False) -> str:
@@ -222,7 +222,7 @@ def _write_label(path: str | Path, label: np.ndarray, overwrite: bool, fmt: str,
         if not overwrite:
             return "conflict"
         status = "overwritten"
-    _atomic_write(path, lambda tmp: Image.fromarray(label).save(tmp, format=fmt, **options))
+    _atomic_write(path, lambda f: Image.fromarray(label).save(f, format=fmt, **options))
     return status
 
 
@@ -236,7 +236,7 @@ def write_bytes(path: str | Path, data: bytes, overwrite: bool = False) -> str:
         if not overwrite:
             return "conflict"
         status = "overwritten"
-    _atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    _atomic_write(path, lambda f: f.write(data))
     return status
 
 
@@ -250,7 +250,7 @@ def write_text(path: str | Path, text: str, overwrite: bool = False) -> str:
         if not overwrite:
             return "conflict"
         status = "overwritten"
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
     return status
 
 

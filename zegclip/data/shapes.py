@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from zegclip.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from zegclip.data.datasets import SegmentationDataset
 from zegclip.data.errors import ClassSplitError
+from zegclip.errors import ConfigError
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -138,7 +139,7 @@ def get_vocabulary(name: str | Vocabulary) -> Vocabulary:
     if isinstance(name, Vocabulary):
         return name
     if name not in VOCABULARIES:
-        raise ValueError(f"Unknown shapes vocabulary {name!r}; choose one of {sorted(VOCABULARIES)}")
+        raise ConfigError(f"Unknown shapes vocabulary {name!r}; choose one of {sorted(VOCABULARIES)}")
     return VOCABULARIES[name]
 
 
@@ -188,9 +189,9 @@ class ShapesWorld:
         max_objects: int = 3,
     ) -> None:
         if not 1 <= min_objects <= max_objects:
-            raise ValueError(f"Need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+            raise ConfigError(f"Need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
         if image_size < 16:
-            raise ValueError(f"image_size must be >= 16, got {image_size}")
+            raise ConfigError(f"image_size must be >= 16, got {image_size}")
         self.vocabulary = get_vocabulary(vocabulary)
         self.image_size = int(image_size)
         self.seed = int(seed)
@@ -487,7 +488,7 @@ class ShapesSegmentationDataset(SegmentationDataset):
             "test": (train_size + val_size, test_size),
         }
         if split not in ranges:
-            raise ValueError(f"shapes: unknown split {split!r}, expected one of {sorted(ranges)}")
+            raise ConfigError(f"shapes: unknown split {split!r}, expected one of {sorted(ranges)}")
         super().__init__([], n, False, transform)
         self.world = world
         self.split = split

@@ -13,13 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
 
+from zegclip.atomic import write_text
 from zegclip.data.errors import DataError
+from zegclip.errors import WriteError
 
 
 def cache_dir() -> Path:
@@ -85,12 +88,9 @@ def verify_samples(dataset: Dataset, what: str, workers: int = 4, use_cache: boo
     passed = {n: stamp for n, stamp, p in results if stamp is not None and p is None}
     if use_cache and passed:
         try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps({**known, **passed}))
-            tmp.replace(cache_file)
-        except OSError:
-            pass  # a read-only cache only costs time
+            write_text(cache_file, json.dumps({**known, **passed}), what="data-check cache")
+        except WriteError as err:  # a read-only or full cache only costs time: say so, go on
+            print(f"(not cached: {err}; set ZEGCLIP_CACHE_DIR to a writable folder)", file=sys.stderr, flush=True)
     if problems:
         shown = "\n  ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""

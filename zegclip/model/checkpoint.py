@@ -6,22 +6,33 @@ the official mmseg releases.
   "metadata": {...}, "state_dict": {...}}``. The state dict may leave out the frozen CLIP, which
   is then rebuilt from ``config.clip.weights``.
 * **Lightning** checkpoints written by :class:`zegclip.module.ZegCLIPModule` (hyper-parameters
-  ``model_config`` and ``metadata``; weights under ``model.``).
+  ``model_config`` and ``metadata``; weights under ``model.``; ``zegclip_format``: the version).
+
+A checkpoint that cannot be used raises :class:`~zegclip.errors.CheckpointError` naming the file
+and what is wrong: unreadable (truncated, not a torch file), not a ZegCLIP checkpoint, written by
+a newer zegclip (a format version above :data:`VERSION`), or weights that do not fit.
 """
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from zegclip.atomic import write_file
+from zegclip.errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from zegclip.model.clip import ASSETS_DIR
 from zegclip.model.official import convert_official, is_official_checkpoint
 from zegclip.model.zegclip import ZegCLIP, ZegCLIPConfig
 
 FORMAT = "zegclip"
 VERSION = 1
+"""The checkpoint format this code writes and the newest it reads (our files' ``version``, the
+``zegclip_format`` entry of Lightning checkpoints; checkpoints from before it existed count as 1)."""
+LIGHTNING_FORMAT_KEY = "zegclip_format"
 BUNDLED = {"shapes": ASSETS_DIR / "shapes_zegclip.pt"}
 """Names :func:`load` accepts besides file paths."""
 
@@ -55,12 +66,7 @@ def save(model: ZegCLIP, path: str | Path, include_clip: bool = True, metadata: 
         "state_dict": state,
         "includes_clip": include_clip,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return write_file(Path(path), lambda f: torch.save(payload, f), what="model file")
 
 
 def is_frozen_clip_key(key: str, config: ZegCLIPConfig) -> bool:
@@ -86,7 +92,7 @@ def build_from_state(
         if k in ours and tuple(v.shape) != tuple(ours[k].shape)
     ]
     if mismatched:
-        raise ValueError(
+        raise CheckpointError(
             f"{source}: {len(mismatched)} tensor(s) do not fit the architecture its config describes "
             f"(prompt_tokens={config.prompt_tokens}, decoder_layers={config.decoder_layers}, "
             f"image_size={config.image_size}), e.g. {'; '.join(mismatched[:3])}"
@@ -95,30 +101,21 @@ def build_from_state(
     frozen_missing = [k for k in missing if is_frozen_clip_key(k, config)]
     other_missing = [k for k in missing if k not in frozen_missing]
     if frozen_missing and config.clip.weights is None:
-        raise ValueError(f"{source}: holds no CLIP weights and its config names none (model.clip.weights)")
+        raise CheckpointError(f"{source}: holds no CLIP weights and its config names none (model.clip.weights)")
     if other_missing or unexpected:
-        raise ValueError(f"{source}: weights do not fit the model: missing {other_missing[:8]}, unexpected {unexpected[:8]}")
+        raise CheckpointError(f"{source}: weights do not fit the model: missing {other_missing[:8]}, unexpected {unexpected[:8]}")
     model.metadata = dict(metadata)
     return model
 
 
 def read_checkpoint(path: str | Path, weights_only: bool = True) -> tuple[ZegCLIPConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """Read any supported checkpoint into (config, our state dict, metadata)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint not found: {str(path)!r}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as err:
-        hint = (
-            " If it is a trusted file holding pickled objects, pass weights_only=False."
-            if weights_only
-            else ""
-        )
-        raise ValueError(f"Cannot read {str(path)!r} as a torch checkpoint ({type(err).__name__}: {err}).{hint}") from err
+    obj = load_file(path, weights_only=weights_only)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        check_version(path, obj.get("version", 1))
         return ZegCLIPConfig.from_dict(obj["config"]), obj["state_dict"], dict(obj.get("metadata") or {})
     if isinstance(obj, dict) and isinstance(obj.get("hyper_parameters"), dict) and "model_config" in obj["hyper_parameters"]:
+        check_version(path, obj.get(LIGHTNING_FORMAT_KEY, 1))
         hp = obj["hyper_parameters"]
         state = {k.removeprefix("model."): v for k, v in obj["state_dict"].items() if k.startswith("model.")}
         metadata = dict(hp.get("metadata") or {}, global_step=obj.get("global_step"))
@@ -127,10 +124,76 @@ def read_checkpoint(path: str | Path, weights_only: bool = True) -> tuple[ZegCLI
         config, state, metadata, _ = convert_official(obj)
         return config, state, metadata
     keys = sorted(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
-    raise ValueError(
+    raise CheckpointError(
         f"{str(path)!r} is neither an official ZegCLIP checkpoint (state_dict with backbone.*/decode_head.*), "
         f"a zegclip file (format='zegclip') nor a zegclip Lightning checkpoint; top-level content: {keys}"
     )
+
+
+def load_file(path: str | Path, weights_only: bool = True, mmap: bool = False) -> Any:
+    """``torch.load`` a checkpoint file on the CPU, with errors that name the file and what to do.
+
+    Raises:
+        CheckpointNotFoundError: no such file; CheckpointError: truncated, not a torch file, or
+        (``weights_only``) holding pickled objects other than plain values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        where = "a folder, not a file" if path.is_dir() else "no such file"
+        raise CheckpointNotFoundError(
+            f"Checkpoint not found: {str(path)!r} ({where}); give a checkpoint file (a run folder's "
+            "checkpoints/last.ckpt, an official ZegCLIP .pth, an exported file) or 'shapes'"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
+    except Exception as err:
+        raise CheckpointError(unreadable_message(path, err, weights_only)) from err
+
+
+def unreadable_message(path: Path, err: BaseException, weights_only: bool = True) -> str:
+    """Why ``torch.load`` could not read ``path``, in one sentence that names the file."""
+    text = str(err)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if weights_only and isinstance(err, pickle.UnpicklingError) and found:
+        return (
+            f"Cannot read {str(path)!r} as a torch checkpoint: it holds pickled Python objects ({found.group(1)}) "
+            "beyond tensors and plain values, which zegclip checkpoints never do (another program's file?). "
+            "If it is a trusted file holding pickled objects, pass weights_only=False."
+        )
+    size = path.stat().st_size if path.is_file() else 0
+    detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    first = detail.group(1).strip() if detail else text.strip().split("\n")[0].split(". ")[0]
+    return (
+        f"Cannot read {str(path)!r} ({size:,} bytes) as a torch checkpoint: it is truncated or not a checkpoint "
+        f"({type(err).__name__}: {first}); use an intact copy (zegclip writes checkpoints atomically, so a run "
+        "folder's checkpoints/last.ckpt is complete unless it was copied or edited)"
+    )
+
+
+def check_version(path: str | Path, version: Any) -> None:
+    """Refuse a checkpoint written in a newer format than this code reads."""
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(
+            f"{str(path)!r} was written by a newer zegclip (checkpoint format {version!r}; this version reads "
+            f"up to {VERSION}): upgrade zegclip (pip install -U zegclip) to use it"
+        )
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "model.") -> list[tuple[str, Any, Any]]:
+    """``(key, checkpoint's value, this run's value)`` for every (nested) key whose value differs."""
+    out = []
+    for key in sorted(set(saved) | set(current), key=str):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append((f"{prefix}{key}", a, b))
+    return out
+
+
+def describe_differences(differences: list[tuple[str, Any, Any]]) -> str:
+    """``model.prompt_tokens=4 in the checkpoint, 3 in this run; ...``."""
+    return "; ".join(f"{key}={a!r} in the checkpoint, {b!r} in this run" for key, a, b in differences)
 
 
 def load(
@@ -155,7 +218,7 @@ def load(
     if precision is not None:
         dtype = precision if isinstance(precision, torch.dtype) else _PRECISIONS.get(str(precision))
         if dtype is None:
-            raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
+            raise ConfigError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
         model = model.to(dtype)
     if device is not None:
         model = model.to(device)

@@ -30,6 +30,9 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
 
+from zegclip.atomic import write_file
+from zegclip.errors import CheckpointError, CheckpointNotFoundError, ConfigError
+
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 COMPACT_FORMAT = "zegclip.compact_clip"
 OPENAI_DOWNLOAD_HINT = (
@@ -72,14 +75,14 @@ def architecture(config: CLIPConfig) -> dict[str, Any]:
     else:
         found = open_clip.get_model_config(config.model_name)
         if found is None:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown open_clip model name {config.model_name!r} (model.clip.model_name); "
                 f"known ViTs include {sorted(n for n in open_clip.list_models() if n.startswith('ViT'))[:12]}"
             )
         arch = copy.deepcopy(found)
     for key in ("embed_dim", "vision_cfg", "text_cfg"):
         if key not in arch:
-            raise ValueError(f"CLIP architecture is missing {key!r}: got keys {sorted(arch)}")
+            raise ConfigError(f"CLIP architecture is missing {key!r}: got keys {sorted(arch)}")
     arch["vision_cfg"] = dict(arch["vision_cfg"])
     arch["text_cfg"] = dict(arch["text_cfg"])
     if config.image_size is not None:
@@ -95,7 +98,7 @@ def create_clip(config: CLIPConfig) -> CLIP:
         path = resolve_weights_path(weights)
         if path is not None:
             if not path.is_file():
-                raise FileNotFoundError(
+                raise CheckpointNotFoundError(
                     f"CLIP weights file not found: {str(path)!r} (set by config key "
                     f"{config.config_key}). {OPENAI_DOWNLOAD_HINT}"
                 )
@@ -172,7 +175,7 @@ def read_clip_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
         try:
             state = load_file(str(path), device="cpu")
         except Exception as err:
-            raise ValueError(f"Cannot read CLIP weights from {str(path)!r} (safetensors): {err}") from err
+            raise CheckpointError(f"Cannot read CLIP weights from {str(path)!r} (safetensors): {err}") from err
         return {k.removeprefix("module."): v for k, v in state.items() if k not in _TORCHSCRIPT_EXTRA_KEYS}, None
     if zipfile.is_zipfile(path) and _is_torchscript(path):
         scripted = torch.jit.load(str(path), map_location="cpu")
@@ -181,13 +184,13 @@ def read_clip_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"Cannot read CLIP weights from {str(path)!r}: {err}") from err
+        raise CheckpointError(f"Cannot read CLIP weights from {str(path)!r}: {err}") from err
     if isinstance(obj, dict) and obj.get("format") == COMPACT_FORMAT:
         return expand_compact_state_dict(obj), obj["arch"]
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{str(path)!r} is not a CLIP state dict (expected a dict of tensors)")
+        raise CheckpointError(f"{str(path)!r} is not a CLIP state dict (expected a dict of tensors)")
     state = {k.removeprefix("module."): v for k, v in obj.items()}
     return {k: v for k, v in state.items() if k not in _TORCHSCRIPT_EXTRA_KEYS}, None
 
@@ -256,7 +259,7 @@ def save_compact_clip(
         "token_rows": table[ids].clone(),
         **(extra or {}),
     }
-    torch.save(payload, path)
+    write_file(Path(path), lambda f: torch.save(payload, f), what="CLIP weights file")
 
 
 def expand_compact_state_dict(payload: dict[str, Any]) -> dict[str, torch.Tensor]:

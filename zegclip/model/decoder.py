@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from zegclip.errors import ConfigError
+
 
 class RelationshipDescriptor(nn.Module):
     """``q_c = Linear([t_c * g, t_c])`` per image and class; ``Linear(t_c)`` when disabled (ablation).
@@ -46,7 +48,7 @@ class DecoderLayer(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float = 0.1, logits_only: bool = False) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"decoder width {dim} is not divisible by {heads} heads")
+            raise ConfigError(f"decoder width {dim} is not divisible by {heads} heads")
         self.heads = heads
         self.scale = (dim // heads) ** -0.5
         self.logits_only = logits_only
@@ -94,7 +96,7 @@ class MaskDecoder(nn.Module):
     def __init__(self, dim: int, layers: int = 3, heads: int = 8, dropout: float = 0.1) -> None:
         super().__init__()
         if layers < 1:
-            raise ValueError(f"decoder needs at least one layer, got {layers}")
+            raise ConfigError(f"decoder needs at least one layer, got {layers}")
         self.layers = nn.ModuleList(
             DecoderLayer(dim, heads, dropout, logits_only=(i == layers - 1)) for i in range(layers)
         )

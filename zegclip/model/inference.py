@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from zegclip.errors import ConfigError
+
 SEEN_BIAS = 0.1
 """The paper's calibration: seen-class scores minus 0.1 before the argmax (inductive setting only)."""
 
@@ -95,9 +97,9 @@ def window_batches(
     """The windows of :func:`sliding_window`, ``window_batch`` at a time: ``(boxes, (n * B, 3, h, w))``
     with the ``B`` images of each window position next to each other."""
     if crop <= 0 or stride <= 0:
-        raise ValueError(f"crop and stride must be positive, got crop={crop}, stride={stride}")
+        raise ConfigError(f"crop and stride must be positive, got crop={crop}, stride={stride}")
     if stride > crop:
-        raise ValueError(f"stride ({stride}) larger than crop ({crop}) would leave pixels no window covers")
+        raise ConfigError(f"stride ({stride}) larger than crop ({crop}) would leave pixels no window covers")
     b, _, height, width = images.shape
     boxes = [
         (y, x, min(y + crop, height), min(x + crop, width))
@@ -155,7 +157,7 @@ def multi_scale_flip(
     """
     scales = [float(s) for s in scales]
     if not scales or any(not s > 0 for s in scales):
-        raise ValueError(f"scales must be a non-empty list of positive numbers, got {scales}")
+        raise ConfigError(f"scales must be a non-empty list of positive numbers, got {scales}")
     height, width = images.shape[-2:]
     total: torch.Tensor | None = None
     views = 0

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from zegclip import visualize
+from zegclip.atomic import write_file
 
 MAX_PALETTE_CLASSES = 256
 """Label PNGs are palette images up to this many classes, 16-bit grey PNGs beyond."""
@@ -70,8 +71,8 @@ class Prediction:
             if path is None:
                 continue
             path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            make().save(path)
+            image, kind = make(), Image.registered_extensions().get(path.suffix.lower(), "PNG")
+            write_file(path, lambda f, im=image, kind=kind: im.save(f, format=kind), what="prediction", fsync=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: file, size, and the classes present with their pixel share."""

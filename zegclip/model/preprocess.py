@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from zegclip.constants import IMAGENET_MEAN, IMAGENET_STD
+from zegclip.errors import InputError, InputNotFoundError
 
 ImageInput = str | Path | Image.Image | np.ndarray
 """A file path, a PIL image, or an ``(H, W, 3)`` uint8 RGB array (also ``(H, W)`` grey, ``(H, W, 4)``
@@ -23,7 +24,7 @@ RGBA, uint16)."""
 _READ_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
 
 
-class ImageReadError(ValueError):
+class ImageReadError(InputError):
     """An input that is not a readable image (names the file and what was expected)."""
 
 
@@ -42,7 +43,7 @@ def read_image(image: ImageInput) -> np.ndarray:
     if isinstance(image, (str, Path)):
         path = Path(image)
         if not path.is_file():
-            raise FileNotFoundError(f"image not found: {str(path)!r}")
+            raise InputNotFoundError(f"image not found: {str(path)!r}")
         try:
             with Image.open(path) as im:
                 im.load()  # decode everything now: a truncated file raises here

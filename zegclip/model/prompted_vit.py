@@ -10,6 +10,7 @@ from open_clip.transformer import VisionTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from zegclip.errors import ConfigError
 from zegclip.model.blocks import block_forward, supports_fast_forward
 
 
@@ -53,7 +54,7 @@ class PromptedVisionTransformer(nn.Module):
         self.prompt_tokens = prompt_tokens
         self.deep_layers = self.num_layers - 1 if deep_layers is None else deep_layers
         if not 0 <= self.deep_layers <= self.num_layers - 1:
-            raise ValueError(f"deep_layers must be in [0, {self.num_layers - 1}], got {deep_layers}")
+            raise ConfigError(f"deep_layers must be in [0, {self.num_layers - 1}], got {deep_layers}")
         self.ft_backbone = ft_backbone
         self.grad_checkpointing = grad_checkpointing
         for p in self.vit.parameters():

@@ -26,6 +26,9 @@ import torch.nn.functional as F
 from open_clip.model import CLIP
 from torch import nn
 
+from zegclip.atomic import write_file
+from zegclip.errors import ConfigError, InputError, InputNotFoundError
+
 SINGLE_TEMPLATE: tuple[str, ...] = ("a photo of a {}",)
 """VOC's template (no final period)."""
 
@@ -67,7 +70,7 @@ def split_synonyms(name: str) -> list[str]:
 def check_synonym_rule(synonyms: str | None) -> str | None:
     """``None``, ``"average"`` or ``"first"``; anything else raises naming the choices."""
     if synonyms is not None and synonyms not in SYNONYM_RULES:
-        raise ValueError(f"synonyms must be null or one of {list(SYNONYM_RULES)}, got {synonyms!r}")
+        raise ConfigError(f"synonyms must be null or one of {list(SYNONYM_RULES)}, got {synonyms!r}")
     return synonyms
 
 
@@ -79,7 +82,7 @@ def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
         templates = (templates,)
     out = tuple(templates)
     if not out or any("{}" not in t for t in out):
-        raise ValueError(f"templates must be 'single', 'multi' or strings containing '{{}}', got {out!r}")
+        raise ConfigError(f"templates must be 'single', 'multi' or strings containing '{{}}', got {out!r}")
     return out
 
 
@@ -150,7 +153,7 @@ class TextEncoder(nn.Module):
         """
         names = tuple(str(n) for n in class_names)
         if not names:
-            raise ValueError("class_names is empty: give at least one class name")
+            raise ConfigError("class_names is empty: give at least one class name")
         temps = resolve_templates(templates)
         synonyms = check_synonym_rule(synonyms)
         key = (names, temps, synonyms)
@@ -159,15 +162,11 @@ class TextEncoder(nn.Module):
         if cached is not None:
             return cached.to(device)
         disk = self._disk_path(names, temps, synonyms)
-        if disk is not None and disk.is_file():
-            emb = torch.load(disk, map_location="cpu", weights_only=True)
-        else:
+        emb = _read_cached(disk) if disk is not None else None
+        if emb is None:
             emb = self._compute(names, temps, synonyms).cpu()
-            if disk is not None:
-                disk.parent.mkdir(parents=True, exist_ok=True)
-                tmp = disk.with_suffix(".tmp")
-                torch.save(emb, tmp)
-                tmp.replace(disk)
+            if disk is not None:  # atomic, with a temporary name of this process: ranks may write it at once
+                write_file(disk, lambda f: torch.save(emb, f), what="text-embedding cache")
         self._cache[key] = emb
         return emb.to(device)
 
@@ -223,6 +222,17 @@ class TextEncoder(nn.Module):
         return self.cache_dir / f"text_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
 
 
+def _read_cached(path: Path) -> torch.Tensor | None:
+    """A cached embedding, or None if there is none or it cannot be read (then it is recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        emb = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 (e.g. a file cut short by an older version: recompute it)
+        return None
+    return emb if isinstance(emb, torch.Tensor) else None
+
+
 def load_text_embeddings(path: str | Path, num_classes: int | None = None) -> torch.Tensor:
     """Read precomputed class embeddings ``(C, D)`` from ``.npy`` or ``.pt``, as float32.
 
@@ -230,15 +240,15 @@ def load_text_embeddings(path: str | Path, num_classes: int | None = None) -> to
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Text-embedding file not found: {str(path)!r}")
+        raise InputNotFoundError(f"Text-embedding file not found: {str(path)!r}")
     if path.suffix == ".npy":
         emb = torch.from_numpy(np.load(path))
     else:
         emb = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(emb, dict):
-            raise ValueError(f"{str(path)!r} holds a dict; expected a (C, D) tensor")
+            raise InputError(f"{str(path)!r} holds a dict; expected a (C, D) tensor")
     if emb.ndim != 2:
-        raise ValueError(f"{str(path)!r}: expected a (C, D) array of class embeddings, got shape {tuple(emb.shape)}")
+        raise InputError(f"{str(path)!r}: expected a (C, D) array of class embeddings, got shape {tuple(emb.shape)}")
     if num_classes is not None and emb.shape[0] != num_classes:
-        raise ValueError(f"{str(path)!r} holds {emb.shape[0]} class embeddings, expected {num_classes}")
+        raise InputError(f"{str(path)!r} holds {emb.shape[0]} class embeddings, expected {num_classes}")
     return emb.float()

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zegclip.model.chunked import CHUNK_BYTES, grid_views, iter_chunks, running_argmax
+from zegclip.errors import ConfigError
 from zegclip.model.clip import CLIPConfig, create_clip
 from zegclip.model.decoder import MaskDecoder, RelationshipDescriptor
 from zegclip.model.inference import (
@@ -71,7 +72,7 @@ class ZegCLIPConfig:
         data = dict(data)
         unknown = set(data) - {f for f in cls.__dataclass_fields__}
         if unknown:
-            raise ValueError(f"Unknown ZegCLIP config keys {sorted(unknown)}")
+            raise ConfigError(f"Unknown ZegCLIP config keys {sorted(unknown)}")
         clip = data.pop("clip", {}) or {}
         clip_cfg = clip if isinstance(clip, CLIPConfig) else CLIPConfig(**dict(clip))
         return cls(clip=clip_cfg, **data)
@@ -79,7 +80,7 @@ class ZegCLIPConfig:
     def __post_init__(self) -> None:
         def require(ok: bool, key: str, expected: str) -> None:
             if not ok:
-                raise ValueError(f"model.{key}={getattr(self, key)!r}: expected {expected}")
+                raise ConfigError(f"model.{key}={getattr(self, key)!r}: expected {expected}")
 
         def is_int(value: Any) -> bool:
             return isinstance(value, int) and not isinstance(value, bool)
@@ -388,7 +389,7 @@ class ZegCLIP(nn.Module):
             # windows larger than the image shrink to it, unpadded (mmseg 0.24 / official ZegCLIP)
             return partial(sliding_window, encode, num_classes=text.shape[0], crop=crop,
                            stride=stride or (crop * 5) // 6, window_batch=window_batch)  # fmt: skip
-        raise ValueError(f"mode must be 'slide' or 'whole', got {mode!r}")
+        raise ConfigError(f"mode must be 'slide' or 'whole', got {mode!r}")
 
     @torch.no_grad()
     def predict(
@@ -461,7 +462,7 @@ def _check_indices(indices: Sequence[int] | torch.Tensor | None, num_classes: in
     out = [int(i) for i in indices]
     bad = [i for i in out if not 0 <= i < num_classes]
     if bad:
-        raise ValueError(f"seen indices {bad} are out of range for {num_classes} classes (valid: 0..{num_classes - 1})")
+        raise ConfigError(f"seen indices {bad} are out of range for {num_classes} classes (valid: 0..{num_classes - 1})")
     return out
 
 
