@@ -35,6 +35,7 @@ from zegclip.console import announce, console, model_summary, quiet_lightning
 from zegclip.errors import RunInterrupted
 from zegclip.interrupts import Interrupts
 from zegclip.model.inference import default_seen_bias
+from zegclip.model.precision import accelerator_device, choose, choose_trainer_precision
 from zegclip.module import SUMMARY_KEYS, ZegCLIPModule, check_setting
 from zegclip.values import json_number, plain
 
@@ -195,9 +196,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             announce(model_summary(module))
             loggers = build_loggers(cfg)
             callbacks = [*build_callbacks(cfg, has_unseen=bool(datamodule.unseen), has_logger=bool(loggers)), last]
+            device = accelerator_device(cfg.trainer.get("accelerator"))
+            precision = choose_trainer_precision(cfg.trainer.get("precision", "32-true"), device)
+            announce(precision.line())
             trainer: L.Trainer = instantiate(
-                cfg.trainer, callbacks=callbacks, logger=loggers or False, **_trainer_overrides(cfg, callbacks)
-            )
+                cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision.precision,
+                **_trainer_overrides(cfg, callbacks),
+            )  # fmt: skip
             _log_config_once(cfg, loggers, module, datamodule)
             save_resolved_config(cfg)
 
@@ -211,7 +216,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                                        weights_only=True, verbose=False)  # fmt: skip
                 summary = summary_from_logged(results, datamodule.class_names)
                 report(cfg, summary, datamodule.class_split.unseen_names, weights=weights, dataset=datamodule.name,
-                       setting=cfg.setting)  # fmt: skip
+                       setting=cfg.setting, precision=precision.to_dict())  # fmt: skip
             finish_wandb(loggers)
     except (RunInterrupted, SIGTERMException) as err:
         if isinstance(err, SIGTERMException):  # Lightning's own handler got there first
@@ -326,7 +331,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = resolve_checkpoint(str(cfg.ckpt_path))
     try:
         with Interrupts(None) as interrupts:
-            model = zegclip.load(checkpoint, precision=cfg.get("precision"))
+            precision = choose(cfg.get("precision", "auto"), accelerator_device(cfg.trainer.get("accelerator")))
+            announce(precision.line())
+            model = zegclip.load(checkpoint, precision=precision)
             datamodule = instantiate(cfg.dataset)
             module = _evaluation_module(cfg, model, datamodule)
             module.plots_dir = str(output_dir(cfg))  # plots/*.png after the test
@@ -349,7 +356,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     weights = {"checkpoint": checkpoint, "step": model.metadata.get("global_step", model.metadata.get("iter")),
                "selection": "given by ckpt_path"}  # fmt: skip
     report(cfg, summary, datamodule.class_split.unseen_names, weights=weights, dataset=datamodule.name, setting=module.setting,
-           seen_bias=module.evaluation["seen_bias"])  # fmt: skip
+           seen_bias=module.evaluation["seen_bias"], precision=precision.to_dict())  # fmt: skip
     _finish(folder, "finished")
     _announce_end(cfg, None)
     return summary

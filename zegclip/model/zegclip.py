@@ -23,6 +23,7 @@ from zegclip.model.inference import (
     upsampled_argmax,
     whole_image,
 )
+from zegclip.model.precision import PrecisionChoice, autocast
 from zegclip.model.prediction import Prediction
 from zegclip.model.preprocess import ImageInput, normalize, read_image, resize_short_side
 from zegclip.model.prompted_vit import PromptedVisionTransformer
@@ -162,6 +163,9 @@ class ZegCLIP(nn.Module):
         self.decoder = MaskDecoder(dim, config.decoder_layers, config.decoder_heads, config.decoder_dropout)
         self.metadata: dict[str, Any] = {}
         """Vocabulary and test defaults read from a checkpoint (class_names, seen, templates, ...)."""
+        self.precision: PrecisionChoice | None = None
+        """The precision :func:`zegclip.load` chose and why; ``segment`` and ``predict`` run under
+        its autocast (``bf16-mixed``). None: built directly (the weights' dtype, no autocast)."""
 
     @property
     def embed_dim(self) -> int:
@@ -210,7 +214,11 @@ class ZegCLIP(nn.Module):
         seen_bias: float = SEEN_BIAS,
     ) -> torch.Tensor:
         """Calibrated scores of one forward pass, resized to the input size ``(B, C, H, W)``."""
-        logits = self(images, text_embeddings).pred_masks
+        output = self(images, text_embeddings)
+        if self.precision is not None and self.precision.autocast_dtype is not None:  # bf16-mixed: scores in fp32
+            logits = F.interpolate(output.logits.float(), size=output.mask_size, mode="bilinear", align_corners=False)
+        else:
+            logits = output.pred_masks
         out = calibrate(logits, seen, seen_bias)
         if not torch.compiler.is_compiling() and out.shape[-2:] == images.shape[-2:]:
             return out  # the identity; not while exporting, where the comparison would fix H and W
@@ -261,9 +269,10 @@ class ZegCLIP(nn.Module):
         text_embeddings = text_embeddings.to(device=device, dtype=dtype)
         seen_idx = _check_indices(seen, text_embeddings.shape[0])
         score = self._score_function(text_embeddings, seen_idx, seen_bias, mode, crop, stride, window_batch)
-        if scales is None and not flip:
-            return score(pixel_values)
-        return multi_scale_flip(score, pixel_values, scales if scales is not None else (1.0,), flip)
+        with autocast(self.precision, device.type):  # bf16-mixed: bf16 matrix products over fp32 weights
+            if scales is None and not flip:
+                return score(pixel_values)
+            return multi_scale_flip(score, pixel_values, scales if scales is not None else (1.0,), flip)
 
     def _vocabulary(self, class_names: Sequence[str] | None) -> list[str]:
         """The class names to segment: those given, else the checkpoint's own."""
