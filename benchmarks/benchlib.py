@@ -74,13 +74,18 @@ def relaunch_with_capability(capability: str, argv: Sequence[str]) -> int | None
     return subprocess.run([sys.executable, sys.argv[0], *argv], env=env).returncode
 
 
+def result_name(name: str, capability: str) -> str:
+    """``benchmarks/results/<name>.md`` for the CPU as it is, ``<name>_avx2.md`` when lowered."""
+    return name if capability == "native" else f"{name}_{capability}"
+
+
 def machine() -> dict[str, Any]:
     """CPU model, the capability this process uses (AVX2 / AVX-512 / AVX-512 BF16 / AMX, with the
     settings that lowered it), whether bf16 is native, and the torch version."""
     from zegclip.model.precision import cpu_info
 
     info = cpu_info()
-    lowered = [f"{k}={os.environ[k]}" for k in ("MKL_ENABLE_INSTRUCTIONS",) if os.environ.get(k)]
+    lowered = [f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS") if os.environ.get(k)]
     return {
         "cpu": info.name, "cores": os.cpu_count(), "capability": info.capability, "hardware": info.hardware,
         "limits": [*info.limits, *lowered], "native_bf16": info.native_bf16, "torch": torch.__version__,

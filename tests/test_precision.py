@@ -287,3 +287,31 @@ def test_bf16_mixed_inference_runs_bf16_products_and_keeps_fp32_scores():
     assert next(mixed.parameters()).dtype == torch.float32 and got.dtype == torch.float32
     assert 0 < (got - ref).abs().max() < 0.05
     assert (got.argmax(1) == ref.argmax(1)).float().mean() > 0.99
+
+
+def test_trainer_precision_auto_is_resolved_and_recorded(tmp_path, monkeypatch):
+    """``trainer.precision=auto``: Lightning gets bf16-mixed where bf16 is native, else 32-true."""
+    import lightning as L
+    from hydra_compose import compose_config
+
+    from zegclip.runner import train
+
+    used = []
+    original = L.Trainer.__init__
+
+    def init(self, *args, **kwargs):
+        used.append(kwargs.get("precision"))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "__init__", init)
+    torch.set_num_threads(1)
+    cfg = compose_config("train", [
+        "trainer.precision=auto", "trainer.max_steps=2", "trainer.val_check_interval=2", "dataset.layout.train_size=16",
+        "dataset.layout.val_size=4", "dataset.layout.test_size=8", "dataset.batch_size=4",
+    ], tmp_path)  # fmt: skip
+    train(cfg)
+    native, _ = P.native_bf16(P.accelerator_device(cfg.trainer.accelerator))
+    expected = "bf16-mixed" if native else "32-true"
+    assert used == [expected]
+    record = json.loads((tmp_path / "metrics.json").read_text())["precision"]
+    assert record["requested"] == "auto" and record["precision"] == expected and record["reason"].startswith("auto: ")
