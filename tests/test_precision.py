@@ -315,3 +315,21 @@ def test_trainer_precision_auto_is_resolved_and_recorded(tmp_path, monkeypatch):
     assert used == [expected]
     record = json.loads((tmp_path / "metrics.json").read_text())["precision"]
     assert record["requested"] == "auto" and record["precision"] == expected and record["reason"].startswith("auto: ")
+
+
+def test_demo_defaults_to_auto_and_prints_the_choice(monkeypatch, capsys):
+    import zegclip.demo as demo
+
+    built = []
+
+    class Page:
+        def launch(self, **kwargs):
+            pass
+
+    monkeypatch.setattr(demo, "shapes_examples", lambda folder: [])
+    monkeypatch.setattr(demo, "build_demo", lambda model, examples, title: built.append(model) or Page())
+    assert demo.main(["--device", "cpu"]) == 0
+    assert demo.main(["--device", "cpu", "precision=fp32"]) == 0
+    assert [m.precision.requested for m in built] == ["auto", "fp32"]
+    printed = capsys.readouterr().out
+    assert printed.count("precision: ") == 2 and built[0].precision.line() in printed
