@@ -24,7 +24,9 @@ Rows:
 ViT-B/16 rows use the same random weights in both implementations (an official-format
 checkpoint; without ``ZEGCLIP_REF`` the official column is skipped and zegclip uses its own
 random weights). The FLOP floor is the GEMM FLOPs (``benchlib.zegclip_step_flops``, forward only)
-over the GEMM rate measured in the same run. Median (min) over ``--repeats`` runs after a warm-up.
+over the GEMM rate measured in the same run. Median (min) over ``--repeats`` rounds after a
+warm-up; each round runs every row of a workload group once (interleaved), so that a change of
+the machine's load hits all rows alike.
 """
 
 from __future__ import annotations
@@ -102,9 +104,17 @@ def vit_models(tmp: str, smoke: bool) -> tuple[Any, Any, list[str], list[int], s
     return model.eval(), ref.eval(), names, seen, note
 
 
-def measure(fn: Callable[[], Any], repeats: int) -> list[float]:
+def interleaved(fns: dict[Any, Callable[[], Any]], repeats: int) -> dict[Any, list[float]]:
+    """Each function once per round, ``repeats`` rounds after one warm-up call each, so that a
+    change of the machine's load hits every row alike."""
+    times: dict[Any, list[float]] = {key: [] for key in fns}
     with torch.no_grad():
-        return benchlib.timed(fn, repeats=repeats, warmup=1)
+        for fn in fns.values():
+            fn()
+        for _ in range(repeats):
+            for key, fn in fns.items():
+                times[key] += benchlib.timed(fn, repeats=1, warmup=0)
+    return times
 
 
 def run_vit(args: argparse.Namespace, times: dict[tuple[str, str, str], list[float]], info: dict[str, Any]) -> None:
@@ -121,6 +131,7 @@ def run_vit(args: argparse.Namespace, times: dict[tuple[str, str, str], list[flo
             resized = torch.randn(1, 3, 64, 85, generator=gen)
         window, stride = (64, 53) if args.smoke else (CROP, STRIDE)
 
+        fns: dict[tuple[str, str, str], Callable[[], Any]] = {}
         for precision, net in variants(model).items():
 
             def whole(net: Any = net, precision: str = precision) -> torch.Tensor:
@@ -132,8 +143,8 @@ def run_vit(args: argparse.Namespace, times: dict[tuple[str, str, str], list[flo
                     scores = net.segment(resized, text_embeddings=text, seen=seen, mode="slide", crop=window, stride=stride)
                 return F.interpolate(scores.float(), size=VOC_IMAGE, mode="bilinear", align_corners=False).argmax(1)
 
-            times[("whole", "zegclip", precision)] = measure(whole, args.repeats)
-            times[("slide", "zegclip", precision)] = measure(slide, args.repeats)
+            fns[("whole", "zegclip", precision)] = whole
+            fns[("slide", "zegclip", precision)] = slide
         if ref is not None:
             with torch.no_grad():
                 err = (ref.encode_decode(crop, [{}]) - model.segment(crop, text_embeddings=text, seen=seen, mode="whole")).abs().max()
@@ -144,8 +155,9 @@ def run_vit(args: argparse.Namespace, times: dict[tuple[str, str, str], list[flo
                 scores = ref.slide_inference(resized, metas, rescale=False)
                 return F.interpolate(scores, size=VOC_IMAGE, mode="bilinear", align_corners=False).argmax(1)
 
-            times[("whole", "official", "fp32")] = measure(lambda: ref.encode_decode(crop, [{}]), args.repeats)
-            times[("slide", "official", "fp32")] = measure(ref_slide, args.repeats)
+            fns[("whole", "official", "fp32")] = lambda: ref.encode_decode(crop, [{}])
+            fns[("slide", "official", "fp32")] = ref_slide
+        times.update(interleaved(fns, args.repeats))
     info["flops"] = benchlib.zegclip_step_flops(1, size // 16, 3 if args.smoke else 10, len(names), train=False,
                                                 **({"embed": 32, "width": 64} if args.smoke else {}))  # fmt: skip
     info["windows"] = 2
@@ -176,6 +188,7 @@ def run(args: argparse.Namespace) -> tuple[dict[tuple[str, str, str], list[float
         batches.append(torch.stack([it["image"] for it in items]))
     info["shapes_images"] = len(dataset)
     shapes_text = shapes.class_embeddings(shapes.metadata["class_names"])
+    shape_fns = {}
     for precision, net in variants(shapes).items():
 
         def shapes_eval(net: Any = net, precision: str = precision) -> None:
@@ -183,7 +196,8 @@ def run(args: argparse.Namespace) -> tuple[dict[tuple[str, str, str], list[float
                 with autocast(precision):
                     net.segment(batch, text_embeddings=shapes_text, mode="slide", crop=64, stride=53).argmax(1)
 
-        times[("shapes", "zegclip", precision)] = measure(shapes_eval, max(1, args.repeats // 2))
+        shape_fns[("shapes", "zegclip", precision)] = shapes_eval
+    times.update(interleaved(shape_fns, max(1, args.repeats // 2)))
     return times, info
 
 
