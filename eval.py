@@ -24,4 +24,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from zegclip.hydra_flags import run
+
+    run(main, "eval")  # Hydra's flags, also `-m ... --cfg job` (per job)

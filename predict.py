@@ -23,5 +23,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from zegclip.hydra_flags import run
+
+    run(main, "predict")  # Hydra's flags, also `-m ... --cfg job` (per job)
     sys.exit(max(_exit_codes, default=0))  # non-zero when a file could not be read

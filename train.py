@@ -11,16 +11,21 @@ import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers, before Hydr
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from zegclip.errors import RunError
-    from zegclip.runner import train
+    from zegclip.errors import RunError, RunInterrupted
+    from zegclip.objective import objective_value
+    from zegclip.runner import is_multirun, train
 
     try:
         summary = train(cfg)
     except RunError as err:  # interrupted, diverged, unwritable: one clear line and a non-zero exit
+        if is_multirun() and not isinstance(err, RunInterrupted):
+            raise  # one failed job of a sweep (e.g. a diverged trial): the sweeper records it and goes on
         print(f"{type(err).__name__}: {err}", flush=True)
         raise SystemExit(err.exit_code) from None
-    return summary.get("hIoU") if summary else None  # value for Hydra sweepers
+    return objective_value(cfg, summary)  # optimized_metric, for Hydra sweepers (null: nothing)
 
 
 if __name__ == "__main__":
-    main()
+    from zegclip.hydra_flags import run
+
+    run(main, "train")  # Hydra's flags, also `-m ... --cfg job` (per job)

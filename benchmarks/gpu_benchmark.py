@@ -56,6 +56,7 @@ def autocast(device: str, bf16: bool):
 
 
 def train_row(model: Any, classes: int, unseen: int, mode: str, args: argparse.Namespace) -> dict[str, Any]:
+    from zegclip.constants import IGNORE_INDEX
     from zegclip.model.loss import FocalDiceLoss
 
     device, size = args.device, model.config.image_size
@@ -64,7 +65,7 @@ def train_row(model: Any, classes: int, unseen: int, mode: str, args: argparse.N
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(args.batch, 3, size, size, generator=gen).to(device)
     labels = torch.randint(0, seen, (args.batch, size, size), generator=gen).to(device)
-    labels[:, :, -size // 20 :] = 255
+    labels[:, :, -size // 20 :] = IGNORE_INDEX
     model.train()
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=2e-5)
     forward = torch.compile(model.forward) if mode.startswith("compile") else model.forward

@@ -86,7 +86,7 @@ def official_style_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float
 def ours(logits: torch.Tensor, labels: torch.Tensor):
     from zegclip.model.loss import FocalDiceLoss
 
-    out = FocalDiceLoss()(logits, labels)
+    out = FocalDiceLoss(ignore_index=IGNORE)(logits, labels)  # the official ignore value, as the labels
     return out.loss_mask, out.loss_dice
 
 

@@ -76,7 +76,10 @@ def vocabulary(scale: dict[str, Any]) -> tuple[list[str], list[int]]:
 
 
 def make_labels(batch: int, size: int, seen: list[int], seed: int = 0) -> torch.Tensor:
-    """Dataset class ids in blobs (8 seen classes per image), 5% ignore pixels and a padded border."""
+    """Dataset class ids in blobs (8 seen classes per image), 5% ignore pixels and a padded border.
+
+    Ignore is the official 255 (the official rows read these labels as they are); our rows map
+    every id outside the vocabulary, 255 included, to ignore through ``inductive_targets``."""
     gen = torch.Generator().manual_seed(seed)
     labels = torch.empty(batch, size, size, dtype=torch.long)
     seen_t = torch.tensor(seen)

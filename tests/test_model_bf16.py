@@ -12,6 +12,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from tiny_model import TINY_ARCH
 
 from zegclip import CLIPConfig, ZegCLIP, ZegCLIPConfig
+from zegclip.constants import IGNORE_INDEX
 from zegclip.model.loss import FocalDiceLoss
 
 LOSS_RTOL = 2e-3
@@ -29,7 +30,7 @@ def test_bf16_mixed_loss_and_prompt_gradients_match_fp32(seed):
     text = model.class_embeddings(["cat", "dog", "grass", "sky"])
     gen = torch.Generator().manual_seed(seed)
     images, labels = torch.randn(2, 3, 64, 64, generator=gen), torch.randint(0, 4, (2, 64, 64), generator=gen)
-    labels[:, :8] = 255
+    labels[:, :8] = IGNORE_INDEX
     precision = MixedPrecision("bf16-mixed", "cpu")  # what the Trainer wraps training_step in
 
     results = []

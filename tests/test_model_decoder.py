@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from zegclip import ZegCLIP
+from zegclip.constants import IGNORE_INDEX
 from zegclip.model.decoder import DecoderLayer, MaskDecoder, RelationshipDescriptor
 from zegclip.model.loss import FocalDiceLoss
 
@@ -78,7 +79,7 @@ def test_every_trainable_parameter_gets_a_gradient(tiny_config, overrides):
     text = model.class_embeddings(["cat", "dog", "grass", "sky"])
     out = model(torch.randn(2, 3, 64, 64), text)
     labels = torch.randint(0, 4, (2, 64, 64))
-    labels[:, :8] = 255
+    labels[:, :8] = IGNORE_INDEX
     FocalDiceLoss()(out.pred_masks, labels).total.backward()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert trainable

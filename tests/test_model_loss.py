@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from zegclip.constants import IGNORE_INDEX
 from zegclip.model.loss import FocalDiceLoss, global_num_masks
 
 
@@ -31,7 +32,7 @@ def reference_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.
     dice = 1 - (2 * (p * t).sum(-1) + 1) / (p.sum(-1) + t.sum(-1) + 1)
     loss_mask = 100 * focal.flatten(2).mean(-1).sum() / num_masks
     loss_dice = dice.sum() / num_masks
-    valid = labels != 255
+    valid = labels != IGNORE_INDEX
     correct = (logits.argmax(1) == labels)[valid].double()
     accuracy = correct.mean() * 100 if valid.any() else torch.zeros(())  # no labelled pixel: 0 by convention
     return loss_mask, loss_dice, accuracy
@@ -46,10 +47,10 @@ def make_case(seed: int, b: int = 3, c: int = 5, size: int = 24, logit_size: int
         torch.randn(int(big.sum()), generator=g)
     )
     labels = torch.randint(0, c, (b, size, size), generator=g)
-    labels[torch.rand(b, size, size, generator=g) < 0.2] = 255
-    labels[0][labels[0] == 1] = 255  # class 1 absent from image 0
+    labels[torch.rand(b, size, size, generator=g) < 0.2] = IGNORE_INDEX
+    labels[0][labels[0] == 1] = IGNORE_INDEX  # class 1 absent from image 0
     labels[0][labels[0] == 3] = 2  # class 3 too
-    labels[-1] = 255  # an image without labelled pixels
+    labels[-1] = IGNORE_INDEX  # an image without labelled pixels
     return logits, labels
 
 
@@ -69,7 +70,7 @@ def compare(logits: torch.Tensor, labels: torch.Tensor, **loss_kwargs) -> None:
     scale = ref_in.grad.abs().max().item()
     err = (ours_in.grad.double() - ref_in.grad).abs().max().item()
     assert err <= 1e-5 * scale, f"gradient error {err:.3g} > 1e-5 x {scale:.3g}"
-    present = sum(len(set(labels[i][labels[i] != 255].tolist())) for i in range(labels.shape[0]))
+    present = sum(len(set(labels[i][labels[i] != IGNORE_INDEX].tolist())) for i in range(labels.shape[0]))
     assert ours.num_masks == max(present, 1)
 
 
@@ -86,7 +87,7 @@ def test_matches_reference_with_upsampling():
 
 def test_matches_reference_when_no_pixel_is_labelled():
     logits, labels = make_case(3)
-    labels[:] = 255
+    labels[:] = IGNORE_INDEX
     compare(logits, labels)
     out = FocalDiceLoss()(logits, labels)
     assert out.num_masks == 1.0 and out.loss_dice.item() == 0.0 and out.loss_mask.item() > 0
@@ -131,7 +132,7 @@ def test_chunking_gives_identical_results():
 def test_labels_out_of_range_raise(bad):
     logits, labels = make_case(6, c=5)
     labels[1, 3, 4] = bad
-    with pytest.raises(ValueError, match=rf"label values \[{bad}\] are outside 0\.\.4 and 255"):
+    with pytest.raises(ValueError, match=rf"label values \[{bad}\] are outside 0\.\.4 and {IGNORE_INDEX}"):
         FocalDiceLoss()(logits, labels)
 
 
@@ -170,7 +171,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         }
         # the loss divides by the mean over ranks: rank 0 has 2 present pairs, rank 1 has 4
         logits = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(rank))
-        labels = torch.full((2, 8, 8), 255)
+        labels = torch.full((2, 8, 8), IGNORE_INDEX)
         labels[0, :4] = 0
         if rank == 0:
             labels[0, 4:6] = 1
@@ -226,7 +227,7 @@ def test_grid_logits_equal_upsampling_first(grid, size, chunk):
     upsampling the whole tensor first (to float32 rounding), the same accuracy."""
     logits = torch.randn(3, 5, *grid, generator=torch.Generator().manual_seed(1)) * 3
     labels = torch.randint(0, 5, (3, *size), generator=torch.Generator().manual_seed(2))
-    labels[:, ::3] = 255
+    labels[:, ::3] = IGNORE_INDEX
     on_grid = logits.clone().requires_grad_(True)
     first = logits.clone().requires_grad_(True)
     a = FocalDiceLoss(chunk_elements=chunk)(on_grid, labels)

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from tiny_model import TINY_ARCH
 
 from zegclip import MULTI_TEMPLATES, SINGLE_TEMPLATE, CLIPConfig
+from zegclip.model import text as text_module
 from zegclip.model.clip import create_clip
-from zegclip.model.text import TextEncoder, load_text_embeddings
+from zegclip.model.text import TextEncoder, load_text_embeddings, split_synonyms
 
 NAMES = ["cat", "dog", "potted plant"]
 
@@ -191,3 +192,65 @@ def test_disk_cache_not_shared_between_different_text_towers(tiny_config, tmp_pa
     first.load_state_dict(second.state_dict())
     assert torch.allclose(first.class_embeddings(NAMES), expected, atol=1e-6)
     assert len(list(tmp_path.glob("*.pt"))) == 2
+
+
+# -- synonyms (CAT-Seg's vocabularies: "a, b" names one class) ---------------------------------------
+SYNONYM_NAMES = ["sofa, couch, lounge", "cat", "rug, carpet"]
+
+
+def normalized_prompts(encoder: TextEncoder, template: str, words: list[str]) -> torch.Tensor:
+    return F.normalize(encoder.encode_tokens(encoder.tokenize([template.format(w) for w in words])), dim=-1)
+
+
+def test_split_synonyms():
+    assert split_synonyms("sofa, couch, lounge") == ["sofa", "couch", "lounge"]
+    assert split_synonyms("chest of drawers, chest") == ["chest of drawers", "chest"]
+    assert split_synonyms("cat") == ["cat"]
+
+
+def test_synonyms_average_is_catseg_rule(encoder):
+    """Per template: mean of the synonyms' normalised embeddings, renormalised; then the template mean."""
+    emb = encoder.class_embeddings(SYNONYM_NAMES, "multi", synonyms="average")
+    per_template = []
+    for t in MULTI_TEMPLATES:
+        rows = [F.normalize(normalized_prompts(encoder, t, split_synonyms(n)).mean(0), dim=-1) for n in SYNONYM_NAMES]
+        per_template.append(torch.stack(rows))
+    expected = F.normalize(torch.stack(per_template).mean(0), dim=-1)
+    assert emb.shape == (3, 32) and torch.allclose(emb, expected, atol=1e-6)
+    # a name without synonyms gets exactly the embedding it has without the rule
+    assert torch.allclose(emb[1], encoder.class_embeddings(["cat"], "multi")[0], atol=1e-7)
+    # one template: the synonyms' average alone
+    single = encoder.class_embeddings(SYNONYM_NAMES, synonyms="average")
+    sofa = F.normalize(normalized_prompts(encoder, "a photo of a {}", ["sofa", "couch", "lounge"]).mean(0), dim=-1)
+    assert torch.allclose(single[0], sofa, atol=1e-6)
+    # the rule changes the embedding: not the whole string, not the first synonym
+    whole = encoder.class_embeddings(SYNONYM_NAMES)
+    first = encoder.class_embeddings(SYNONYM_NAMES, synonyms="first")
+    assert not torch.allclose(single[0], whole[0], atol=1e-3) and not torch.allclose(single[0], first[0], atol=1e-3)
+    assert torch.allclose(first[0], normalized_prompts(encoder, "a photo of a {}", ["sofa"])[0], atol=1e-6)
+    assert torch.allclose(whole[0], normalized_prompts(encoder, "a photo of a {}", ["sofa, couch, lounge"])[0], atol=1e-6)
+
+
+def test_synonym_rule_is_part_of_the_caches(monkeypatch, clip, tmp_path):
+    encoder = TextEncoder(clip, cache_dir=tmp_path, cache_key="tiny")
+    calls = count_tower_calls(monkeypatch, encoder)
+    averaged = encoder.class_embeddings(SYNONYM_NAMES, synonyms="average")
+    assert calls == [6]  # 3 + 1 + 2 synonyms, one pass
+    encoder.class_embeddings(SYNONYM_NAMES, synonyms="average")
+    encoder.class_embeddings(SYNONYM_NAMES)  # without the rule: another entry, another file
+    assert calls == [6, 3] and len(list(tmp_path.glob("*.pt"))) == 2
+    again = TextEncoder(clip, cache_dir=tmp_path, cache_key="tiny")
+    calls = count_tower_calls(monkeypatch, again)
+    assert torch.equal(again.class_embeddings(SYNONYM_NAMES, synonyms="average"), averaged) and calls == []
+    with pytest.raises(ValueError, match=r"synonyms must be null or one of \['average', 'first'\], got 'mean'"):
+        encoder.class_embeddings(SYNONYM_NAMES, synonyms="mean")
+
+
+def test_many_prompts_are_encoded_in_batches(monkeypatch, encoder):
+    monkeypatch.setattr(text_module, "TEXT_BATCH", 4)
+    calls = count_tower_calls(monkeypatch, encoder)
+    names = [f"thing {i}" for i in range(10)]
+    emb = encoder.class_embeddings(names)
+    assert calls == [4, 4, 2]
+    expected = normalized_prompts(encoder, "a photo of a {}", names)
+    assert torch.allclose(emb, expected, atol=1e-6)

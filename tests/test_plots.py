@@ -11,7 +11,7 @@ from matplotlib.colors import to_hex
 from PIL import Image
 
 from zegclip import plots
-from zegclip.constants import IMAGENET_MEAN, IMAGENET_STD
+from zegclip.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from zegclip.visualize import palette
 
 NAMES = ["cat", "dog", "bird", "grass", "sky", "tree"]
@@ -48,6 +48,21 @@ def test_confusion_matrix_many_classes_has_no_cell_text() -> None:
     assert len(fig.axes[0].texts) == 0 and len(fig.axes[0].get_xticklabels()) == 40
 
 
+def test_plots_of_an_847_class_vocabulary_name_ids_and_present_classes() -> None:
+    """A-847: class-id ticks every 50 (847 names cannot be read), bars for the classes present only."""
+    names = [f"class {i}" for i in range(847)]
+    counts = torch.zeros(847, 847)
+    counts[0, 0], counts[300, 300], counts[846, 5] = 10, 4, 3
+    fig = plots.confusion_matrix_figure(counts, names, list(range(847)), [])
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks == [str(t) for t in range(0, 847, 50)] and "class id" in fig.axes[0].get_xlabel()
+    iou = {name: None for name in names} | {"class 0": 1.0, "class 300": 1.0, "class 846": 0.0, "class 5": 0.0}
+    bars = plots.per_class_iou_figure(iou, list(range(847)), [])
+    ax = bars.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["class 0", "class 300", "class 5", "class 846"]
+    assert "843 classes absent from truth and prediction not shown" in ax.get_title()
+
+
 def test_confusion_matrix_shape_is_checked() -> None:
     with pytest.raises(ValueError, match=r"confmat must be \(6, 6\) for 6 class names, got \(5, 5\)"):
         plots.confusion_matrix_figure(torch.zeros(5, 5), NAMES, SEEN, UNSEEN)
@@ -75,12 +90,12 @@ def sample(seed: int) -> dict:
     pixels = torch.rand(3, 24, 32, generator=g) * 255
     image = (pixels - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
     label = torch.randint(0, 6, (48, 64), generator=g)
-    label[:4] = 255
+    label[:4] = IGNORE_INDEX
     return {"image": image, "label": label, "pred": torch.randint(0, 6, (48, 64), generator=g), "name": f"im{seed}"}
 
 
 def test_colour_mask_uses_the_palette_and_black_for_ignore() -> None:
-    mask = np.array([[0, 5], [255, 2]])
+    mask = np.array([[0, 5], [IGNORE_INDEX, 2]])
     out = plots.colour_mask(mask, palette(6))
     assert (out[0, 0] == palette(6)[0]).all() and (out[0, 1] == palette(6)[5]).all()
     assert (out[1, 0] == 0).all() and out.dtype == np.uint8
@@ -94,7 +109,7 @@ def test_sample_panels_show_image_truth_prediction_and_legend() -> None:
     assert np.array_equal(np.asarray(truth), plots.colour_mask(samples[0]["label"].numpy(), palette(6)))
     shown_pred = np.asarray(fig.axes[2].images[0].get_array())
     full = plots.colour_mask(samples[0]["pred"].numpy(), palette(6))
-    ignored = samples[0]["label"].numpy() == 255
+    ignored = samples[0]["label"].numpy() == IGNORE_INDEX
     assert np.array_equal(shown_pred[~ignored], full[~ignored])
     assert (shown_pred[ignored] <= full[ignored]).all() and (shown_pred[ignored] < full[ignored]).any()  # dimmed
     legend = fig.axes[3].get_legend()

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import zegclip
+from zegclip.constants import IGNORE_INDEX
 from zegclip.data.shapes import ShapesWorld
 from zegclip.data.transforms import build_test_transform
 from zegclip.model.inference import upsampled_argmax
@@ -170,7 +171,7 @@ def test_predict_is_robust_to_the_input_scale(model):
 def test_predict_finds_the_objects(model, scene):
     image, label = scene
     pred = model.predict(image)
-    objects = label != 255
+    objects = label != IGNORE_INDEX
     assert (pred.label[objects] == label[objects]).mean() > 0.6  # chance: 1/16
 
 

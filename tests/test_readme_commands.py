@@ -35,6 +35,7 @@ def readme_commands() -> list[tuple[str, list[str]]]:
     text = (REPO / "README.md").read_text()
     commands = []
     for block in re.findall(r"```(?:bash|sh)\n(.*?)```", text, flags=re.S):
+        block = re.sub(r"\$\(cat [^)]*\)", "$FILE_OVERRIDES", block)  # overrides read from a file the user has
         for line in block.replace("\\\n", " ").splitlines():
             for part in line.split("#", 1)[0].split("&&"):
                 words = shlex.split(part)
@@ -44,8 +45,9 @@ def readme_commands() -> list[tuple[str, list[str]]]:
 
 
 def placeholders_filled(args: list[str]) -> list[str]:
-    """``$RUN``-style placeholders (the user's own paths) replaced by a stand-in path."""
-    return [re.sub(r"\$\w+", "/path/of/the/user", a) for a in args]
+    """``$RUN``-style placeholders (the user's own paths) replaced by a stand-in path; overrides read
+    from a file (``$(cat FILE)``) left out."""
+    return [re.sub(r"\$\w+", "/path/of/the/user", a) for a in args if a != "$FILE_OVERRIDES"]
 
 
 COMMANDS = readme_commands()
@@ -114,11 +116,20 @@ def test_documented_command(entry: str, args: list[str], tmp_path: Path) -> None
     if entry == "predict.py":
         make_user_images(workdir, args)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, str(REPO / entry), *args, *SHORTEN[ENTRY_POINTS[entry]]]
+    study = any(a.startswith("hparams_search=") for a in args)
+    trials = ["hydra.sweeper.n_trials=2"] if study else []  # an Optuna study: two trials
+    command = [sys.executable, str(REPO / entry), *args, *trials, *SHORTEN[ENTRY_POINTS[entry]]]
     proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{' '.join(command)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     task = ENTRY_POINTS[entry]
-    if "-m" in args:
+    if study:  # the study folder (logs/train/optuna/<study>): its trials, their metrics, the report
+        (folder,) = (workdir / "logs" / task / "optuna").iterdir()
+        trial_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+        assert [p.name for p in trial_dirs] == ["0", "1"] and (folder / "optuna.db").is_file()
+        assert all((j / "metrics.json").is_file() for j in trial_dirs)
+        report = (folder / "report.md").read_text()
+        assert "| 0 | complete |" in report and "| 1 | complete |" in report and "**Best trial: #" in report
+    elif "-m" in args:
         (sweep,) = (workdir / "logs" / task / "multiruns").iterdir()
         jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
         assert len(jobs) == len(sweep_jobs(args))
@@ -126,3 +137,31 @@ def test_documented_command(entry: str, args: list[str], tmp_path: Path) -> None
     else:
         (run,) = (workdir / "logs" / task / "runs").iterdir()
         assert (run / ("predictions.json" if task == "predict" else "metrics.json")).is_file()
+        if "setting=transductive" in args and not any(a.startswith("init_from=") for a in args):
+            check_both_stages(run)
+
+
+def check_both_stages(run: Path) -> None:
+    """A transductive run in one command: the inductive stage's checkpoint, then the tested final weights."""
+    import json
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    inductive, transductive = metrics["stages"]
+    assert (inductive["setting"], transductive["setting"]) == ("inductive", "transductive")
+    assert Path(inductive["checkpoint"]).is_file()
+    assert metrics["weights"]["step"] == transductive["last_step"] == 2 * inductive["last_step"]
+
+
+def test_eval_prints_the_figures_the_readme_states(tmp_path: Path) -> None:
+    """`python eval.py`, exactly as documented (the bundled model, the full 1,000-image test set): the
+    summary line it prints is the README's, digit for digit (evaluation of fixed weights is the one
+    figure that does not depend on the processor)."""
+    text = (REPO / "README.md").read_text()
+    stated = re.search(r"prints, on every CPU.*?```\n(mIoU_seen:[^\n]*)\n```", text, flags=re.S)
+    assert stated, "the README states what `python eval.py` prints"
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(REPO / "eval.py")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    printed = [line.strip() for line in proc.stdout.splitlines() if line.startswith("mIoU_seen:")]
+    assert printed == [stated.group(1).strip()]

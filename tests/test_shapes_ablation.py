@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -43,20 +44,21 @@ def test_ablation_runs_dependent_rows_after_the_inductive_run(tmp_path, monkeypa
     monkeypatch.setattr(sys, "argv", argv)
     assert ablation.main() == 0
     table = out.read_text()
-    # "inductive" was added because both requested rows start from its checkpoints
+    # "inductive" was added because the calibration row evaluates its checkpoints
     for description in ("ZegCLIP, inductive", "transductive", "seen-class calibration"):
         assert description in table
     assert "PARTIAL" not in table
     for row in ("inductive", "transductive", "calibration"):
         assert (tmp_path / "runs" / row / "seed0" / "metrics.json").is_file()
+    # the transductive row is the one-command recipe: 2 inductive + 2 transductive steps (4, as the inductive row)
+    staged = json.loads((tmp_path / "runs" / "transductive" / "seed0" / "metrics.json").read_text())
+    assert [(s["setting"], s["last_step"]) for s in staged["stages"]] == [("inductive", 2), ("transductive", 4)]
     # the calibration row evaluates the inductive checkpoint on the same (reduced) test split
     evaluated = (tmp_path / "runs" / "calibration" / "seed0" / "config_resolved.yaml").read_text()
     assert "test_size: 10" in evaluated and "seen_bias: 0.1" in evaluated
 
 
 def test_finished_runs_are_reused_and_unfinished_ones_are_not(tmp_path):
-    import json
-
     ablation = load_script()
     run = {"status": "finished", "started": "2026-12-01T22:43:55+0000", "ended": "2026-12-01T22:50:35+0000"}
     finished, interrupted, empty = tmp_path / "a", tmp_path / "b", tmp_path / "c"

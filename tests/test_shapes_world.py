@@ -54,7 +54,7 @@ def test_labels_are_class_ids_or_ignore_and_match_objects(vocabulary):
     for index in range(40):
         scene = world.render(index)
         assert scene.image.dtype == np.uint8 and scene.image.shape == (64, 64, 3)
-        assert scene.label.dtype == np.uint8 and scene.label.shape == (64, 64)
+        assert scene.label.dtype == np.uint16 and scene.label.shape == (64, 64)
         values = set(np.unique(scene.label).tolist())
         assert values <= set(range(n)) | {IGNORE_INDEX}
         assert IGNORE_INDEX in values  # there is always background
@@ -207,7 +207,7 @@ def test_datamodule_layout_splits_and_transforms():
     assert [len(splits[s]) for s in ("train", "val", "test")] == [30, 5, 7]
     names = [splits[s][i]["meta"]["name"] for s in splits for i in range(len(splits[s]))]
     assert len(set(names)) == 42  # disjoint index ranges of one world
-    raw = splits["val"][2]  # no transform: uint8 arrays, as the real layouts
+    raw = splits["val"][2]  # no transform: numpy arrays, as the real layouts
     image, label = ShapesWorld("compositional", seed=3).sample(32)
     assert np.array_equal(raw["image"], image) and np.array_equal(raw["label"], label)
     # With the real test transform and collate: the same tensors as ShapesDataset.

@@ -91,3 +91,22 @@ def test_overlay_refuses_a_class_count():
     image, mask = _image_and_mask()
     with pytest.raises(TypeError, match="class names"):
         overlay(image, mask, 5)  # type: ignore[arg-type]
+
+
+def test_wandb_masks_keep_class_ids_up_to_255_classes_and_renumber_beyond() -> None:
+    """W&B masks hold 0..255: ids as they are (ignore 255) up to 255 classes; A-847 per image."""
+    from zegclip.visualize import wandb_mask_ids
+
+    names = [f"c{i}" for i in range(20)]
+    pred, true = np.array([[0, 19], [5, 5]]), np.array([[0, IGNORE_INDEX], [19, 5]])
+    p8, t8, labels = wandb_mask_ids(pred, true, names)
+    assert p8.dtype == np.uint8 and p8.tolist() == [[0, 19], [5, 5]] and t8.tolist() == [[0, 255], [19, 5]]
+    assert labels[19] == "c19" and labels[255] == "ignore" and len(labels) == 21
+    many = [f"c{i}" for i in range(847)]
+    pred, true = np.array([[300, 846], [2, 300]]), np.array([[300, IGNORE_INDEX], [846, 700]])
+    p8, t8, labels = wandb_mask_ids(pred, true, many)
+    assert labels == {0: "c2", 1: "c300", 2: "c700", 3: "c846", 255: "ignore"}
+    assert p8.tolist() == [[1, 3], [0, 1]] and t8.tolist() == [[1, 255], [3, 2]]
+    crowded = np.arange(300).reshape(15, 20)  # more classes present than W&B values
+    p8, _, labels = wandb_mask_ids(crowded, crowded, many)
+    assert p8.max() == 254 and labels[254] == "other classes" and labels[253] == "c253"

@@ -21,6 +21,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from zegclip.console import announce
 from zegclip.errors import CheckpointWriteError, NonFiniteWeightsError, RunInterrupted
 from zegclip.interrupts import Interrupts
 
@@ -46,6 +47,45 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def nonfinite_parameters(module: torch.nn.Module) -> list[str]:
     """Names of trainable parameters that hold NaN or infinite values."""
     return [n for n, p in module.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
+
+
+def save_finite(trainer: L.Trainer, module: L.LightningModule, path: Path, last_good: str | None) -> None:
+    """The full training state (loops, optimizer, data stream) at ``path``; never NaN/inf weights."""
+    bad = nonfinite_parameters(module)
+    if bad:
+        raise NonFiniteWeightsError(
+            f"step {trainer.global_step}: {len(bad)} trainable tensor(s) hold NaN/inf (e.g. {bad[:3]}); not "
+            f"saving them. Last good checkpoint: {last_good or 'none'}"
+        )
+    trainer.save_checkpoint(path, weights_only=False)
+
+
+class StageCheckpoint(L.Callback):
+    """Keeps the weights at the end of a run's first stage as their own checkpoint.
+
+    A transductive run in one command trains ``step`` inductive steps first; their final weights
+    (the inductive model) go to ``dirpath/<name>`` when that step is done. The file's path travels
+    in the run's checkpoints, so a run resumed after the boundary (in a new folder) still reports it.
+    """
+
+    def __init__(self, dirpath: str | Path, step: int, name: str = "inductive_stage.ckpt") -> None:
+        if step < 1:
+            raise ValueError(f"a stage ends at a step >= 1, got {step}")
+        self.step = int(step)
+        self.target = Path(dirpath) / name
+        self.saved: str | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.global_step == self.step and self.saved is None:
+            save_finite(trainer, pl_module, self.target, None)
+            self.saved = str(self.target)
+            announce(f"stage 1 (inductive) done at step {self.step}: {self.target}; stage 2 (transductive) starts")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"saved": self.saved, "step": self.step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.saved = state_dict.get("saved")
 
 
 class LastCheckpoint(L.Callback):
@@ -81,13 +121,7 @@ class LastCheckpoint(L.Callback):
         step = trainer.global_step
         if step == self.saved_step:
             return
-        bad = nonfinite_parameters(module)
-        if bad:
-            raise NonFiniteWeightsError(
-                f"step {step}: {len(bad)} trainable tensor(s) hold NaN/inf (e.g. {bad[:3]}); not saving them. "
-                f"Last good checkpoint: {self.last_good or 'none'}"
-            )
-        trainer.save_checkpoint(self.path, weights_only=False)  # the full state: loops, optimizer, data stream
+        save_finite(trainer, module, self.path, self.last_good)
         self.saved_step = step
         self.last_good = str(self.path)
 

@@ -122,7 +122,9 @@ class ValidationReport(L.Callback):
         metrics = trainer.callback_metrics
         parts = [f"{label} {_percent(metrics[key])}" for label, key in self.KEYS if key in metrics]
         total = f"/{trainer.max_steps}" if trainer.max_steps and trainer.max_steps > 0 else ""
-        line = f"validation at step {trainer.global_step}{total}: " + "  ".join(parts)
+        # a staged run (transductive in one command) names the stage the weights are in
+        stage = f" ({pl_module.weights_setting()} stage)" if getattr(pl_module, "inductive_steps", 0) else ""
+        line = f"validation at step {trainer.global_step}{total}{stage}: " + "  ".join(parts)
         bar = trainer.progress_bar_callback
         target = getattr(bar, "progress", None)
         (target.console if target is not None else console).print(line)

@@ -3,7 +3,10 @@
 * **inductive**: the text set is the seen classes; unseen pixels are ignored; at test time the
   seen scores are lowered by ``seen_bias`` (0.1).
 * **transductive**: the text set is all classes; pixels of unseen classes get pseudo-labels
-  (argmax over the unseen classes of the current sigmoid scores, no gradient).
+  (argmax over the unseen classes of the current sigmoid scores, no gradient). With
+  ``inductive_steps`` = K > 0 the run is the paper's whole schedule: steps 1..K are inductive (the
+  inductive recipe's first half), then the optimiser state and the schedule restart and the
+  remaining steps self-train, as the official second run started from the inductive checkpoint.
 * **fully**: all classes, all labels.
 
 Evaluation is sliding-window (or whole-image) at the resized scale, scores resized back to the
@@ -36,16 +39,21 @@ SETTINGS = ("inductive", "transductive", "fully")
 SUMMARY_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc")
 
 
-def check_setting(setting: str, unseen: Any = (1,), init_from: str | None = None, has_model: bool = False) -> None:
-    """The setting exists; transductive runs have unseen classes and start from an inductive checkpoint."""
+def check_setting(
+    setting: str, unseen: Any = (1,), init_from: str | None = None, has_model: bool = False, inductive_steps: int = 0
+) -> None:
+    """The setting exists; transductive runs have unseen classes and start from inductive weights:
+    their own inductive stage (``inductive_steps``), a checkpoint (``init_from``) or a given model."""
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
     if setting == "transductive" and not unseen:
         raise ValueError("setting=transductive needs unseen classes (dataset.unseen is empty)")
-    if setting == "transductive" and not init_from and not has_model:
+    if inductive_steps and setting != "transductive":
+        raise ValueError(f"an inductive stage (inductive_steps={inductive_steps}) belongs to setting=transductive")
+    if setting == "transductive" and not (init_from or has_model or inductive_steps > 0):
         raise ValueError(
-            "setting=transductive starts from an inductive checkpoint: set init_from=PATH "
-            "(e.g. the last.ckpt of the same dataset's inductive run, logs/train/runs/<run>/checkpoints/last.ckpt)"
+            "setting=transductive starts from inductive weights: run its inductive stage "
+            "(inductive_stage.steps > 0, the default) or set init_from=PATH (an inductive checkpoint)"
         )
 
 
@@ -88,7 +96,13 @@ class ZegCLIPModule(L.LightningModule):
         dataset_name: recorded in checkpoint metadata.
         model: an already built model (evaluation of a loaded checkpoint); not a hyper-parameter.
         seed: base of the per-step random state (dropout), see :meth:`on_train_batch_start`.
+        text_synonyms: how class names listing synonyms (``"a, b"``) are embedded: None (the whole
+            string), ``"average"`` (CAT-Seg's rule) or ``"first"`` (:mod:`zegclip.model.text`).
         metadata: ignored (recomputed); accepted so that ``load_from_checkpoint`` works.
+        inductive_steps: transductive only: the first K steps train inductively (0: none, the run
+            starts from ``init_from``); ``inductive_schedule_steps`` is the length of their poly
+            schedule (default 2K: the inductive recipe, of which they are the first half) and
+            ``inductive_seen_bias`` their calibration (default: the inductive setting's).
     """
 
     def __init__(
@@ -111,9 +125,13 @@ class ZegCLIPModule(L.LightningModule):
         model: ZegCLIP | None = None,
         seed: int = 0,
         metadata: dict[str, Any] | None = None,
+        inductive_steps: int = 0,
+        inductive_schedule_steps: int | None = None,
+        inductive_seen_bias: float | None = None,
+        text_synonyms: str | None = None,
     ) -> None:
         super().__init__()
-        check_setting(setting, unseen, init_from, model is not None)
+        check_setting(setting, unseen, init_from, model is not None, int(inductive_steps))
         self.save_hyperparameters(ignore=["model", "metadata"])
         self.model = model if model is not None else ZegCLIP(ZegCLIPConfig.from_dict(model_config))
         self.class_names = list(class_names)
@@ -129,7 +147,10 @@ class ZegCLIPModule(L.LightningModule):
             self.evaluation["seen_bias"] = default_seen_bias(setting)
         self.optimizer_args = dict(optimizer or {})
         self.criterion, self.loss_name, self.aux_layers = build_criterion(loss)
-        self.train_classes = self.seen if setting == "inductive" else list(range(len(self.class_names)))
+        self.inductive_steps = int(inductive_steps)
+        self.inductive_seen_bias = (
+            default_seen_bias("inductive") if inductive_seen_bias is None else float(inductive_seen_bias)
+        )
         self.register_buffer("seen_lookup", seen_lookup(len(self.class_names), self.seen), persistent=False)
         self.val_metrics = ZeroShotSegmentationMetrics(self.class_names, self.seen, self.unseen)
         self.test_metrics = ZeroShotSegmentationMetrics(self.class_names, self.seen, self.unseen)
@@ -137,6 +158,8 @@ class ZegCLIPModule(L.LightningModule):
         self._image_samples: list[dict[str, Any]] = []
         self.plots_dir: str | None = None
         """Set (by the runner) to write evaluation plots after testing: ``<plots_dir>/plots/*.png``."""
+        self.test_stage = "test"
+        """Prefix of the test stage's metrics; ``tune`` when the test set is the tuning split."""
         # a compiled function, not a module attribute, so the state dict keeps plain names
         self._compiled_forward = torch.compile(self.model.forward) if compile else None
         self.hparams["metadata"] = self.metadata()
@@ -144,6 +167,20 @@ class ZegCLIPModule(L.LightningModule):
             self.load_initial_weights(init_from)
 
     # -- bookkeeping ---------------------------------------------------------------------------
+
+    def stage_setting(self, step: int) -> str:
+        """The setting that trains step ``step + 1`` (``global_step`` = ``step`` steps done)."""
+        return "inductive" if step < self.inductive_steps else self.setting
+
+    def weights_setting(self) -> str:
+        """The setting the current weights were trained in (their stage's, during a staged run)."""
+        if not self.inductive_steps or self._trainer is None:  # one stage, or not in a run: the run's setting
+            return self.setting
+        return "inductive" if self.global_step <= self.inductive_steps else self.setting
+
+    def seen_bias(self) -> float:
+        """Calibration of the current weights: their stage's (the inductive stage's own offset)."""
+        return self.inductive_seen_bias if self.weights_setting() != self.setting else float(self.evaluation["seen_bias"])
 
     def metadata(self) -> dict[str, Any]:
         """What ``zegclip.load`` needs to use a checkpoint of this run for inference."""
@@ -153,9 +190,10 @@ class ZegCLIPModule(L.LightningModule):
             "class_names": self.class_names,
             "seen": self.seen,
             "unseen": self.unseen,
-            "setting": self.setting,
-            "seen_bias": self.evaluation["seen_bias"],
+            "setting": self.weights_setting(),
+            "seen_bias": self.seen_bias(),
             "templates": self.hparams.get("templates"),
+            "text_synonyms": self.hparams.get("text_synonyms"),
             "test_mode": self.evaluation["mode"],
             "crop": self.evaluation["crop"] or self.model.config.image_size,
             "stride": self.evaluation["stride"] or self.model.config.image_size * 5 // 6,
@@ -176,6 +214,8 @@ class ZegCLIPModule(L.LightningModule):
         self.model.load_state_dict({k: state[k] for k in trainable}, strict=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the weights' own setting and calibration: a staged run's inductive-stage checkpoints load as inductive
+        checkpoint.setdefault("hyper_parameters", {})["metadata"] = self.metadata()
         if not self.hparams.get("save_frozen_clip", True):
             config = self.model.config
             checkpoint["state_dict"] = {
@@ -197,7 +237,9 @@ class ZegCLIPModule(L.LightningModule):
             if self.hparams.get("text_embedding_file"):
                 emb = load_text_embeddings(self.hparams["text_embedding_file"], len(self.class_names))
             else:
-                emb = self.model.class_embeddings(self.class_names, self.hparams.get("templates") or "single")
+                emb = self.model.class_embeddings(
+                    self.class_names, self.hparams.get("templates") or "single", self.hparams.get("text_synonyms")
+                )
             self._text = emb.to(self.device)
         return self._text
 
@@ -208,15 +250,29 @@ class ZegCLIPModule(L.LightningModule):
         # checkpoint continues exactly as the uninterrupted run would have.
         seed = int(self.hparams.get("seed", 0))
         torch.manual_seed((seed * 1_000_003 + self.global_step * 101 + self.global_rank) % (2**63 - 1))
+        if self.inductive_steps and self.global_step == self.inductive_steps:
+            self._start_second_stage()
+
+    def _start_second_stage(self) -> None:
+        """Stage 2 starts as the official second run does (``load_from``: weights only): fresh
+        optimiser moments (the schedule restarts by itself, see :func:`zegclip.optim.build_optimizer`).
+        Idempotent: called before each micro-batch of the first stage-2 step."""
+        for optimizer in self.trainer.optimizers:
+            optimizer.state.clear()
+
+    def train_classes(self, setting: str) -> list[int]:
+        """The text set of training: the seen classes (inductive) or all."""
+        return self.seen if setting == "inductive" else list(range(len(self.class_names)))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images, labels = batch["image"], batch["label"]
-        text = self.text_embeddings()[self.train_classes]
+        setting = self.stage_setting(self.global_step)
+        text = self.text_embeddings()[self.train_classes(setting)]
         out = (self._compiled_forward or self.model)(images, text)
         logits = out.logits_for(labels.shape[-2:])  # grid logits: the loss upsamples them in chunks
-        if self.setting == "inductive":
+        if setting == "inductive":
             targets = inductive_targets(labels, self.seen_lookup)
-        elif self.setting == "transductive":
+        elif setting == "transductive":
             targets = transductive_targets(labels, logits, self.unseen)
         else:
             targets = labels
@@ -233,6 +289,8 @@ class ZegCLIPModule(L.LightningModule):
             self.log("train/loss_focal", result.loss_mask, batch_size=batch_size)
             self.log("train/loss_dice", result.loss_dice, batch_size=batch_size)
         self.log("train/pAcc", result.accuracy / 100, batch_size=batch_size)  # a fraction, as val/pAcc
+        if self.inductive_steps:  # a staged run: which stage each step belongs to (1 inductive, 2 transductive)
+            self.log("train/stage", 1.0 if setting == "inductive" else 2.0, batch_size=batch_size)
         return result.total
 
     def _check_finite(self, loss: torch.Tensor) -> None:
@@ -263,7 +321,8 @@ class ZegCLIPModule(L.LightningModule):
         args = dict(self.optimizer_args)
         if "betas" in args:
             args["betas"] = tuple(args["betas"])
-        optimizer, scheduler = build_optimizer(self.model, max_steps=int(self.trainer.max_steps), **args)
+        stages = {"restart_at": self.inductive_steps, "first_schedule_steps": self.hparams.get("inductive_schedule_steps")}
+        optimizer, scheduler = build_optimizer(self.model, max_steps=int(self.trainer.max_steps), **stages, **args)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- evaluation ----------------------------------------------------------------------------
@@ -276,7 +335,7 @@ class ZegCLIPModule(L.LightningModule):
             image,
             text_embeddings=self.text_embeddings(),
             seen=self.seen,
-            seen_bias=ev["seen_bias"],
+            seen_bias=self.seen_bias(),
             mode=ev["mode"],
             crop=ev["crop"],
             stride=ev["stride"],
@@ -340,7 +399,7 @@ class ZegCLIPModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         confmat = self.test_metrics.compute()  # every rank: the matrix is summed across processes
-        self._log_summary("test", self.test_metrics.summary())
+        self._log_summary(self.test_stage, self.test_metrics.summary())
         if self.plots_dir is not None and self.trainer.is_global_zero:
             self._write_plots(confmat)
         self._image_samples = []

@@ -74,6 +74,22 @@ def poly_warmup_factor(
     return factor
 
 
+def restarted_factor(
+    first: Callable[[int], float], second: Callable[[int], float], boundary: int
+) -> Callable[[int], float]:
+    """``first`` for the steps before ``boundary``, then ``second`` restarted from 0 at it.
+
+    The transductive recipe in one run: stage 1 follows the inductive recipe's schedule, stage 2 is
+    a fresh schedule, as the official second run that starts from the inductive checkpoint
+    (``load_from``: weights only, a new schedule).
+    """
+
+    def factor(step: int) -> float:
+        return first(step) if step < boundary else second(step - boundary)
+
+    return factor
+
+
 def build_optimizer(
     model: nn.Module,
     max_steps: int,
@@ -86,10 +102,24 @@ def build_optimizer(
     warmup_steps: int = 1500,
     warmup_ratio: float = 1e-6,
     backbone_lr_scale: float = 1.0,
+    restart_at: int = 0,
+    first_schedule_steps: int | None = None,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW with the per-step poly-with-warm-up schedule."""
+    """AdamW with the per-step poly-with-warm-up schedule.
+
+    With ``restart_at`` = K > 0 (a two-stage run of ``max_steps`` steps in all), the steps before K
+    follow a schedule over ``first_schedule_steps`` (default ``2 K``) and the schedule restarts,
+    warm-up included, at step K for the remaining ``max_steps - K`` steps.
+    """
     groups = parameter_groups(model, lr, weight_decay, norm_decay_exempt, backbone_lr_scale)
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-    factor = poly_warmup_factor(lr, max_steps, power, min_lr, warmup_steps, warmup_ratio)
+    shape = {"power": power, "min_lr": min_lr, "warmup_steps": warmup_steps, "warmup_ratio": warmup_ratio}
+    if restart_at > 0:
+        if not 0 < restart_at < max_steps:
+            raise ValueError(f"restart_at must lie inside the run's 1..{max_steps - 1} steps, got {restart_at}")
+        first = poly_warmup_factor(lr, first_schedule_steps or 2 * restart_at, **shape)
+        factor = restarted_factor(first, poly_warmup_factor(lr, max_steps - restart_at, **shape), restart_at)
+    else:
+        factor = poly_warmup_factor(lr, max_steps, **shape)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return optimizer, scheduler

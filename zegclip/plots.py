@@ -25,6 +25,7 @@ from zegclip.visualize import denormalize, palette
 SEEN_COLOUR = "#3b75af"  # blue
 UNSEEN_COLOUR = "#e1812c"  # orange: tells the splits apart with red-green colour blindness too
 CELL_TEXT_MAX = 30  # per-cell percentages up to this many classes
+NAMED_TICKS_MAX = 200  # class names on the axes up to this many classes; beyond (A-847, PC-459) class ids
 IGNORE_RGB = (0, 0, 0)
 
 
@@ -80,15 +81,22 @@ def confusion_matrix_figure(
     cbar = fig.colorbar(image, ax=ax, shrink=0.6, pad=0.01)
     cbar.set_label("fraction of the true class's pixels" + ("" if num <= CELL_TEXT_MAX else " (square-root scale)"))
     size = _font_size(num)
-    names = _split_names(class_names, unseen)
-    ax.set_xticks(range(num), names, rotation=90, fontsize=size)
-    ax.set_yticks(range(num), names, fontsize=size)
     unseen_set = set(int(i) for i in unseen)
-    for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
-        for i, label in enumerate(labels):
-            label.set_color(UNSEEN_COLOUR if i in unseen_set else "black")
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    if num <= NAMED_TICKS_MAX:
+        names = _split_names(class_names, unseen)
+        ax.set_xticks(range(num), names, rotation=90, fontsize=size)
+        ax.set_yticks(range(num), names, fontsize=size)
+        for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+            for i, label in enumerate(labels):
+                label.set_color(UNSEEN_COLOUR if i in unseen_set else "black")
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+    else:  # hundreds of names cannot be read (and take a minute to draw): class ids every 50
+        ticks = list(range(0, num, 50))
+        ax.set_xticks(ticks, [str(t) for t in ticks], rotation=90, fontsize=size)
+        ax.set_yticks(ticks, [str(t) for t in ticks], fontsize=size)
+        ax.set_xlabel("predicted class id (names: metrics.json)")
+        ax.set_ylabel("true class id")
     title = "Confusion matrix, row-normalised"
     if unseen_set:
         title += "  (orange *: unseen classes)"
@@ -119,7 +127,11 @@ def per_class_iou_figure(
     order = list(range(len(names)))
     if sort:
         order.sort(key=lambda i: (np.isnan(values[i]), -np.nan_to_num(values[i])))
-    num = len(names)
+    hidden = 0
+    if len(names) > NAMED_TICKS_MAX:  # A-847, PC-459: the classes present only (absent ones carry no bar)
+        kept = [i for i in order if not np.isnan(values[i])]
+        hidden, order = len(order) - len(kept), kept or order[:1]
+    num = len(order)
     fig = _figure(8.5, float(np.clip(0.2 * num + 1.6, 3.5, 40)))
     ax = fig.add_subplot()
     y = np.arange(num)
@@ -152,14 +164,15 @@ def per_class_iou_figure(
             means.append(f"mIoU({label[0].upper()}) {mean:.1f}")
     if handles:
         ax.legend(handles=handles, loc="lower right", fontsize=9, framealpha=0.9)
-    ax.set_title("IoU per class" + (" (highest first)" if sort else "") + (": " + ", ".join(means) if means else ""))
+    ax.set_title("IoU per class" + (" (highest first)" if sort else "") + (": " + ", ".join(means) if means else "")
+                 + (f"\n{hidden} classes absent from truth and prediction not shown" if hidden else ""))  # fmt: skip
     if num > 40:  # a tall figure: the scale at the top too
         ax.tick_params(axis="x", top=True, labeltop=True)
     return fig
 
 
 def colour_mask(mask: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """``(H, W)`` class ids -> ``(H, W, 3)`` uint8 RGB; ignore pixels (255) black."""
+    """``(H, W)`` class ids -> ``(H, W, 3)`` uint8 RGB; ignore pixels (``IGNORE_INDEX``) black."""
     out = np.zeros((*mask.shape, 3), dtype=np.uint8)
     valid = mask != IGNORE_INDEX
     out[valid] = colours[np.clip(mask[valid], 0, len(colours) - 1)]

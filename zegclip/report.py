@@ -28,6 +28,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from zegclip.run_folder import MARKER as RUN_FILE
+from zegclip.study_report import study_sections
 
 METRICS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc")
 TABLE_METRICS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc")
@@ -446,7 +447,7 @@ def write_report(report: Report, out_dir: Path, per_class: bool = False) -> dict
     """Write ``report.md`` and ``report.csv`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"md": out_dir / "report.md", "csv": out_dir / "report.csv"}
-    paths["md"].write_text(markdown(report, per_class))
+    paths["md"].write_text(markdown(report, per_class) + study_sections(report.sources))  # + Optuna trials
     write_csv(report, paths["csv"], per_class)
     return paths
 

@@ -6,6 +6,8 @@
   random suffix (``2026-12-01_20-15-03_3fa9c1``), or ``slurm-<job id>`` inside a SLURM job, so
   that a requeued job finds its own folder (and checkpoint) again. Cached per config, so every
   job of a sweep and every reference in one run see the same value.
+* ``${zegclip.vocabulary:ade150}``: the class names of a vocabulary file
+  (``zegclip/data/vocabularies/<name>.json``, or a path to a ``.json``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def register() -> None:
         OmegaConf.register_new_resolver("zegclip.class_names", _class_names)
     if not OmegaConf.has_resolver("zegclip.unseen"):
         OmegaConf.register_new_resolver("zegclip.unseen", _unseen)
+    if not OmegaConf.has_resolver("zegclip.vocabulary"):
+        OmegaConf.register_new_resolver("zegclip.vocabulary", _vocabulary)
 
 
 # Resolvers return ListConfig, not list: `OmegaConf.resolve` (Hydra's `--cfg job --resolve`) can store
@@ -43,6 +47,12 @@ def _class_names(dataset: str) -> ListConfig:
     from zegclip.data.classes import class_names
 
     return ListConfig(class_names(dataset))
+
+
+def _vocabulary(name: str) -> ListConfig:
+    from zegclip.data.vocabularies import load_vocabulary
+
+    return ListConfig(list(load_vocabulary(name).classes))
 
 
 def _unseen(dataset: str) -> ListConfig:

@@ -30,13 +30,14 @@ from rich.table import Table
 
 import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers of the configs)
 from zegclip import run_folder
-from zegclip.checkpointing import AtomicCheckpointIO, LastCheckpoint, check_selection_metric
+from zegclip.checkpointing import AtomicCheckpointIO, LastCheckpoint, StageCheckpoint, check_selection_metric
 from zegclip.console import announce, console, model_summary, quiet_lightning
 from zegclip.errors import RunInterrupted
 from zegclip.interrupts import Interrupts
 from zegclip.model.inference import default_seen_bias
 from zegclip.model.precision import accelerator_device, choose, choose_trainer_precision
 from zegclip.module import SUMMARY_KEYS, ZegCLIPModule, check_setting
+from zegclip.objective import check_objective, check_tuning_start, current_sweeper, objective_record
 from zegclip.values import json_number, plain
 
 quiet_lightning()
@@ -118,8 +119,32 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     return loggers
 
 
+def inductive_stage(cfg: DictConfig) -> dict[str, Any] | None:
+    """The inductive first stage of ``setting=transductive`` without ``init_from`` (None: one stage).
+
+    The paper's transductive schedule is the inductive recipe's first half, then self-training for
+    as many steps (VOC 10k + 10k, COCO-Stuff 40k + 40k, Context 20k + 20k); the official code runs
+    it as two commands (the second with ``--load-from`` the first's ``iter_<half>.pth``).
+    """
+    if str(cfg.get("setting")) != "transductive" or cfg.get("init_from"):
+        return None
+    stage = cfg.get("inductive_stage") or {}
+    steps = int(stage.get("steps") or 0)
+    if steps <= 0:
+        return None  # check_setting then asks for init_from
+    schedule = stage.get("schedule_steps")
+    if schedule is not None and int(schedule) < steps:
+        raise ValueError(f"inductive_stage.schedule_steps={schedule} is shorter than inductive_stage.steps={steps}")
+    return {"steps": steps, "schedule_steps": int(schedule or 2 * steps), "seen_bias": stage.get("seen_bias")}
+
+
 def build_module(cfg: DictConfig, datamodule: Any) -> ZegCLIPModule:
-    return ZegCLIPModule(
+    stage = inductive_stage(cfg) or {}
+    test_stage = getattr(datamodule, "evaluation_name", "test")  # "tune": the tuning split (tuning=pseudo_unseen)
+    if test_stage != "test":
+        announce(datamodule.describe())
+        check_tuning_start(cfg.get("init_from"), datamodule)
+    module = ZegCLIPModule(
         model_config=OmegaConf.to_container(cfg.model, resolve=True),
         class_names=list(datamodule.class_names),
         seen=list(datamodule.seen),
@@ -136,11 +161,19 @@ def build_module(cfg: DictConfig, datamodule: Any) -> ZegCLIPModule:
         save_frozen_clip=bool(cfg.get("save_frozen_clip", True)),
         dataset_name=datamodule.name,
         seed=int(cfg.seed),
+        inductive_steps=int(stage.get("steps", 0)),
+        inductive_schedule_steps=stage.get("schedule_steps"),
+        inductive_seen_bias=stage.get("seen_bias"),
+        text_synonyms=getattr(datamodule, "text_synonyms", None),
     )
+    module.test_stage = test_stage
+    return module
 
 
 def _check_train_config(cfg: DictConfig) -> None:
-    check_setting(str(cfg.setting), init_from=cfg.get("init_from"))  # before any data is touched
+    stage = inductive_stage(cfg)  # before any data is touched
+    check_setting(str(cfg.setting), init_from=cfg.get("init_from"), inductive_steps=stage["steps"] if stage else 0)
+    check_objective(cfg, current_sweeper())  # a search may not optimise the test split (zero-shot)
     weights = cfg.get("test_weights", "last")
     if weights not in ("last", "best"):
         raise ValueError(f"test_weights must be 'last' (the final weights) or 'best', got {weights!r}")
@@ -157,14 +190,48 @@ def _trainer_overrides(cfg: DictConfig, callbacks: list[L.Callback]) -> dict[str
     step however short the run."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    max_steps = int(cfg.trainer.max_steps)
+    max_steps = total_steps(cfg)
     every = int(cfg.trainer.get("log_every_n_steps") or 50)
     return {
         "plugins": [AtomicCheckpointIO()],
         "enable_model_summary": False,
         "enable_checkpointing": any(isinstance(cb, ModelCheckpoint) for cb in callbacks),
         "log_every_n_steps": max(1, min(every, max_steps)),
+        "max_steps": max_steps,
     }
+
+
+def total_steps(cfg: DictConfig) -> int:
+    """Steps of the whole run: ``trainer.max_steps``, plus the inductive stage of a staged run."""
+    stage = inductive_stage(cfg)
+    return int(cfg.trainer.max_steps) + (stage["steps"] if stage else 0)
+
+
+def _stage_callbacks(cfg: DictConfig, ckpt_dir: Path) -> list[L.Callback]:
+    stage = inductive_stage(cfg)
+    if stage is None:
+        return []
+    k, total = stage["steps"], total_steps(cfg)
+    announce(
+        f"transductive schedule in one run: steps 1-{k} inductive (the first half of the inductive recipe, "
+        f"schedule of {stage['schedule_steps']} steps), steps {k + 1}-{total} transductive self-training "
+        "(fresh optimiser and schedule)"
+    )
+    return [StageCheckpoint(ckpt_dir, k)]
+
+
+def _stages_record(cfg: DictConfig, callbacks: list[L.Callback]) -> list[dict[str, Any]] | None:
+    """``stages`` of metrics.json: each stage's steps, and the inductive stage's own checkpoint."""
+    stage = inductive_stage(cfg)
+    if stage is None:
+        return None
+    saved = next((cb.saved for cb in callbacks if isinstance(cb, StageCheckpoint)), None)
+    k = stage["steps"]
+    return [
+        {"setting": "inductive", "first_step": 1, "last_step": k, "schedule_steps": stage["schedule_steps"],
+         "checkpoint": saved},
+        {"setting": "transductive", "first_step": k + 1, "last_step": total_steps(cfg)},
+    ]  # fmt: skip
 
 
 # -- train -------------------------------------------------------------------------------------
@@ -195,9 +262,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             module.plots_dir = str(output_dir(cfg))  # plots/*.png after the test
             announce(model_summary(module))
             loggers = build_loggers(cfg)
-            callbacks = [*build_callbacks(cfg, has_unseen=bool(datamodule.unseen), has_logger=bool(loggers)), last]
-            device = accelerator_device(cfg.trainer.get("accelerator"))
-            precision = choose_trainer_precision(cfg.trainer.get("precision", "32-true"), device)
+            callbacks = [*build_callbacks(cfg, has_unseen=bool(datamodule.unseen), has_logger=bool(loggers)),
+                         *_stage_callbacks(cfg, ckpt_dir), last]  # fmt: skip
+            precision = choose_trainer_precision(cfg.trainer.get("precision", "32-true"),
+                                                 accelerator_device(cfg.trainer.get("accelerator")))  # fmt: skip
             announce(precision.line())
             trainer: L.Trainer = instantiate(
                 cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision.precision,
@@ -214,9 +282,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 trainer.loggers = fresh_csv_loggers(trainer.loggers)
                 results = trainer.test(module, datamodule=datamodule, ckpt_path=weights["checkpoint"],
                                        weights_only=True, verbose=False)  # fmt: skip
-                summary = summary_from_logged(results, datamodule.class_names)
+                summary = summary_from_logged(results, datamodule.class_names, stage=module.test_stage)
+                stages = _stages_record(cfg, callbacks)
                 report(cfg, summary, datamodule.class_split.unseen_names, weights=weights, dataset=datamodule.name,
-                       setting=cfg.setting, precision=precision.to_dict())  # fmt: skip
+                       setting=cfg.setting, precision=precision.to_dict(),
+                       **({"stages": stages} if stages else {}))  # fmt: skip
             finish_wandb(loggers)
     except (RunInterrupted, SIGTERMException) as err:
         if isinstance(err, SIGTERMException):  # Lightning's own handler got there first
@@ -291,6 +361,7 @@ def summary_from_logged(results: list[dict[str, float]], class_names: Any, stage
     nan = float("nan")
     summary: dict[str, Any] = {k: float(logged.get(f"{stage}/{k}", nan)) for k in SUMMARY_KEYS}
     summary["IoU_per_class"] = {name: float(logged.get(f"{stage}/IoU/{name}", nan)) for name in class_names}
+    summary["split"] = stage  # "test", or "tune": the tuning split
     return summary
 
 
@@ -386,6 +457,7 @@ def _evaluation_module(cfg: DictConfig, model: Any, datamodule: Any) -> ZegCLIPM
         evaluation=evaluation,
         dataset_name=datamodule.name,
         model=model,
+        text_synonyms=getattr(datamodule, "text_synonyms", None),
     )
 
 
@@ -415,13 +487,16 @@ def report(cfg: DictConfig, summary: dict[str, Any], unseen_names: Sequence[str]
     """Print the per-class table and write ``metrics.json`` into the run folder."""
     if not summary:
         return
-    table = Table(title=f"{info.get('dataset')} ({info.get('setting')}): IoU per class (%)")
+    split = summary.get("split", "test")
+    where = ", tuning split" if split == "tune" else ""
+    table = Table(title=f"{info.get('dataset')} ({info.get('setting')}{where}): IoU per class (%)")
     table.add_column("class")
     table.add_column("split")
     table.add_column("IoU", justify="right")
     unseen = set(unseen_names)
     for name, value in summary["IoU_per_class"].items():
-        table.add_row(name, "unseen" if name in unseen else "seen", "-" if value != value else f"{100 * value:.1f}")
+        role = ("pseudo-unseen" if split == "tune" else "unseen") if name in unseen else "seen"
+        table.add_row(name, role, "-" if value != value else f"{100 * value:.1f}")
     console.print(table)
     headline = "  ".join(
         f"{key}: {'-' if summary[key] != summary[key] else f'{100 * summary[key]:.1f}'}" for key in SUMMARY_KEYS
@@ -430,6 +505,10 @@ def report(cfg: DictConfig, summary: dict[str, Any], unseen_names: Sequence[str]
     payload: dict[str, Any] = {k: json_number(summary[k]) for k in SUMMARY_KEYS}
     payload["IoU_per_class"] = {k: json_number(v) for k, v in summary["IoU_per_class"].items()}
     payload.update(info)
+    payload["split"] = split  # "test", or "tune": the tuning split
+    objective = objective_record(cfg, summary)
+    if objective is not None:
+        payload["objective"] = objective  # what train.py returned to a sweeper (optimized_metric)
     payload["seed"] = int(cfg.seed)
     payload["overrides"] = job_overrides()
     payload["run_dir"] = str(output_dir(cfg))
@@ -439,6 +518,9 @@ def report(cfg: DictConfig, summary: dict[str, Any], unseen_names: Sequence[str]
     tmp.write_text(json.dumps(payload, indent=2))
     tmp.replace(path)
     weights = info.get("weights") or {}
+    for stage in info.get("stages") or []:
+        if stage.get("checkpoint"):
+            console.print(f"{stage['setting']} stage (steps {stage['first_step']}-{stage['last_step']}): {stage['checkpoint']}")
     console.print(f"tested: {weights.get('checkpoint')} ({weights.get('selection')}, step {weights.get('step')})")
     console.print(f"metrics: {path}")
 

@@ -198,6 +198,40 @@ def _resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return torch.nn.functional.interpolate(tensor, size=size, mode="nearest")[0, 0].numpy().astype(array.dtype)
 
 
+WANDB_IGNORE = 255
+"""The mask value W&B shows ignored pixels with (its masks hold 0..255 only)."""
+
+
+def wandb_mask_ids(
+    pred: np.ndarray, true: np.ndarray, class_names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Predicted and true class-id maps as W&B mask data (uint8) and their ``class_labels``.
+
+    W&B masks hold values 0..255. Up to 255 classes the values are the class ids and ignore is
+    255; with more (A-847, PC-459) each image's classes present are numbered 0, 1, ... in id
+    order (past 254 of them the rest share value 254, "other classes"), so that every class keeps
+    its own name in the legend.
+    """
+    num_classes = len(class_names)
+    pred, true = np.asarray(pred, dtype=np.int64), np.asarray(true, dtype=np.int64)
+    if num_classes <= WANDB_IGNORE:
+        ids = np.arange(num_classes)
+    else:
+        both = np.concatenate([pred.ravel(), true.ravel()])
+        ids = np.unique(both[(both >= 0) & (both < num_classes)])
+    value = np.full(num_classes + 1, WANDB_IGNORE, dtype=np.uint8)  # the last entry: ignore
+    value[ids] = np.minimum(np.arange(len(ids)), WANDB_IGNORE - 1)
+    labels = {k: class_names[int(i)] for k, i in enumerate(ids[: WANDB_IGNORE - 1])}
+    if len(ids) >= WANDB_IGNORE:
+        labels[WANDB_IGNORE - 1] = class_names[int(ids[-1])] if len(ids) == WANDB_IGNORE else "other classes"
+    labels[WANDB_IGNORE] = "ignore"
+
+    def encode(mask: np.ndarray) -> np.ndarray:
+        return value[np.where((mask >= 0) & (mask < num_classes), mask, num_classes)]
+
+    return encode(pred), encode(true), labels
+
+
 def log_wandb_masks(
     loggers: Sequence[Any], samples: Sequence[dict[str, Any]], class_names: Sequence[str], step: int
 ) -> None:
@@ -210,14 +244,12 @@ def log_wandb_masks(
         return
     import wandb
 
-    labels = {i: name for i, name in enumerate(class_names)}
-    labels[IGNORE_INDEX] = "ignore"
     images = []
     for sample in samples:
         image = denormalize(sample["image"])
         size = image.shape[:2]
-        pred = _resize_nearest(sample["pred"].numpy().astype(np.uint8), size)
-        true = _resize_nearest(sample["label"].numpy().astype(np.uint8), size)
+        pred, true, labels = wandb_mask_ids(sample["pred"].numpy(), sample["label"].numpy(), class_names)
+        pred, true = _resize_nearest(pred, size), _resize_nearest(true, size)
         images.append(
             wandb.Image(
                 image,

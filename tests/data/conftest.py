@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from zegclip.constants import IGNORE_INDEX
+
 _THIS_MODULE = sys.modules[__name__]  # taken now: other folders' conftest.py reuse the name later
 H, W = 40, 60
 
@@ -23,6 +25,14 @@ def stripes(values: Sequence[int], h: int = H, w: int = W, ignore_row: bool = Fa
     if ignore_row:
         lab[0] = 255
     return lab
+
+
+def as_ids(label: np.ndarray) -> np.ndarray:
+    """A decoded-label expectation written with 255 for ignore, as the datasets emit it (uint16,
+    ``IGNORE_INDEX`` = ignore)."""
+    out = np.asarray(label).astype(np.uint16)
+    out[np.asarray(label) == 255] = IGNORE_INDEX
+    return out
 
 
 def write_image(path: Path, h: int = H, w: int = W, seed: int = 0) -> None:
@@ -111,6 +121,118 @@ def make_custom(root: Path) -> Path:
             write_image(root / "images" / split / f"{s}.jpg", seed=k)
             write_label(root / "labels" / split / f"{s}.png", stripes([0, 1, 2, 255]))
     return root
+
+
+# -- the open-vocabulary benchmarks ------------------------------------------------------------------
+def stripes16(values: Sequence[int], h: int = H, w: int = W) -> np.ndarray:
+    """``stripes`` as uint16 (ids above 255)."""
+    lab = np.zeros((h, w), dtype=np.uint16)
+    bounds = np.linspace(0, w, len(values) + 1).astype(int)
+    for v, a, b in zip(values, bounds[:-1], bounds[1:]):
+        lab[:, a:b] = v
+    return lab
+
+
+# ADEChallengeData2016: raw 0 unlabelled, 1..150
+ADE150 = {
+    "training": {"ADE_train_00000001": [0, 1, 150], "ADE_train_00000002": [12, 13, 0]},
+    "validation": {"ADE_val_00000001": [0, 3, 150, 8], "ADE_val_00000002": [5, 6]},
+}
+
+
+def make_ade150(root: Path) -> Path:
+    base = root / "ADEChallengeData2016"
+    for split, items in ADE150.items():
+        for k, (i, vals) in enumerate(items.items()):
+            write_image(base / "images" / split / f"{i}.jpg", seed=40 + k)
+            write_label(base / "annotations" / split / f"{i}.png", stripes(vals))
+    return root
+
+
+# ADE20K full (ADE20K_2021_17_01): object ids of _seg.png (R/10*256 + G). The A-847 classes of some
+# ids (vocabularies/ade847.json): wall 2978 -> 0, building 312 -> 1, gear shift 1089 -> 844,
+# adding machine 3148 -> 846; 5 and 0 are not A-847 classes (-> ignore).
+ADE_FULL_VAL = {
+    # name: (scene folder, object ids in stripes, (h, w))
+    "ADE_val_00000001": ("cultural/apse__indoor", [2978, 312, 5, 1089], (H, W)),
+    "ADE_val_00000002": ("urban/street", [0, 3148, 2978], (600, 520)),  # short side 520 > 512: resized
+}
+ADE_FULL_TRAIN = {"ADE_train_00000001": ("urban/street", [312, 2978], (H, W))}
+ADE_FULL_OBJECTS = 3160  # objectnames entries (the real index has 3,688)
+
+
+def ade_seg_png(ids: np.ndarray) -> np.ndarray:
+    """An ADE ``*_seg.png`` (RGB) whose class is R/10*256 + G; B holds an instance number."""
+    seg = np.zeros((*ids.shape, 3), dtype=np.uint8)
+    seg[..., 0] = (ids // 256) * 10
+    seg[..., 1] = ids % 256
+    seg[..., 2] = (ids % 7).astype(np.uint8)
+    return seg
+
+
+def make_ade_full(src: Path, objectnames: Sequence[str] | None = None) -> Path:
+    """The ADE20K full release layout under ``src``: ``ADE20K_2021_17_01/index_ade20k.pkl`` and
+    ``images/ADE/{validation,training}/<scene>/<name>.jpg`` + ``<name>_seg.png`` (+ the release's
+    ``<name>.json``, unused)."""
+    import json
+    import pickle
+
+    from zegclip.data.vocabularies import load_vocabulary
+
+    base = src / "ADE20K_2021_17_01"
+    vocab = load_vocabulary("ade847")
+    if objectnames is None:
+        names = [f"object {k}" for k in range(1, ADE_FULL_OBJECTS + 1)]
+        for obj_id, name in zip(vocab.extra["ade20k_full_ids"], vocab.classes):
+            names[obj_id - 1] = name  # mask value k is objectnames[k - 1]
+        objectnames = names
+    folders, files, scenes = [], [], []
+    for split, items in (("validation", ADE_FULL_VAL), ("training", ADE_FULL_TRAIN)):
+        for k, (name, (scene, ids, (h, w))) in enumerate(items.items()):
+            folder = f"ADE20K_2021_17_01/images/ADE/{split}/{scene}"
+            write_image(src / folder / f"{name}.jpg", h, w, seed=60 + k)
+            seg = ade_seg_png(stripes16(ids, h, w).astype(np.int64))
+            Image.fromarray(seg).save(src / folder / f"{name}_seg.png")
+            (src / folder / f"{name}.json").write_text(json.dumps({"annotation": {"filename": f"{name}.jpg"}}))
+            folders.append(folder)
+            files.append(f"{name}.jpg")
+            scenes.append(scene.split("/")[-1])
+    n = len(files)
+    index = {
+        "filename": files,
+        "folder": folders,
+        "scene": scenes,
+        "objectnames": list(objectnames),
+        "objectPresence": np.zeros((len(objectnames), n), dtype=np.uint16),
+        "objectIsPart": np.zeros((len(objectnames), n), dtype=np.uint16),
+        "objectcounts": np.zeros(len(objectnames), dtype=np.int64),
+        "description": {"filename": "array of length N with the image file names"},
+    }
+    with (base / "index_ade20k.pkl").open("wb") as f:
+        pickle.dump(index, f)
+    return src
+
+
+# PASCAL Context 459 release: trainval/<id>.mat LabelMap (uint16, 0 unlabelled, 1..459)
+CONTEXT459 = {"2008_000007": [0, 2, 300, 459], "2008_000009": [18, 431], "2008_000002": [1, 2]}
+CONTEXT459_VAL = ["2008_000007", "2008_000009"]
+
+
+def make_context459_release(src: Path, dst: Path) -> tuple[Path, Path]:
+    from scipy.io import savemat
+
+    from zegclip.data.vocabularies import load_vocabulary
+
+    base = dst / "VOCdevkit" / "VOC2010"
+    (src / "trainval").mkdir(parents=True, exist_ok=True)
+    for k, (i, vals) in enumerate(CONTEXT459.items()):
+        savemat(src / "trainval" / f"{i}.mat", {"LabelMap": stripes16(vals)})
+        write_image(base / "JPEGImages" / f"{i}.jpg", seed=80 + k)
+    write_list(base / "ImageSets" / "Main" / "val.txt", CONTEXT459_VAL)
+    write_list(base / "ImageSets" / "Main" / "train.txt", ["2008_000002"])
+    names = load_vocabulary("pc459").classes
+    (src / "labels.txt").write_text("".join(f"{k}: {n}\n" for k, n in enumerate(names, start=1)))
+    return src, dst
 
 
 @pytest.fixture()

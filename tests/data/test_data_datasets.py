@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from spec_classes import VOC_NAMES
 
+from zegclip.constants import IGNORE_INDEX
 from zegclip.data import (
     COCOStuffDataset,
     ContextDataset,
@@ -38,9 +39,9 @@ def test_voc_label_mapping_pixel_by_pixel(synth, voc_root):
     s = train.load_sample(0)  # raw synth.stripes [0, 1, 16] with a 255 first row
     raw = synth.stripes(synth.VOC_TRAIN["2007_000032"], ignore_row=True)
     lab = s["label"]
-    assert lab.dtype == np.uint8 and lab.shape == (synth.H, synth.W)
-    assert (lab[raw == 0] == 255).all()  # background -> ignore
-    assert (lab[raw == 255] == 255).all()  # border stays ignore
+    assert lab.dtype == np.uint16 and lab.shape == (synth.H, synth.W)
+    assert (lab[raw == 0] == IGNORE_INDEX).all()  # background -> ignore
+    assert (lab[raw == 255] == IGNORE_INDEX).all()  # border stays ignore
     assert (lab[raw == 1] == 0).all()  # aeroplane
     assert (lab[raw == 16] == 15).all()  # raw 16 is class 15, pottedplant, unseen
     assert VOC_NAMES[15] == "pottedplant" and 15 in VOC_UNSEEN
@@ -59,13 +60,13 @@ def test_context_and_coco_mapping(synth, context_root, coco_root):
     ctx = ContextDataset(context_root, "train")
     raw = synth.stripes(synth.CONTEXT["train"]["2008_000002"])  # [0, 1, 59]
     lab = ctx.load_sample(0)["label"]
-    assert (lab[raw == 0] == 255).all() and (lab[raw == 1] == 0).all() and (lab[raw == 59] == 58).all()
+    assert (lab[raw == 0] == IGNORE_INDEX).all() and (lab[raw == 1] == 0).all() and (lab[raw == 59] == 58).all()
     assert len(ContextDataset(context_root, "test")) == len(synth.CONTEXT["val"])
     coco = COCOStuffDataset(coco_root, "train")
     assert [x.name for x in coco.samples] == sorted(synth.COCO["train2017"])
     for i, x in enumerate(coco.samples):
         np.testing.assert_array_equal(
-            coco.load_sample(i)["label"], synth.stripes(synth.COCO["train2017"][x.name])
+            coco.load_sample(i)["label"], synth.as_ids(synth.stripes(synth.COCO["train2017"][x.name]))
         )
     assert len(COCOStuffDataset(coco_root, "val")) == 2
 
@@ -73,11 +74,11 @@ def test_context_and_coco_mapping(synth, context_root, coco_root):
 def test_custom_dataset(synth, custom_root):
     ds = CustomDataset(custom_root, "train", num_classes=3)
     assert isinstance(ds, CustomDataset) and len(ds) == 2
-    np.testing.assert_array_equal(ds.load_sample(0)["label"], synth.stripes([0, 1, 2, 255]))
+    np.testing.assert_array_equal(ds.load_sample(0)["label"], synth.as_ids(synth.stripes([0, 1, 2, 255])))
     assert len(CustomDataset(custom_root, "test", num_classes=3)) == 1
-    # reduce_zero_label: 0 -> 255, 1 -> 0, 2 -> 1 with two classes
+    # reduce_zero_label: 0 -> ignore, 1 -> 0, 2 -> 1 with two classes
     ds = CustomDataset(custom_root, "train", num_classes=2, reduce_zero_label=True)
-    np.testing.assert_array_equal(ds.load_sample(0)["label"], synth.stripes([255, 0, 1, 255]))
+    np.testing.assert_array_equal(ds.load_sample(0)["label"], synth.as_ids(synth.stripes([255, 0, 1, 255])))
     # with only two classes and no zero reduction, raw 2 is out of range
     ds = CustomDataset(custom_root, "train", num_classes=2)
     with pytest.raises(
@@ -100,13 +101,14 @@ def test_layout_rules_cannot_be_changed(voc_root):
 def test_label_lut():
     lut = make_label_lut(20, True)
     raw = np.array([[0, 1, 16, 20, 255]], dtype=np.uint8)
-    assert decode_label(raw, lut).tolist() == [[255, 0, 15, 19, 255]]
+    assert decode_label(raw, lut).tolist() == [[IGNORE_INDEX, 0, 15, 19, IGNORE_INDEX]]
+    assert decode_label(raw, lut).dtype == np.uint16
     with pytest.raises(LabelValueError, match=r"x\.png holds values \[21, 254\]"):
         decode_label(np.array([[21, 254, 3]], dtype=np.uint8), lut, "x.png")
     with pytest.raises(LabelValueError, match=r"values \[300\]"):
         decode_label(np.array([[300, 1]], dtype=np.int32), lut, "y.png")
     coco = make_label_lut(171, False)
-    assert decode_label(np.array([[0, 170, 255]], dtype=np.uint8), coco).tolist() == [[0, 170, 255]]
+    assert decode_label(np.array([[0, 170, 255]], dtype=np.uint8), coco).tolist() == [[0, 170, IGNORE_INDEX]]
     with pytest.raises(LabelValueError):
         decode_label(np.array([[171]], dtype=np.uint8), coco)
 

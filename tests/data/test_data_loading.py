@@ -12,6 +12,7 @@ from spec_classes import VOC_NAMES
 from torch.utils.data import DataLoader, DistributedSampler
 
 from zegclip.data import (
+    IGNORE_INDEX,
     SegmentationDataModule,
     SegmentationDataset,
     ShardedEvalSampler,
@@ -24,7 +25,7 @@ from zegclip.data import (
 from zegclip.data.loading import TrainStream
 
 IMG = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
-LAB = np.repeat(np.array([0, 1, 2, 255], dtype=np.uint8), 15)[None].repeat(40, 0)
+LAB = np.repeat(np.array([0, 1, 2, IGNORE_INDEX], dtype=np.uint16), 15)[None].repeat(40, 0)
 
 
 def voc_dm(root, **kw) -> SegmentationDataModule:
@@ -40,7 +41,7 @@ def test_train_batch_format(synth, voc_root):
     assert set(batch) == {"image", "label", "meta"}
     assert batch["image"].dtype == torch.float32 and batch["image"].shape == (2, 3, 512, 512)
     assert batch["label"].dtype == torch.long and batch["label"].shape == (2, 512, 512)
-    assert set(batch["label"].unique().tolist()) <= set(range(20)) | {255}
+    assert set(batch["label"].unique().tolist()) <= set(range(20)) | {IGNORE_INDEX}
     for m in batch["meta"]:
         assert {"name", "image_path", "label_path", "ori_size", "img_size"} <= set(m)
         assert m["ori_size"] == (40, 60) and m["image_path"].endswith(f"{m['name']}.jpg")
@@ -58,7 +59,7 @@ def test_val_batch_of_different_sizes(synth, voc_root):
     assert batch["image"].shape == (2, 3, 853, 768)
     assert batch["label"].shape == (2, 50, 60)  # labels at original resolution
     assert (batch["image"][0, :, 512:] == 0).all() and (batch["image"][1, :, :, 512:] == 0).all()
-    assert (batch["label"][0, 40:] == 255).all() and (batch["label"][1, :, 30:] == 255).all()
+    assert (batch["label"][0, 40:] == IGNORE_INDEX).all() and (batch["label"][1, :, 30:] == IGNORE_INDEX).all()
     assert batch["label"][1, 1:, :15].unique().tolist() == [0]  # raw 1 (aeroplane) -> 0
     assert batch["label"][1, 1:, 15:30].unique().tolist() == [14]  # raw 15 (person) -> 14
     dm2 = voc_dm(voc_root, val_limit=1)
@@ -77,7 +78,7 @@ def test_collate_pads_to_largest():
     assert out["image"].shape == (2, 3, 5, 6) and out["label"].shape == (2, 4, 3)
     assert out["image"][0, :, 4:].eq(0).all() and out["image"][1, :, :, 2:].eq(0).all()
     assert out["image"][0, :, :4, :6].eq(1).all()
-    assert out["label"][0, 2:].eq(255).all() and out["label"][1, :, 1:].eq(255).all()
+    assert out["label"][0, 2:].eq(IGNORE_INDEX).all() and out["label"][1, :, 1:].eq(IGNORE_INDEX).all()
     assert out["label"][1, :, :1].eq(1).all() and [m["name"] for m in out["meta"]] == ["a", "b"]
 
 

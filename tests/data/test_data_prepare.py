@@ -71,8 +71,8 @@ def test_prepare_voc_converts_and_is_idempotent(synth, tmp_path):
         assert Image.open(png).mode == "L" and np.array_equal(read_label(png), synth.stripes(vals))
     ds = VOCDataset(dst, "train")  # end to end: the dataset reads what was prepared
     assert [s.name for s in ds.samples][-2:] == ["2008_000010", "2009_000001"]
-    lab = ds.load_sample(len(ds) - 2)["label"]  # raw [0, 16, 20] -> [255, 15, 19]
-    assert np.array_equal(lab, synth.stripes([255, 15, 19]))
+    lab = ds.load_sample(len(ds) - 2)["label"]  # raw [0, 16, 20] -> [ignore, 15, 19]
+    assert np.array_equal(lab, synth.as_ids(synth.stripes([255, 15, 19])))
     again = prepare_voc(src, dst)
     assert again.counts["unchanged"] == len(SBD) + 1 and again.counts["written"] == 0
     # a different existing output is never replaced silently
@@ -166,7 +166,7 @@ def test_prepare_context(synth, tmp_path):
     assert (base / "ImageSets/SegmentationContext/train.txt").read_text() == "2008_000002\n2008_000003\n"
     assert (base / "ImageSets/SegmentationContext/val.txt").read_text() == "2008_000007\n"
     lab = ContextDataset(dst, "train").load_sample(0)["label"]
-    assert np.array_equal(lab, synth.stripes([255, 0, 1, 58]))  # aeroplane = 0, wood = 58
+    assert np.array_equal(lab, synth.as_ids(synth.stripes([255, 0, 1, 58])))  # aeroplane = 0, wood = 58
     assert prepare_context(src, dst).counts["unchanged"] == 5
     savemat(src / "trainval/2008_000007.mat", {"LabelMap": _u16([460, 1])})
     with pytest.raises(PreparationError, match=r"2008_000007\.mat: LabelMap holds values \[460\]"):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from zegclip.data import (
+    IGNORE_INDEX,
     IMAGENET_MEAN,
     IMAGENET_STD,
     CatMaxRatioCrop,
@@ -20,7 +21,7 @@ from zegclip.data.transforms import keep_ratio_size, short_side_size
 
 RNG = np.random.default_rng(0)
 IMG = RNG.integers(0, 256, (40, 60, 3), dtype=np.uint8)
-LAB = np.repeat(np.array([0, 3, 7, 255], dtype=np.uint8), 15)[None].repeat(40, 0)
+LAB = np.repeat(np.array([0, 3, 7, IGNORE_INDEX], dtype=np.uint16), 15)[None].repeat(40, 0)  # as datasets emit
 
 
 def test_train_output_shapes_pads_and_label_values():
@@ -28,12 +29,12 @@ def test_train_output_shapes_pads_and_label_values():
     for _ in range(8):
         out = t(IMG, LAB)
         assert out["image"].shape == (512, 512, 3) and out["image"].dtype == np.float32
-        assert out["label"].shape == (512, 512) and out["label"].dtype == np.uint8
-        assert set(np.unique(out["label"])) <= {0, 3, 7, 255}
+        assert out["label"].shape == (512, 512) and out["label"].dtype == np.uint16
+        assert set(np.unique(out["label"])) <= {0, 3, 7, IGNORE_INDEX}
         h, w = out["img_size"]
         assert 0 < h <= 512 and 0 < w <= 512
         assert (out["image"][h:] == 0).all() and (out["image"][:, w:] == 0).all()
-        assert (out["label"][h:] == 255).all() and (out["label"][:, w:] == 255).all()
+        assert (out["label"][h:] == IGNORE_INDEX).all() and (out["label"][:, w:] == IGNORE_INDEX).all()
 
 
 def test_small_resize_is_padded_with_zero_after_normalisation():
@@ -42,8 +43,8 @@ def test_small_resize_is_padded_with_zero_after_normalisation():
     out = t(IMG, LAB)
     assert out["img_size"] == (256, 384)
     assert (out["image"][256:] == 0).all() and (out["image"][:, 384:] == 0).all()
-    assert (out["label"][256:] == 255).all() and (out["label"][:, 384:] == 255).all()
-    assert (out["label"][:256, :384] != 255).any()
+    assert (out["label"][256:] == IGNORE_INDEX).all() and (out["label"][:, 384:] == IGNORE_INDEX).all()
+    assert (out["label"][:256, :384] != IGNORE_INDEX).any()
 
 
 def test_flip_and_normalisation_exact():
@@ -57,7 +58,7 @@ def test_flip_and_normalisation_exact():
         IMAGENET_STD, np.float32
     )
     np.testing.assert_allclose(out["image"][:40, :60], expected, atol=1e-5)
-    assert (out["image"][40:] == 0).all() and (out["label"][:, 60:] == 255).all()
+    assert (out["image"][40:] == 0).all() and (out["label"][:, 60:] == IGNORE_INDEX).all()
 
 
 def test_ratio_range_resize_rule():
@@ -72,7 +73,7 @@ def test_ratio_range_resize_rule():
         factor = min(max(target) / 60, min(target) / 40)
         assert out["image"].shape[:2] == (int(40 * factor + 0.5), int(60 * factor + 0.5))
         assert out["mask"].shape == out["image"].shape[:2]
-        assert set(np.unique(out["mask"])) <= {0, 3, 7, 255}  # nearest neighbour
+        assert set(np.unique(out["mask"])) <= {0, 3, 7, IGNORE_INDEX}  # nearest neighbour
     assert min(ratios) >= 0.5 and max(ratios) < 2.0 and max(ratios) - min(ratios) > 0.8
     # the long-side limit binds for very elongated images
     assert keep_ratio_size(100, 1000, (2048, 512)) == (205, 2048)
@@ -81,8 +82,8 @@ def test_ratio_range_resize_rule():
 
 def test_cat_max_ratio_rule():
     crop = CatMaxRatioCrop(crop_size=16, cat_max_ratio=0.75)
-    assert crop.accepts(np.array([255] * 90 + [1] * 5 + [2] * 5))  # ignore is excluded
-    assert not crop.accepts(np.array([255] * 90 + [1] * 10))  # a single class
+    assert crop.accepts(np.array([IGNORE_INDEX] * 90 + [1] * 5 + [2] * 5))  # ignore is excluded
+    assert not crop.accepts(np.array([IGNORE_INDEX] * 90 + [1] * 10))  # a single class
     assert not crop.accepts(np.array([0] * 76 + [1] * 24))
     assert crop.accepts(np.array([0] * 74 + [1] * 26))
     # class 0 fills x < 48; alternating columns of classes 1 / 2 fill x >= 48: a 16-wide crop passes iff x >= 37

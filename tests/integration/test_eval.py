@@ -15,7 +15,7 @@ from zegclip.runner import evaluate
 from .helpers import REPO_ROOT, SUMMARY_KEYS, check_metric_values, eval_overrides, read_metrics
 
 METRICS_KEYS = {*SUMMARY_KEYS, "IoU_per_class", "dataset", "setting", "weights", "seen_bias", "seed", "overrides", "run_dir",
-                "precision"}  # fmt: skip
+                "split", "precision"}  # fmt: skip
 
 
 def _nan_mean(values: list[float | None]) -> float | None:
@@ -38,7 +38,7 @@ def test_eval_writes_metrics_json(runs, cfg_eval, setting: str, seen_bias: float
     assert metrics["dataset"] == "voc"
     assert metrics["setting"] == setting  # the checkpoint's own setting
     assert metrics["weights"] == {"checkpoint": str(ckpt), "step": 2, "selection": "given by ckpt_path"}
-    assert metrics["seed"] == 0 and metrics["run_dir"] == cfg.paths.output_dir
+    assert metrics["seed"] == 0 and metrics["run_dir"] == cfg.paths.output_dir and metrics["split"] == "test"
     assert metrics["seen_bias"] == seen_bias  # the checkpoint's calibration on its own vocabulary
     class_names = list(run["cfg"].dataset.class_names)
     check_metric_values(metrics, class_names)

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from zegclip.constants import IGNORE_INDEX
 from zegclip.metrics import ZeroShotSegmentationMetrics, summarize
 
 NAMES = ["a", "b", "c", "d", "e"]
@@ -57,15 +58,15 @@ def test_summarize_undefined_and_zero_cases() -> None:
     assert math.isnan(s["hIoU"]) and s["mIoU"] == pytest.approx((4 / 5 + 0.0) / 2)
 
 
-def test_metric_ignores_255_and_accumulates_over_updates() -> None:
+def test_metric_ignores_ignore_and_accumulates_over_updates() -> None:
     metric = ZeroShotSegmentationMetrics(NAMES, SEEN, UNSEEN)
-    target = torch.tensor([[[0, 0, 255, 2], [1, 255, 4, 2]]])
+    target = torch.tensor([[[0, 0, IGNORE_INDEX, 2], [1, IGNORE_INDEX, 4, 2]]])
     pred = torch.tensor([[[0, 1, 3, 2], [1, 1, 0, 4]]])
     metric.update(pred, target)
     metric.update(pred, target)  # the whole set is one confusion matrix
     confmat = metric.compute()
     assert int(confmat.sum()) == 2 * 6  # the two ignore pixels are not counted
-    assert int(confmat[:, 3].sum()) == 0  # the prediction under a 255 pixel is dropped
+    assert int(confmat[:, 3].sum()) == 0  # the prediction under an ignore pixel is dropped
     s = metric.summary()
     assert s["pAcc"] == pytest.approx(3 / 6)
     assert s["IoU_per_class"]["c"] == pytest.approx(1 / 2)

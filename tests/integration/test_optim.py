@@ -10,13 +10,13 @@ from hydra.utils import instantiate
 from torch import nn
 
 from zegclip.optim import poly_warmup_factor
-from zegclip.runner import build_module
+from zegclip.runner import build_module, total_steps
 
 
 def configured(cfg):
     """The module of a composed config with a trainer attached, and its optimizer + scheduler."""
     module = build_module(cfg, instantiate(cfg.dataset))
-    module.trainer = L.Trainer(max_steps=cfg.trainer.max_steps, logger=False, enable_progress_bar=False)
+    module.trainer = L.Trainer(max_steps=total_steps(cfg), logger=False, enable_progress_bar=False)
     conf = module.configure_optimizers()
     return module, conf["optimizer"], conf["lr_scheduler"]
 
@@ -106,6 +106,21 @@ def test_scheduler_steps_follow_the_formula(cfg_train) -> None:
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-6)  # min_lr after the end
+
+
+def test_transductive_in_one_run_restarts_the_schedule(cfg_train) -> None:
+    """Steps 1..K follow the inductive recipe's schedule (2K long; the official second run loads its
+    iter_K checkpoint), then the schedule restarts, warm-up included, for the transductive K steps."""
+    cfg = cfg_train("voc", "transductive", "trainer.max_steps=6", "optimizer.warmup_steps=2")
+    _, optimizer, conf = configured(cfg)
+    scheduler = conf["scheduler"]
+    for t in range(13):
+        expected = mmcv_lr(t, 2e-4, 12, warmup=2) if t < 6 else mmcv_lr(t - 6, 2e-4, 6, warmup=2)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12, abs=1e-20), t
+        optimizer.step()
+        scheduler.step()
+    stage_two = cfg_train("voc", "transductive", "trainer.max_steps=6", "optimizer.warmup_steps=2", "init_from=x.ckpt")
+    assert total_steps(stage_two) == 6 and total_steps(cfg) == 12  # init_from: stage two only
 
 
 def test_poly_needs_max_steps() -> None:

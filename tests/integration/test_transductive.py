@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
+from zegclip.constants import IGNORE_INDEX
 from zegclip.model.labels import transductive_targets
+from zegclip.module import ZegCLIPModule
 from zegclip.runner import build_module, train
 
-IGNORE = 255
+from .helpers import REPO_ROOT, TINY_OVERRIDES, one_torch_thread, read_metrics
+
+IGNORE = IGNORE_INDEX
 
 
 @pytest.fixture()
@@ -87,8 +96,56 @@ def test_init_from_loads_the_inductive_weights(runs, voc_transductive) -> None:
         assert torch.equal(param.detach(), state[f"model.{name}"]), name
 
 
-def test_transductive_without_init_from_fails_clearly(cfg_train) -> None:
-    cfg = cfg_train("voc", "transductive")
+def test_transductive_in_one_command_runs_both_stages(cfg_train, monkeypatch) -> None:
+    """Without init_from: K inductive steps (seen text set, unseen pixels ignored), the inductive weights
+    kept as their own checkpoint, then K transductive steps (all classes, fresh optimiser state), then
+    the test of the final weights; metrics.json records both stages."""
+    steps = []
+    original = ZegCLIPModule.training_step
+
+    def spy(self, batch, batch_idx):
+        setting = self.stage_setting(self.global_step)
+        moments = len(self.trainer.optimizers[0].state)  # AdamW's per-parameter state (0: fresh)
+        steps.append((self.global_step, setting, len(self.train_classes(setting)), moments))
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(ZegCLIPModule, "training_step", spy)
+    cfg = cfg_train("voc", "transductive", "trainer.max_steps=2", name="staged")
+    with one_torch_thread():
+        summary = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    n_seen, n_all = 15, 20
+    assert [(s, setting, classes) for s, setting, classes, _ in steps] == [
+        (0, "inductive", n_seen), (1, "inductive", n_seen), (2, "transductive", n_all), (3, "transductive", n_all)
+    ]
+    assert steps[1][3] > 0 and steps[2][3] == 0  # the optimiser starts stage 2 fresh (official load_from)
+    stage_ckpt = torch.load(run / "checkpoints" / "inductive_stage.ckpt", map_location="cpu", weights_only=True)
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert (stage_ckpt["global_step"], last["global_step"]) == (2, 4)
+    meta = stage_ckpt["hyper_parameters"]["metadata"]
+    assert (meta["setting"], meta["seen_bias"]) == ("inductive", 0.1)  # loads and evaluates as an inductive model
+    assert last["hyper_parameters"]["metadata"]["setting"] == "transductive"
+    metrics = read_metrics(run)
+    assert metrics["setting"] == "transductive" and metrics["weights"]["step"] == 4
+    assert metrics["stages"] == [
+        {"setting": "inductive", "first_step": 1, "last_step": 2, "schedule_steps": 4,
+         "checkpoint": str(run / "checkpoints" / "inductive_stage.ckpt")},
+        {"setting": "transductive", "first_step": 3, "last_step": 4},
+    ]  # fmt: skip
+    assert summary["hIoU"] == metrics["hIoU"]
+
+
+def test_transductive_stage_two_only_with_init_from(runs) -> None:
+    """init_from keeps the stage-two-only run: max_steps transductive steps, no inductive stage."""
+    run = runs.get("voc", "transductive")
+    last = torch.load(run["dir"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 2
+    assert not (run["dir"] / "checkpoints" / "inductive_stage.ckpt").exists()
+    assert "stages" not in read_metrics(run["dir"])
+
+
+def test_transductive_without_any_inductive_weights_fails_clearly(cfg_train) -> None:
+    cfg = cfg_train("voc", "transductive", "inductive_stage.steps=0")
     with pytest.raises(ValueError, match="init_from"):
         train(cfg)
 
@@ -98,3 +155,22 @@ def test_init_from_of_another_architecture_fails_clearly(runs, cfg_train) -> Non
     cfg = cfg_train("coco", "transductive", f"init_from={runs.last_ckpt('voc')}")
     with pytest.raises(ValueError, match="does not fit"):
         build_module(cfg, instantiate(cfg.dataset))
+
+
+def test_headline_command_on_the_coco_layout(data_dir, tmp_path) -> None:
+    """`python train.py setting=transductive dataset=coco`, as written, plus the tiny-run overrides and the
+    data folder (a synthetic COCO-Stuff tree): both stages, then the test, from a fresh working folder."""
+    workdir = tmp_path / "user"
+    workdir.mkdir()
+    command = [sys.executable, str(REPO_ROOT / "train.py"), "setting=transductive", "dataset=coco",
+               f"paths.data_dir={data_dir}", *TINY_OVERRIDES]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run,) = (workdir / "logs" / "train" / "runs").iterdir()
+    metrics = read_metrics(run)
+    assert metrics["dataset"] == "coco" and metrics["setting"] == "transductive"
+    assert [s["setting"] for s in metrics["stages"]] == ["inductive", "transductive"]
+    assert (run / "checkpoints" / "inductive_stage.ckpt").is_file()
+    assert metrics["weights"]["step"] == 4  # trainer.max_steps=2: 2 inductive + 2 transductive steps
+    assert "stage 1 (inductive) done at step 2" in proc.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +50,19 @@ def offline_runs(save_dir: Path) -> list[Path]:
     return sorted((save_dir / "wandb").glob("offline-run-*"))
 
 
+def record_with(run: Path, *keys: bytes, timeout: float = 60.0) -> bytes:
+    """The run's ``.wandb`` record once it holds every key: W&B's service (shared by the runs of one
+    process) may still be writing the file when ``wandb.finish()`` returns."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = next(run.glob("run-*.wandb")).read_bytes()
+        missing = [k for k in keys if k not in record]
+        if not missing or time.monotonic() > deadline:
+            assert not missing, f"{missing} never reached {run} ({len(record)} bytes)"
+            return record
+        time.sleep(0.2)
+
+
 def wandb_overrides(save_dir: Path, seed: int = 0) -> list[str]:
     return [
         "logger=wandb",
@@ -78,11 +92,9 @@ def test_wandb_offline_run_has_masks_and_config(cfg_train, wandb_offline, tmp_pa
         assert set(np.unique(np.asarray(Image.open(path))).tolist()) <= class_ids
     for path in images:
         assert np.asarray(Image.open(path).convert("RGB")).shape[2] == 3
-    # config and metrics are in the run's record file
-    record = next(run.glob("run-*.wandb")).read_bytes()
-    for key in (b"warmup_steps", b"prompt_tokens", b"val/examples", b"val/hIoU", b"train/loss"):
-        assert key in record, key
-    assert str(cfg.paths.data_dir).encode() in record  # this run's resolved config
+    # config and metrics are in the run's record file, with this run's resolved config
+    record_with(run, b"warmup_steps", b"prompt_tokens", b"val/examples", b"val/hIoU", b"train/loss",
+                str(cfg.paths.data_dir).encode())  # fmt: skip
     assert wandb_offline == []  # no Python connection left the machine
     logs = "".join(p.read_text(errors="replace") for p in (run / "logs").glob("*.log"))
     assert "127.0.0.1:9" not in logs

@@ -1,6 +1,6 @@
 """Data layer: datasets in their real on-disk layouts, the official augmentation, the datamodule.
 
-Knows no model code. Datasets emit 0-based class ids with 255 = ignore.
+Knows no model code. Datasets emit 0-based class ids with ``IGNORE_INDEX`` (65535) = ignore.
 """
 
 import os
@@ -10,11 +10,15 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before albumentations 
 from zegclip.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from zegclip.data.datamodule import SegmentationDataModule  # noqa: E402
 from zegclip.data.datasets import (  # noqa: E402
+    ADE150Dataset,
+    ADE847Dataset,
     COCOStuffDataset,
+    Context459Dataset,
     ContextDataset,
     CustomDataset,
     Sample,
     SegmentationDataset,
+    VOC20bDataset,
     VOCDataset,
 )
 from zegclip.data.errors import (  # noqa: E402
@@ -54,6 +58,10 @@ from zegclip.data.transforms import (  # noqa: E402
 )
 
 __all__ = [
+    "ADE150Dataset",
+    "ADE847Dataset",
+    "Context459Dataset",
+    "VOC20bDataset",
     "IGNORE_INDEX",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

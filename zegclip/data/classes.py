@@ -60,12 +60,18 @@ CONTEXT59_CLASSES = (
 )
 
 
-BENCHMARKS: dict[str, tuple[str, ...]] = {"voc": VOC_CLASSES, "coco": COCO_STUFF_CLASSES, "context": CONTEXT59_CLASSES}
+VOC20B_CLASSES = (*VOC_CLASSES, "background")
+"""VOC-20b's 21 label classes: background kept as class 20 (its text prompts: vocabularies/voc20b.json)."""
+
+BENCHMARKS: dict[str, tuple[str, ...]] = {
+    "voc": VOC_CLASSES, "coco": COCO_STUFF_CLASSES, "context": CONTEXT59_CLASSES, "voc20b": VOC20B_CLASSES,
+}  # fmt: skip
 
 
 def class_names(dataset: str) -> list[str]:
-    """The class names of ``voc``, ``coco``, ``context``, ``shapes`` (the compositional shapes
-    vocabulary) or ``shapes_hard`` (the shape-only one)."""
+    """The class names of ``voc``, ``coco``, ``context``, ``voc20b`` (VOC + background), ``shapes``
+    (the compositional shapes vocabulary) or ``shapes_hard`` (the shape-only one). The
+    open-vocabulary lists (A-150, A-847, PC-459, ...) are files: :mod:`zegclip.data.vocabularies`."""
     if dataset in BENCHMARKS:
         return list(BENCHMARKS[dataset])
     if dataset in SHAPES_VOCABULARIES:

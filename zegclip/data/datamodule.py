@@ -23,20 +23,23 @@ from zegclip.data.loading import (
     derive_seed,
     seed_worker,
 )
+from zegclip.data.prompts import TextPrompts, build_text_prompts
 from zegclip.data.splits import ClassSplit, build_class_split, read_class_names
 from zegclip.data.transforms import build_test_transform, build_train_transform
+from zegclip.data.vocabularies import load_vocabulary
 from zegclip.values import plain
 
 
 class SegmentationDataModule(L.LightningDataModule):
     """Train / val / test loaders for a semantic-segmentation dataset with a zero-shot split.
 
-    Batches are ``{"image": float (B, 3, H, W), "label": long (B, H, W) with 255 = ignore,
+    Batches are ``{"image": float (B, 3, H, W), "label": long (B, H, W) with ``IGNORE_INDEX``
+    (65535) = ignore,
     "meta": list of dicts}``; meta holds ``name``, ``image_path``, ``label_path``, ``ori_size``
     (H, W of the original image) and ``img_size`` (h, w of the resized image before padding).
     Train images are augmented and padded to ``crop_size``. Val / test images are resized so that
     their short side is ``test_short_side``; their labels stay at the original resolution; a
-    batch pads images with 0 and labels with 255 to its largest sizes.
+    batch pads images with 0 and labels with ``IGNORE_INDEX`` to its largest sizes.
 
     Labels are the dataset's 0-based class ids whatever the setting: mapping unseen pixels to
     ignore (inductive training) is the model's job.
@@ -72,6 +75,14 @@ class SegmentationDataModule(L.LightningDataModule):
         batch_size: training batch size per device; ``eval_batch_size`` for val / test.
         val_limit: evaluate only this many validation images (evenly spaced) for quick checks.
         seed: base seed of shuffling and augmentation.
+        vocabulary: the class list the text prompts come from, recorded with the result: a file
+            of :mod:`zegclip.data.vocabularies` (``"ade150"``) or a ``.json`` path; the class
+            names too when neither ``class_names`` nor ``class_names_file`` is given.
+        text_prompts: the P names the text side embeds (default: the class names).
+        prompt_to_class: the label class each prompt predicts (P ints; default: prompt p is
+            class p). VOC-20b: 59 prompts, the last 39 all predict background (class 20).
+        text_synonyms: how names listing synonyms (``"a, b"``) are embedded: null (the whole
+            string), ``average`` (CAT-Seg's rule) or ``first``. See :mod:`zegclip.data.prompts`.
     """
 
     def __init__(
@@ -100,6 +111,10 @@ class SegmentationDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         val_limit: int | None = None,
         seed: int = 0,
+        vocabulary: str | Path | None = None,
+        text_prompts: Sequence[str] | None = None,
+        prompt_to_class: Sequence[int] | None = None,
+        text_synonyms: str | None = None,
     ) -> None:
         super().__init__()
         if not callable(layout):
@@ -107,7 +122,12 @@ class SegmentationDataModule(L.LightningDataModule):
         self.layout = layout
         self.root = Path(str(root))
         self.name = name or getattr(getattr(layout, "func", layout), "layout", None) or "custom"
+        if class_names is None and class_names_file is None and vocabulary is not None:
+            class_names = load_vocabulary(str(vocabulary)).classes
         self.class_split: ClassSplit = self._build_class_split(class_names, class_names_file, unseen, seen)
+        self.text: TextPrompts = build_text_prompts(
+            self.class_names, plain(text_prompts), plain(prompt_to_class), plain(vocabulary), text_synonyms
+        )
         self.reduce_zero_label = reduce_zero_label
         self._validate_label_decoding()
         mean, std = tuple(plain(mean)), tuple(plain(std))
@@ -147,12 +167,13 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def _validate_label_decoding(self) -> None:
         """Check at start-up that the layout accepts this label decoding and class count."""
-        resolve = getattr(getattr(self.layout, "func", self.layout), "_resolve_label_args", None)
+        layout = getattr(self.layout, "func", self.layout)
+        resolve = getattr(layout, "_resolve_label_args", None)
         rzl = self.reduce_zero_label
         if resolve is not None:
             _, rzl = resolve(self.num_classes, rzl)
         try:
-            make_label_lut(self.num_classes, bool(rzl))
+            getattr(layout, "label_lut", make_label_lut)(self.num_classes, bool(rzl))
         except ValueError as e:
             raise ClassSplitError(str(e)) from e
 
@@ -176,6 +197,26 @@ class SegmentationDataModule(L.LightningDataModule):
     @property
     def ignore_index(self) -> int:
         return IGNORE_INDEX
+
+    # -- text prompts (zegclip/data/prompts.py) ---------------------------------------------------
+    @property
+    def text_prompts(self) -> tuple[str, ...]:
+        """The names the text side embeds (the class names unless configured)."""
+        return self.text.prompts
+
+    @property
+    def prompt_to_class(self) -> tuple[int, ...]:
+        """The label class each of :attr:`text_prompts` predicts."""
+        return self.text.prompt_to_class
+
+    @property
+    def text_synonyms(self) -> str | None:
+        return self.text.synonyms
+
+    @property
+    def vocabulary(self) -> dict[str, Any] | None:
+        """Which list the prompts come from (name, file, source), or None."""
+        return self.text.vocabulary
 
     # -- datasets ----------------------------------------------------------------------------
     def build_split(self, split: str, train: bool) -> Dataset:

@@ -1,7 +1,9 @@
 """Datasets reading the real on-disk layouts: VOC 2012 (+ SBD aug), COCO-Stuff 164K, PASCAL
-Context 59, and a ``custom`` folder layout.
+Context 59, and a ``custom`` folder layout; for the open-vocabulary table also ADE20K-150,
+ADE20K-847, PASCAL Context 459 and VOC-20b (the detectron2 / CAT-Seg layouts).
 
-All datasets emit the dataset's 0-based class ids (0..C-1) with 255 = ignore. They check at
+All datasets emit the dataset's 0-based class ids (0..C-1) with ``IGNORE_INDEX`` (65535) = ignore,
+as uint16 arrays (labels on disk keep their own ignore value: 255 in 8-bit maps). They check at
 construction that the root, the list files and every listed file exist; at read time that the
 image decodes, that the label holds only known values and that both have the same size. Nothing
 is skipped silently.
@@ -27,7 +29,14 @@ from zegclip.data.errors import (
     SizeMismatchError,
     SplitListError,
 )
-from zegclip.data.io import decode_label, make_label_lut, read_image, read_label
+from zegclip.data.io import (
+    RAW_IGNORE_8BIT,
+    RAW_IGNORE_16BIT,
+    decode_label,
+    make_label_lut,
+    read_image,
+    read_label,
+)
 
 SPLITS = ("train", "val", "test")
 
@@ -85,7 +94,7 @@ class SegmentationDataset(Dataset):
     """Base class: a list of :class:`Sample` s, a label-decoding table and an optional transform.
 
     ``dataset[i]`` returns ``{"image", "label", "meta"}``. Without a transform, ``image`` is the
-    uint8 RGB array (H, W, 3) and ``label`` the uint8 class-id array (H, W); with one (see
+    uint8 RGB array (H, W, 3) and ``label`` the uint16 class-id array (H, W); with one (see
     :mod:`zegclip.data.transforms`) ``image`` is a float tensor (3, h, w) and ``label`` a long
     tensor. ``meta`` holds ``name``, ``image_path``, ``label_path``, ``ori_size`` (H, W of the
     original image) and, with a transform, ``img_size`` (h, w of the image before padding).
@@ -99,6 +108,10 @@ class SegmentationDataset(Dataset):
     NUM_CLASSES: ClassVar[int | None] = None
     #: whether raw 0 is a background to ignore and raw k is class k-1
     REDUCE_ZERO_LABEL: ClassVar[bool | None] = None
+    #: the ignore value of the label maps on disk (255 in 8-bit maps, 65535 in 16-bit ones)
+    RAW_IGNORE: ClassVar[int] = RAW_IGNORE_8BIT
+    #: with reduce_zero_label, the class raw 0 becomes instead of ignore (VOC-20b's background)
+    BACKGROUND_CLASS: ClassVar[int | None] = None
     EXPECTED_TREE: ClassVar[str] = ""
 
     def __init__(
@@ -111,8 +124,13 @@ class SegmentationDataset(Dataset):
         self.samples = list(samples)
         self.num_classes = int(num_classes)
         self.reduce_zero_label = bool(reduce_zero_label)
-        self.lut = make_label_lut(self.num_classes, self.reduce_zero_label)
+        self.lut = self.label_lut(self.num_classes, self.reduce_zero_label)
         self.transform = transform
+
+    @classmethod
+    def label_lut(cls, num_classes: int, reduce_zero_label: bool) -> np.ndarray:
+        """This layout's raw-value -> class-id table (raises ``ValueError`` if the classes do not fit)."""
+        return make_label_lut(num_classes, reduce_zero_label, cls.RAW_IGNORE, cls.BACKGROUND_CLASS)
 
     @classmethod
     def _resolve_label_args(cls, num_classes: int | None, reduce_zero_label: bool | None) -> tuple[int, bool]:
@@ -137,7 +155,7 @@ class SegmentationDataset(Dataset):
         return len(self.samples)
 
     def load_sample(self, index: int) -> dict[str, Any]:
-        """Read and decode sample ``index``: uint8 RGB image, uint8 class-id label, meta."""
+        """Read and decode sample ``index``: uint8 RGB image, uint16 class-id label, meta."""
         s = self.samples[index]
         image = read_image(s.image_path)
         label = decode_label(read_label(s.label_path), self.lut, s.label_path)
@@ -175,7 +193,7 @@ class VOCDataset(SegmentationDataset):
     """PASCAL VOC 2012 with the SBD augmented set.
 
     train = ``train.txt`` (labels in ``SegmentationClass``) + ``aug.txt`` (``SegmentationClassAug``);
-    val and test = ``val.txt``. Raw labels: 0 background -> 255, 1..20 -> 0..19, 255 -> 255.
+    val and test = ``val.txt``. Raw labels: 0 background -> ignore, 1..20 -> 0..19, 255 -> ignore.
     """
 
     layout = "voc"
@@ -247,7 +265,7 @@ class VOCDataset(SegmentationDataset):
 
 
 class COCOStuffDataset(SegmentationDataset):
-    """COCO-Stuff 164K with 171 ``*_labelTrainIds.png`` ids (0..170, 255 passes through).
+    """COCO-Stuff 164K with 171 ``*_labelTrainIds.png`` ids (0..170, 255 = ignore).
 
     train = ``train2017``, val and test = ``val2017``; the sample list is every ``*.jpg`` of the
     image folder, sorted.
@@ -299,7 +317,7 @@ class COCOStuffDataset(SegmentationDataset):
 
 
 class ContextDataset(SegmentationDataset):
-    """PASCAL Context 59: raw 0 (background) -> 255, 1..59 -> 0..58. val and test = ``val.txt``."""
+    """PASCAL Context 59: raw 0 (background) -> ignore, 1..59 -> 0..58. val and test = ``val.txt``."""
 
     layout = "context"
     NUM_CLASSES = 59
@@ -396,6 +414,176 @@ class CustomDataset(SegmentationDataset):
                 raise EmptySplitError(f"custom {split}: no *{img_suffix} image in {images}")
         samples = [Sample(s, images / f"{s}{img_suffix}", labels / f"{s}{seg_suffix}") for s in stems]
         _check_exist(samples, f"custom {split} ({images})")
+        super().__init__(samples, num_classes, reduce_zero_label, transform)
+
+
+class VOC20bDataset(VOCDataset):
+    """VOC-20b: PASCAL VOC 2012 with the background kept as class 20 (CAT-Seg's ``prepare_voc.py``).
+
+    The VOC tree and lists of :class:`VOCDataset` (val and test = ``val.txt``, 1,449 images).
+    Raw labels: 1..20 -> 0..19, 0 (background) -> 20, 255 -> ignore.
+    """
+
+    layout = "voc20b"
+    NUM_CLASSES = 21
+    BACKGROUND_CLASS = 20
+
+
+def _stems(folder: Path, suffix: str) -> list[str]:
+    return sorted(n[: -len(suffix)] for n in _list_names(folder) if n.endswith(suffix))
+
+
+class ADE150Dataset(SegmentationDataset):
+    """ADE20K-150 (SceneParsing, ``ADEChallengeData2016``): raw 0 -> ignore, 1..150 -> 0..149.
+
+    train = ``training`` (20,210 images), val and test = ``validation`` (2,000); the sample list is
+    every ``*.jpg`` of the image folder, sorted. The annotations are read as released (no
+    preparation): the same values as detectron2's ``annotations_detectron2`` (raw - 1, 0 -> 255).
+    """
+
+    layout = "ade150"
+    NUM_CLASSES = 150
+    REDUCE_ZERO_LABEL = True
+    BASE = Path("ADEChallengeData2016")
+    EXPECTED_TREE = """\
+<root>/ADEChallengeData2016/              (ADEChallengeData2016.zip extracted)
+    images/training/<id>.jpg              (20,210 images)
+    images/validation/<id>.jpg            (2,000 images)
+    annotations/training/<id>.png         (uint8: 0 = unlabelled, 1..150 = classes)
+    annotations/validation/<id>.png"""
+    FOLDERS: ClassVar[Mapping[str, str]] = {"train": "training", "val": "validation", "test": "validation"}
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        transform: Callable[..., dict[str, Any]] | None = None,
+        num_classes: int | None = None,
+        reduce_zero_label: bool | None = None,
+    ) -> None:
+        num_classes, reduce_zero_label = self._resolve_label_args(num_classes, reduce_zero_label)
+        if split not in self.FOLDERS:
+            raise ValueError(f"{self.layout}: unknown split {split!r}, expected one of {tuple(self.FOLDERS)}")
+        root = Path(root)
+        _require_dir(root, "data root", self.EXPECTED_TREE)
+        base = root / self.BASE
+        _require_dir(base, "ADEChallengeData2016 folder", self.EXPECTED_TREE)
+        folder = self.FOLDERS[split]
+        img_dir, ann_dir = base / "images" / folder, base / "annotations" / folder
+        _require_dir(img_dir, "image folder", self.EXPECTED_TREE)
+        _require_dir(ann_dir, "annotation folder", self.EXPECTED_TREE)
+        stems = _stems(img_dir, ".jpg")
+        if not stems:
+            raise EmptySplitError(f"{self.layout} {split}: no *.jpg image in {img_dir}\nExpected layout:\n{self.EXPECTED_TREE}")
+        samples = [Sample(s, img_dir / f"{s}.jpg", ann_dir / f"{s}.png") for s in stems]
+        _check_exist(samples, f"{self.layout} {split} (images in {img_dir})")
+        super().__init__(samples, num_classes, reduce_zero_label, transform)
+
+
+class ADE847Dataset(SegmentationDataset):
+    """ADE20K-847 (ADE20K full, ``ADE20K_2021_17_01``) as detectron2 / CAT-Seg prepare it.
+
+    16-bit TIFF labels: 0..846 (ZegFormer's frequency order, ``vocabularies/ade847.json``),
+    65535 = ignore; images and labels have their short side at most 512 (``prepare ade847``).
+    val and test = ``validation`` (2,000 images); train = ``training`` if prepared.
+    """
+
+    layout = "ade847"
+    NUM_CLASSES = 847
+    REDUCE_ZERO_LABEL = False
+    RAW_IGNORE = RAW_IGNORE_16BIT
+    BASE = Path("ADE20K_2021_17_01")
+    EXPECTED_TREE = """\
+<root>/ADE20K_2021_17_01/
+    images_detectron2/validation/<name>.jpg        (2,000 images; python -m zegclip.data.prepare ade847)
+    annotations_detectron2/validation/<name>.tif   (16-bit: 0..846, 65535 = ignore)
+    images_detectron2/training/, annotations_detectron2/training/   (only with prepare ade847 --splits training)"""
+    FOLDERS: ClassVar[Mapping[str, str]] = {"train": "training", "val": "validation", "test": "validation"}
+    HINT = "Create it with: python -m zegclip.data.prepare ade847 --src <dir with ADE20K_2021_17_01> --dst <root>"
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "val",
+        *,
+        transform: Callable[..., dict[str, Any]] | None = None,
+        num_classes: int | None = None,
+        reduce_zero_label: bool | None = None,
+    ) -> None:
+        num_classes, reduce_zero_label = self._resolve_label_args(num_classes, reduce_zero_label)
+        if split not in self.FOLDERS:
+            raise ValueError(f"{self.layout}: unknown split {split!r}, expected one of {tuple(self.FOLDERS)}")
+        root = Path(root)
+        _require_dir(root, "data root", self.EXPECTED_TREE)
+        base = root / self.BASE
+        _require_dir(base, "ADE20K_2021_17_01 folder", self.EXPECTED_TREE, self.HINT)
+        folder = self.FOLDERS[split]
+        img_dir, ann_dir = base / "images_detectron2" / folder, base / "annotations_detectron2" / folder
+        hint = self.HINT + (" --splits training" if folder == "training" else "")
+        _require_dir(img_dir, "prepared image folder", self.EXPECTED_TREE, hint)
+        _require_dir(ann_dir, "prepared annotation folder", self.EXPECTED_TREE, hint)
+        stems = _stems(img_dir, ".jpg")
+        if not stems:
+            raise EmptySplitError(f"{self.layout} {split}: no *.jpg image in {img_dir}\n{hint}")
+        samples = [Sample(s, img_dir / f"{s}.jpg", ann_dir / f"{s}.tif") for s in stems]
+        _check_exist(samples, f"{self.layout} {split} (images in {img_dir})")
+        super().__init__(samples, num_classes, reduce_zero_label, transform)
+
+
+class Context459Dataset(SegmentationDataset):
+    """PASCAL Context 459 (PC-459) as CAT-Seg prepares it: VOC2010 JPEGs and 16-bit TIFF labels
+    ``LabelMap - 1`` (0..458, unlabelled 0 -> 65535 = ignore).
+
+    val and test only (an evaluation benchmark). The sample list is
+    ``ImageSets/SegmentationContext459/val.txt`` when present (written by ``prepare context459``),
+    else every ``*.tif`` of the label folder (CAT-Seg's own preparation writes no list).
+    """
+
+    layout = "context459"
+    NUM_CLASSES = 459
+    REDUCE_ZERO_LABEL = False
+    RAW_IGNORE = RAW_IGNORE_16BIT
+    BASE = Path("VOCdevkit/VOC2010")
+    LABEL_DIR = Path("annotations_detectron2/pc459_val")
+    LIST = Path("ImageSets/SegmentationContext459/val.txt")
+    EXPECTED_TREE = """\
+<root>/VOCdevkit/VOC2010/
+    JPEGImages/<id>.jpg
+    annotations_detectron2/pc459_val/<id>.tif    (python -m zegclip.data.prepare context459; 16-bit 0..458, 65535 = ignore)
+    ImageSets/SegmentationContext459/val.txt     (5,105 ids; optional: else every .tif of pc459_val)"""
+    HINT = "Create it with: python -m zegclip.data.prepare context459 --src <dir with the 459-class .mat files> --dst <root>"
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "val",
+        *,
+        transform: Callable[..., dict[str, Any]] | None = None,
+        num_classes: int | None = None,
+        reduce_zero_label: bool | None = None,
+    ) -> None:
+        num_classes, reduce_zero_label = self._resolve_label_args(num_classes, reduce_zero_label)
+        if split not in ("val", "test"):
+            raise ValueError(
+                f"{self.layout}: split {split!r} does not exist: PC-459 is an evaluation benchmark "
+                "(val and test = the validation images)"
+            )
+        root = Path(root)
+        _require_dir(root, "data root", self.EXPECTED_TREE)
+        base = root / self.BASE
+        _require_dir(base, "VOC 2010 folder", self.EXPECTED_TREE)
+        label_dir = base / self.LABEL_DIR
+        _require_dir(label_dir, "PC-459 label folder", self.EXPECTED_TREE, self.HINT)
+        list_path = base / self.LIST
+        if list_path.is_file():
+            ids, source = _read_list(list_path, f"{self.layout} val", self.EXPECTED_TREE), list_path.name
+        else:
+            ids, source = _stems(label_dir, ".tif"), f"every .tif in {label_dir}"
+            if not ids:
+                raise EmptySplitError(f"{self.layout} {split}: no *.tif label in {label_dir}\n{self.HINT}")
+        samples = [Sample(i, base / "JPEGImages" / f"{i}.jpg", label_dir / f"{i}.tif") for i in ids]
+        _check_exist(samples, f"{self.layout} {split} ({source})")
         super().__init__(samples, num_classes, reduce_zero_label, transform)
 
 

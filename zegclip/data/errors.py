@@ -32,7 +32,7 @@ class ImageReadError(DataError, OSError):
 
 
 class LabelValueError(DataError, ValueError):
-    """A label map holds a value that is neither a class id of the dataset nor 255."""
+    """A label map holds a value that is neither a class id of the dataset nor its ignore value."""
 
 
 class SizeMismatchError(DataError, ValueError):

@@ -34,9 +34,11 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def read_label(path: str | Path) -> np.ndarray:
-    """Decode a label map to a 2-D array of raw ids (uint8, or int32 for 16-bit PNGs).
+    """Decode a label map to a 2-D array of raw ids: uint8, uint16 for 16-bit maps (PNG or TIFF,
+    e.g. A-847 / PC-459), int32 for 32-bit ones.
 
-    Accepts single-channel PNGs (mode ``L``, palette ``P`` read as indices, or 16-bit ``I;16``/``I``).
+    Accepts single-channel images (mode ``L``, palette ``P`` read as indices, 16-bit ``I;16`` or
+    32-bit ``I``).
 
     Raises:
         ImageReadError: if the file cannot be decoded or is not a single-channel id map
@@ -48,13 +50,15 @@ def read_label(path: str | Path) -> np.ndarray:
             mode = im.mode
             if mode in ("L", "P"):
                 return np.asarray(im, dtype=np.uint8).copy()
-            if mode in ("I;16", "I;16L", "I;16B", "I"):
+            if mode in ("I;16", "I;16L", "I;16B"):
+                return np.asarray(im).astype(np.uint16)
+            if mode == "I":
                 return np.asarray(im).astype(np.int32)
     except FileNotFoundError as e:
         raise MissingFileError(f"label map not found: {path}") from e
     except _READ_ERRORS as e:
         raise ImageReadError(
-            f"cannot decode label map {path}: {e} (expected a complete single-channel PNG)"
+            f"cannot decode label map {path}: {e} (expected a complete single-channel PNG or TIFF)"
         ) from e
     raise ImageReadError(
         f"label map {path} has image mode {mode!r}: expected a single-channel id map "
@@ -62,38 +66,61 @@ def read_label(path: str | Path) -> np.ndarray:
     )
 
 
-def make_label_lut(num_classes: int, reduce_zero_label: bool) -> np.ndarray:
-    """Build the raw-value -> class-id table (int16, 256 entries, -1 = invalid value).
+RAW_IGNORE_8BIT = 255
+"""The ignore value of 8-bit label maps on disk (VOC, COCO-Stuff, Context, ADE-150, custom)."""
+RAW_IGNORE_16BIT = 65535
+"""The ignore value of 16-bit label maps on disk (A-847, PC-459; the peers' convention)."""
 
-    ``reduce_zero_label`` (VOC, Context): raw 0 is background -> 255, raw k (1..C) -> k - 1.
-    Otherwise raw k (0..C-1) -> k. Raw 255 is ignore (255) in both cases.
+
+def make_label_lut(
+    num_classes: int,
+    reduce_zero_label: bool,
+    raw_ignore: int = RAW_IGNORE_8BIT,
+    background_class: int | None = None,
+) -> np.ndarray:
+    """Build the raw-value -> class-id table (int32, ``raw_ignore + 1`` entries, -1 = invalid value).
+
+    ``reduce_zero_label`` (VOC, Context, ADE-150): raw 0 is background -> ignore, raw k (1..C) ->
+    k - 1; with ``background_class`` (VOC-20b) raw 0 becomes that class instead and raw 1..C-1 ->
+    0..C-2. Otherwise raw k (0..C-1) -> k. Raw ``raw_ignore`` (255 in 8-bit maps, 65535 in 16-bit
+    ones) is ignore in every case. Ignore decodes to :data:`~zegclip.constants.IGNORE_INDEX`.
     """
-    top = num_classes + 1 if reduce_zero_label else num_classes
-    if num_classes < 1 or top > IGNORE_INDEX:
+    shifted = num_classes - 1 if background_class is not None else num_classes
+    top = shifted + 1 if reduce_zero_label else num_classes
+    if num_classes < 1 or top > raw_ignore:
+        bits = 8 if raw_ignore == RAW_IGNORE_8BIT else 16
         raise ValueError(
-            f"{num_classes} classes do not fit 8-bit label maps with 255 = ignore "
+            f"{num_classes} classes do not fit {bits}-bit label maps with {raw_ignore} = ignore "
             f"(reduce_zero_label={reduce_zero_label})"
+            + ("; more classes need a layout with 16-bit label maps (65535 = ignore), as ade847 and context459"
+               if bits == 8 else "")
         )
-    lut = np.full(256, -1, dtype=np.int16)
+    if background_class is not None and not (reduce_zero_label and background_class == num_classes - 1):
+        raise ValueError(
+            f"background_class={background_class} needs reduce_zero_label=true and must be the last "
+            f"class ({num_classes - 1})"
+        )
+    lut = np.full(raw_ignore + 1, -1, dtype=np.int32)
     if reduce_zero_label:
-        lut[0] = IGNORE_INDEX
-        lut[1 : num_classes + 1] = np.arange(num_classes)
+        lut[0] = IGNORE_INDEX if background_class is None else background_class
+        lut[1 : shifted + 1] = np.arange(shifted)
     else:
         lut[:num_classes] = np.arange(num_classes)
-    lut[IGNORE_INDEX] = IGNORE_INDEX
+    lut[raw_ignore] = IGNORE_INDEX
     return lut
 
 
 def describe_lut(lut: np.ndarray) -> str:
     """Human-readable list of the raw values a table accepts, e.g. '0..20 and 255'."""
+    raw_ignore = len(lut) - 1
     valid = np.flatnonzero(lut >= 0)
-    main = valid[valid != IGNORE_INDEX]
+    main = valid[valid != raw_ignore]
     rng = f"{main.min()}..{main.max()}" if len(main) else "none"
-    return f"{rng} and {IGNORE_INDEX}"
+    return f"{rng} and {raw_ignore}"
 
 
 def decode_label(raw: np.ndarray, lut: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
-    """Map raw label values to class ids (uint8, 255 = ignore) through ``lut``.
+    """Map raw label values to class ids (uint16, ``IGNORE_INDEX`` = ignore) through ``lut``.
 
     Raises:
         LabelValueError: naming ``path`` and the offending values, if any pixel holds a value
@@ -101,17 +128,18 @@ def decode_label(raw: np.ndarray, lut: np.ndarray, path: str | Path = "<array>")
     """
     if raw.ndim != 2:
         raise LabelValueError(f"label map {path} has shape {raw.shape}: expected (H, W)")
-    if raw.dtype != np.uint8:
-        if raw.size and (raw.min() < 0 or raw.max() > 255):
-            bad = np.unique(raw[(raw < 0) | (raw > 255)])
+    top = len(lut) - 1
+    if raw.dtype not in (np.uint8, np.uint16) or (raw.dtype == np.uint16 and top < 65535):
+        if raw.size and (raw.min() < 0 or raw.max() > top):
+            bad = np.unique(raw[(raw < 0) | (raw > top)])
             raise LabelValueError(
                 f"label map {path} holds values {bad[:10].tolist()} outside the expected ids {describe_lut(lut)}"
             )
-        raw = raw.astype(np.uint8)
+        raw = raw.astype(np.uint8 if top <= 255 else np.uint16)
     out = lut[raw]
     if (out < 0).any():
         bad = np.unique(raw[out < 0])
         raise LabelValueError(
             f"label map {path} holds values {bad[:10].tolist()} outside the expected ids {describe_lut(lut)}"
         )
-    return out.astype(np.uint8)
+    return out.astype(np.uint16)

@@ -19,7 +19,7 @@ def collate_segmentation(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack samples into ``{"image": (B, 3, H, W) float, "label": (B, H, W) long, "meta": [dict]}``.
 
     Images of different sizes are padded bottom / right with 0 to the largest (h, w) of the batch
-    and labels with 255 to the largest (H, W); each meta's ``img_size`` / ``ori_size`` give the
+    and labels with ``IGNORE_INDEX`` to the largest (H, W); each meta's ``img_size`` / ``ori_size`` give the
     valid regions.
     """
     if not batch:

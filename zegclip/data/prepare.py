@@ -3,7 +3,9 @@
     python -m zegclip.data.prepare voc     --src <SBD dir> --dst <data root>
     python -m zegclip.data.prepare coco    --dst <data root> [--src <stuffthingmaps dir>]
     python -m zegclip.data.prepare context --src <459-class .mat dir> --dst <data root>
-    python -m zegclip.data.prepare check   voc|coco|context --root <data root>
+    python -m zegclip.data.prepare ade847  --src <dir with ADE20K_2021_17_01> --dst <data root>
+    python -m zegclip.data.prepare context459 --src <459-class .mat dir> --dst <data root>
+    python -m zegclip.data.prepare check   voc|coco|context|ade150|ade847|context459|voc20b --root <data root>
 
 * voc: SBD ``benchmark_RELEASE/dataset/cls/*.mat`` (``GTcls.Segmentation``, ids 0..20) ->
   ``VOCdevkit/VOC2012/SegmentationClassAug/<id>.png``, and ``ImageSets/Segmentation/aug.txt`` =
@@ -13,7 +15,15 @@
 * context: 459-class ``trainval/*.mat`` (``LabelMap``) -> ``VOCdevkit/VOC2010/
   SegmentationClassContext/<id>.png`` (59 kept ids -> 1..59, all else 0) and
   ``ImageSets/SegmentationContext/{train,val}.txt`` from VOC2010 ``ImageSets/Main``.
-* check: read every sample of a prepared dataset and report every problem.
+* ade847: ADE20K full (``index_ade20k.pkl``, ``<name>.jpg`` + ``<name>_seg.png``, class = R/10*256
+  + G) -> ``ADE20K_2021_17_01/{images,annotations}_detectron2/validation/<name>.{jpg,tif}``: short
+  side at most 512 (bilinear image, nearest label), the 847 classes in the field's order, 16-bit
+  TIFF with 65535 = ignore, as detectron2 / CAT-Seg / FC-CLIP prepare it.
+* context459: 459-class ``trainval/*.mat`` -> ``VOCdevkit/VOC2010/annotations_detectron2/
+  pc459_val/<id>.tif`` (16-bit, ``LabelMap - 1``, unlabelled 0 -> 65535) for the validation ids,
+  and ``ImageSets/SegmentationContext459/val.txt``.
+* check: read every sample of a prepared dataset and report every problem (ade150 and voc20b need
+  no preparation: they read the released files).
 
 Every run is idempotent: an existing output with the same content is skipped, one with
 different content is an error naming the file (unless ``--overwrite``); outputs are written to a
@@ -35,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, features
 from tqdm import tqdm
 
 from zegclip.data.classes import CONTEXT59_CLASSES
@@ -186,6 +196,20 @@ def write_label_png(path: str | Path, label: np.ndarray, overwrite: bool = False
     An existing file holding the same pixels is left alone (``unchanged``); one holding other
     pixels is left alone and reported as ``conflict`` unless ``overwrite``.
     """
+    return _write_label(path, np.ascontiguousarray(label, dtype=np.uint8), overwrite, "PNG", {})
+
+
+TIFF_OPTIONS = {"compression": "tiff_adobe_deflate"} if features.check("libtiff") else {}
+"""16-bit label TIFFs are deflate-compressed (lossless, any TIFF reader) where Pillow has libtiff."""
+
+
+def write_label_tiff(path: str | Path, label: np.ndarray, overwrite: bool = False) -> str:
+    """Write a 16-bit label TIFF (A-847, PC-459: ids above 255, 65535 = ignore); same rules as
+    :func:`write_label_png`."""
+    return _write_label(path, np.ascontiguousarray(label, dtype=np.uint16), overwrite, "TIFF", TIFF_OPTIONS)
+
+
+def _write_label(path: str | Path, label: np.ndarray, overwrite: bool, fmt: str, options: dict[str, Any]) -> str:
     path = Path(path)
     status = "written"
     if path.exists():
@@ -198,9 +222,21 @@ def write_label_png(path: str | Path, label: np.ndarray, overwrite: bool = False
         if not overwrite:
             return "conflict"
         status = "overwritten"
-    _atomic_write(
-        path, lambda tmp: Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8)).save(tmp, format="PNG")
-    )
+    _atomic_write(path, lambda tmp: Image.fromarray(label).save(tmp, format=fmt, **options))
+    return status
+
+
+def write_bytes(path: str | Path, data: bytes, overwrite: bool = False) -> str:
+    """Write an encoded file (a re-encoded JPEG) with the same idempotency rules, comparing bytes."""
+    path = Path(path)
+    status = "written"
+    if path.exists():
+        if path.read_bytes() == data:
+            return "unchanged"
+        if not overwrite:
+            return "conflict"
+        status = "overwritten"
+    _atomic_write(path, lambda tmp: tmp.write_bytes(data))
     return status
 
 
@@ -240,8 +276,14 @@ class Report:
         return "\n".join(lines)
 
 
-def _convert_one(task: tuple[str, str, str, bool]) -> tuple[str, str]:
-    kind, src, dst, overwrite = task
+def _convert_one(task: tuple[Any, ...]) -> list[tuple[str, str]]:
+    """Run one conversion task; returns the (status, output path) of every file it writes."""
+    kind = task[0]
+    if kind in ("ade847", "context459"):
+        from zegclip.data.prepare_openvocab import convert_task
+
+        return convert_task(task)
+    _, src, dst, overwrite = task
     if kind == "sbd":
         label = load_sbd_mat(src)
     elif kind == "coco":
@@ -250,23 +292,29 @@ def _convert_one(task: tuple[str, str, str, bool]) -> tuple[str, str]:
         label = convert_context(load_context_mat(src))
     else:  # pragma: no cover
         raise ValueError(kind)
-    return write_label_png(dst, label, overwrite), dst
+    return [(write_label_png(dst, label, overwrite), dst)]
 
 
 def run_conversions(
     kind: str, pairs: Sequence[tuple[Path, Path]], report: Report, overwrite: bool, workers: int, desc: str
 ) -> None:
     """Convert every (src, dst) pair with a progress bar, in ``workers`` processes."""
-    tasks = [(kind, str(s), str(d), overwrite) for s, d in pairs]
+    run_tasks([(kind, str(s), str(d), overwrite) for s, d in pairs], report, workers, desc)
+
+
+def run_tasks(tasks: Sequence[tuple[Any, ...]], report: Report, workers: int, desc: str) -> None:
+    """Run :func:`_convert_one` over ``tasks`` with a progress bar, in ``workers`` processes."""
     if workers <= 1 or len(tasks) < 2:
-        results: Iterable[tuple[str, str]] = map(_convert_one, tasks)
-        for status, dst in tqdm(results, total=len(tasks), desc=desc, unit="file"):
-            report.add(status, dst)
+        results: Iterable[list[tuple[str, str]]] = map(_convert_one, tasks)
+        for written in tqdm(results, total=len(tasks), desc=desc, unit="file"):
+            for status, dst in written:
+                report.add(status, dst)
         return
     with ProcessPoolExecutor(max_workers=workers) as ex:
         results = ex.map(_convert_one, tasks, chunksize=max(1, min(256, len(tasks) // (workers * 8) or 1)))
-        for status, dst in tqdm(results, total=len(tasks), desc=desc, unit="file"):
-            report.add(status, dst)
+        for written in tqdm(results, total=len(tasks), desc=desc, unit="file"):
+            for status, dst in written:
+                report.add(status, dst)
 
 
 def _write_list(path: Path, ids: Sequence[str], report: Report, overwrite: bool) -> None:
@@ -451,18 +499,30 @@ def prepare_context(
 
 
 # -- check ---------------------------------------------------------------------------------------
-LAYOUTS = {"voc": "VOCDataset", "coco": "COCOStuffDataset", "context": "ContextDataset"}
+LAYOUTS = {
+    "voc": "VOCDataset", "coco": "COCOStuffDataset", "context": "ContextDataset", "ade150": "ADE150Dataset",
+    "ade847": "ADE847Dataset", "context459": "Context459Dataset", "voc20b": "VOC20bDataset",
+}  # fmt: skip
 """The layouts ``check`` reads (the CLI's choices; training builds datasets from the Hydra configs)."""
+CHECK_SPLITS = {"ade847": ("val",), "context459": ("val",), "voc20b": ("val",)}
+"""The splits ``check`` reads by default where not train and val (evaluation benchmarks)."""
 
 
-def check_dataset(layout: str, root: str | Path, splits: Sequence[str] = ("train", "val"), workers: int = 4) -> Report:
-    """Read every sample of ``layout`` under ``root`` (no cache); raise listing every problem found."""
+def check_dataset(
+    layout: str, root: str | Path, splits: Sequence[str] | None = None, workers: int = 4
+) -> Report:
+    """Read every sample of ``layout`` under ``root`` (no cache); raise listing every problem found.
+
+    ``splits`` defaults to train and val, or val alone for the evaluation benchmarks (``CHECK_SPLITS``).
+    """
     from zegclip.data import datasets
     from zegclip.data.verify import verify_samples
 
+    if layout not in LAYOUTS:
+        raise PreparationError(f"check: unknown layout {layout!r}, expected one of {sorted(LAYOUTS)}")
     report = Report(f"check {layout}", keys=("ok",))
     problems: list[str] = []
-    for split in splits:
+    for split in splits or CHECK_SPLITS.get(layout, ("train", "val")):
         ds = getattr(datasets, LAYOUTS[layout])(root, split)
         try:
             report.counts["ok"] += verify_samples(ds, f"{layout} {split}", workers=workers, use_cache=False)
@@ -476,7 +536,7 @@ def check_dataset(layout: str, root: str | Path, splits: Sequence[str] = ("train
 
 # -- CLI -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    """The CLI (over 60 lines only because it declares four subcommands' arguments, one after another)."""
+    """The CLI (over 60 lines only because it declares six subcommands' arguments, one after another)."""
     parser = argparse.ArgumentParser(
         prog="python -m zegclip.data.prepare",
         description="Convert released annotations into the layouts zegclip reads (see data/README.md).",
@@ -534,10 +594,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="ids of the val split (default VOC2010 ImageSets/Main/val.txt)",
     )
     common(p)
+    from zegclip.data.prepare_openvocab import ADE847_SOURCES_TREE, ADE_SPLITS
+
+    p = sub.add_parser(
+        "ade847",
+        help="ADE20K full -> 847-class 16-bit TIFFs (short side <= 512)",
+        description=ADE847_SOURCES_TREE,
+        formatter_class=fmt,
+    )
+    p.add_argument("--src", required=True, type=Path, help="ADE20K_2021_17_01 or the folder containing it")
+    p.add_argument(
+        "--splits", nargs="+", default=["validation"], choices=ADE_SPLITS, help="(default: validation)"
+    )
+    common(p)
+    p = sub.add_parser(
+        "context459",
+        help="459-class .mat -> 16-bit TIFFs of the validation ids + list",
+        description=CONTEXT_SOURCES_TREE,
+        formatter_class=fmt,
+    )
+    p.add_argument(
+        "--src", required=True, type=Path, help="folder with trainval/*.mat (the 459-class release)"
+    )
+    p.add_argument(
+        "--val-list",
+        type=Path,
+        default=None,
+        help="ids to convert (default VOC2010 ImageSets/Main/val.txt, 5,105; CAT-Seg's pascalcontext_val.txt: 5,104)",
+    )
+    common(p)
     p = sub.add_parser("check", help="read every sample of a prepared dataset")
     p.add_argument("layout", choices=tuple(LAYOUTS))
     p.add_argument("--root", required=True, type=Path, help="data root (paths.data_dir)")
-    p.add_argument("--splits", nargs="+", default=["train", "val"], choices=("train", "val"))
+    p.add_argument(
+        "--splits",
+        nargs="+",
+        default=None,
+        choices=("train", "val"),
+        help="(default: train and val; val for ade847, context459, voc20b)",
+    )
     return parser
 
 
@@ -553,6 +648,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = prepare_context(
                 args.src, args.dst, args.overwrite, args.workers, args.train_list, args.val_list
             )
+        elif args.command in ("ade847", "context459"):
+            from zegclip.data import prepare_openvocab as ov
+
+            if args.command == "ade847":
+                report = ov.prepare_ade847(args.src, args.dst, args.overwrite, args.workers, args.splits)
+            else:
+                report = ov.prepare_context459(args.src, args.dst, args.overwrite, args.workers, args.val_list)
         else:
             report = check_dataset(args.layout, args.root, args.splits)
     except DataError as e:

@@ -14,8 +14,8 @@ Vocabularies (class names are plain English, so a CLIP text tower can name them)
   pretrained on, see ``tools/pretrain_shapes_clip.py``).
 
 Label convention (the same as the real datasets after their conversion): object pixels carry
-the 0-based class id in the vocabulary, background pixels are 255 (ignored, as the study
-evaluated object pixels only). Where objects overlap, the one drawn last is on top.
+the 0-based class id in the vocabulary, background pixels are ``IGNORE_INDEX`` (ignored, as the
+study evaluated object pixels only; the VOC layout on disk writes background as 0). Where objects overlap, the one drawn last is on top.
 
 Rendering follows the feasibility study (docs/data.md, "The shapes world") at 64x64; at another
 ``image_size`` every length scales with ``image_size / 64``. Pure numpy + OpenCV.
@@ -161,7 +161,7 @@ class ShapeObject:
 
 @dataclass
 class Scene:
-    """A rendered sample: ``image`` uint8 (H, W, 3) RGB, ``label`` uint8 (H, W), its objects."""
+    """A rendered sample: ``image`` uint8 (H, W, 3) RGB, ``label`` uint16 (H, W), its objects."""
 
     image: np.ndarray
     label: np.ndarray
@@ -222,7 +222,7 @@ class ShapesWorld:
         layout_rng, paint_rng = self._rngs(index)
         objects = self._layout(layout_rng)
         image = self._background(paint_rng)
-        label = np.full((self.image_size, self.image_size), IGNORE_INDEX, dtype=np.uint8)
+        label = np.full((self.image_size, self.image_size), IGNORE_INDEX, dtype=np.uint16)
         for obj in objects:
             mask = self._mask(obj)
             base = np.asarray(COLOURS[obj.colour], dtype=np.float32)
@@ -233,7 +233,7 @@ class ShapesWorld:
         return Scene(np.clip(np.rint(image), 0, 255).astype(np.uint8), label, objects)
 
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(image uint8 (H, W, 3) RGB, label uint8 (H, W))``; label 255 = background."""
+        """``(image uint8 (H, W, 3) RGB, label uint16 (H, W))``; label ``IGNORE_INDEX`` = background."""
         scene = self.render(index)
         return scene.image, scene.label
 
@@ -371,7 +371,7 @@ class ShapesDataset(Dataset):
     """A fixed-length slice of a :class:`ShapesWorld` in the segmentation batch format.
 
     Item ``i`` is world sample ``start + i``. Each item is a dict with ``image`` (float (3, H, W),
-    ImageNet-normalised RGB), ``label`` (long (H, W), class ids, 255 = ignore) and ``meta``
+    ImageNet-normalised RGB), ``label`` (long (H, W), class ids, ``IGNORE_INDEX`` = ignore) and ``meta``
     (``name``, ``image_path`` None, ``ori_size`` and ``img_size`` (H, W)), as the real datasets.
 
     With ``flip=True`` an item is mirrored left-right with probability 0.5, decided by
@@ -448,11 +448,11 @@ class ShapesSegmentationDataset(SegmentationDataset):
     zegclip.data.shapes.build_shapes_dataset``): the datamodule's transforms (flip, normalise,
     pad) apply as for the real datasets. Train, val and test are disjoint index ranges of one
     world: ``[0, train_size)``, then ``val_size``, then ``test_size`` samples. ``root`` is unused.
-    Without a transform an item holds the uint8 image (H, W, 3) and uint8 label (H, W).
+    Without a transform an item holds the uint8 image (H, W, 3) and uint16 label (H, W).
     """
 
     layout = "shapes"
-    REDUCE_ZERO_LABEL = False  # labels are class ids, 255 = background
+    REDUCE_ZERO_LABEL = False  # labels are class ids, IGNORE_INDEX = background
 
     def __init__(
         self,
@@ -479,7 +479,7 @@ class ShapesSegmentationDataset(SegmentationDataset):
             )
         if reduce_zero_label:
             raise ClassSplitError(
-                "shapes: labels are class ids with 255 = background; use reduce_zero_label=false"
+                "shapes: labels are class ids with background ignored; use reduce_zero_label=false"
             )
         ranges = {
             "train": (0, train_size),
@@ -530,8 +530,8 @@ def write_voc_layout(
         VOCdevkit/VOC2012/shapes_world.json          vocabulary, class names, split, seed, size
 
     Label encoding (VOC style, simple on purpose): 0 = background, ``class_id + 1`` for object
-    pixels, so a VOC reader that drops background (0 -> 255, c -> c - 1) gets back exactly the
-    in-memory labels (class id, 255 = background). Train ids are samples ``0..n_train-1``, val ids
+    pixels, so a VOC reader that drops background (0 -> ignore, c -> c - 1) gets back exactly the
+    in-memory labels (class id, ignore = background). Train ids are samples ``0..n_train-1``, val ids
     ``n_train..n_train+n_val-1`` of the same world. JPEG is lossy (quality 95, 4:4:4: mean error ~3 grey levels); labels are exact.
 
     Returns:

@@ -2,7 +2,8 @@
 
 Train (docs/data.md §5): ratio-range resize on (2048, 512) -> 512 crop with the 0.75 category-ratio rule
 -> horizontal flip p 0.5 -> photometric distortion -> ImageNet normalisation -> pad to the crop
-size with 0 (image, after normalisation) and 255 (label).
+size with 0 (image, after normalisation) and ``IGNORE_INDEX`` (label; the official 255, which is
+65535 here so that class ids above 254 stay classes).
 Test: keep-ratio resize so that the short side is exactly ``short_side`` (no long-side cap) ->
 normalisation; the label stays at its original resolution for the metrics.
 
@@ -252,7 +253,7 @@ class _SeededTransform:
 
 
 class TrainTransform(_SeededTransform):
-    """Training pipeline: ``(image uint8 RGB, label uint8) -> {image float32 HWC, label, img_size}``.
+    """Training pipeline: ``(image uint8 RGB, label uint16) -> {image float32 HWC, label, img_size}``.
 
     ``compose`` runs everything up to normalisation; ``pad`` then pads to the crop size, so that
     ``img_size`` reports the valid region.

@@ -11,16 +11,20 @@ from zegclip.constants import IGNORE_INDEX
 
 
 def seen_lookup(num_classes: int, seen: Sequence[int], ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Lookup table ``(max(num_classes, ignore_index + 1),)``: a seen class id -> its index in
-    ``seen``; every other id (unseen classes, ignore) -> ``ignore_index``."""
-    table = torch.full((max(num_classes, ignore_index + 1),), ignore_index, dtype=torch.long)
+    """Lookup table ``(num_classes + 1,)``: a seen class id -> its index in ``seen``; unseen class
+    ids -> ``ignore_index``; the last entry, which every id outside ``0..num_classes-1`` (ignore)
+    reads, -> ``ignore_index``. Its size does not grow with the ignore value (65535)."""
+    table = torch.full((num_classes + 1,), ignore_index, dtype=torch.long)
     table[torch.as_tensor(list(seen), dtype=torch.long)] = torch.arange(len(seen))
     return table
 
 
 def inductive_targets(labels: torch.Tensor, lookup: torch.Tensor) -> torch.Tensor:
-    """Map dataset class ids to seen-list indices; unseen pixels become ignore."""
-    return lookup.to(labels.device)[labels.long()]
+    """Map dataset class ids to seen-list indices; unseen and ignore pixels become ignore."""
+    lookup = lookup.to(labels.device)
+    outside = lookup.numel() - 1
+    labels = labels.long()
+    return lookup[torch.where((labels >= 0) & (labels < outside), labels, outside)]
 
 
 @torch.no_grad()

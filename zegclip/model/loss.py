@@ -4,7 +4,7 @@ Same numbers as the official loss, computed without one-hot targets or full-size
 
 * the focal loss over all classes is ``sum over all (image, class, pixel) of the negative
   term`` plus, at each labelled pixel, ``positive term - negative term`` of its own class.
-  Ignore pixels (255) thus count as negatives for every class, as officially.
+  Ignore pixels (``IGNORE_INDEX``; the official 255) thus count as negatives for every class, as officially.
 * the full-size sums (negative focal term and ``sum(sigmoid)`` for dice) come from one
   autograd function that works in chunks; everything at labelled pixels is a gather of one
   value per pixel.
@@ -26,6 +26,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from zegclip.constants import IGNORE_INDEX
 
 
 @dataclass
@@ -224,7 +226,7 @@ class FocalDiceLoss(nn.Module):
     Args:
         focal_weight, dice_weight: 100 and 1 officially.
         alpha, gamma: focal parameters (0.25, 2).
-        ignore_index: label of unlabelled pixels (255).
+        ignore_index: label of unlabelled pixels (``IGNORE_INDEX``, 65535).
         chunk_elements: full-size logits processed per chunk in the full-size sums (None: 2^20
             on CPU, where chunks of 4 MiB stay in cache, 2^24 on GPUs).
     """
@@ -235,7 +237,7 @@ class FocalDiceLoss(nn.Module):
         dice_weight: float = 1.0,
         alpha: float = 0.25,
         gamma: float = 2.0,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         chunk_elements: int | None = None,
     ) -> None:
         super().__init__()
@@ -312,7 +314,7 @@ class CrossEntropySegLoss(nn.Module):
         weight: multiplier of the loss; ignore_index: label of unlabelled pixels.
     """
 
-    def __init__(self, weight: float = 1.0, ignore_index: int = 255) -> None:
+    def __init__(self, weight: float = 1.0, ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__()
         self.weight = weight
         self.ignore_index = ignore_index

@@ -1,8 +1,15 @@
 """Class text embeddings from CLIP's frozen text tower (docs/method.md §1.1).
 
-Embeddings are computed once per (class names, templates) without autograd and cached in
-memory, optionally on disk; or read from a precomputed ``.npy``/``.pt`` file (the official
-ones are float16, upcast exactly and not re-normalised).
+Embeddings are computed once per (class names, templates, synonym rule) without autograd and
+cached in memory, optionally on disk; or read from a precomputed ``.npy``/``.pt`` file (the
+official ones are float16, upcast exactly and not re-normalised).
+
+Synonyms (the open-vocabulary benchmarks' lists, e.g. A-847's ``"sofa, couch, lounge"``): a class
+name holding ``", "`` names one class by several synonyms. By default the whole string is one
+prompt (as ZegCLIP and SAN embed it). ``synonyms="average"`` is CAT-Seg's rule (its
+``class_embeddings``): per template, the normalised embeddings of the synonyms are averaged and
+renormalised, and then, as for every class, the templates are averaged and renormalised;
+``synonyms="first"`` embeds the first synonym only (what CAT-Seg's CVPR release encodes).
 """
 
 from __future__ import annotations
@@ -43,6 +50,26 @@ MULTI_TEMPLATES: tuple[str, ...] = (
 
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {"single": SINGLE_TEMPLATE, "multi": MULTI_TEMPLATES}
 
+SYNONYM_RULES: tuple[str, ...] = ("average", "first")
+"""How a class name listing synonyms (``"a, b"``) becomes one embedding; None: the whole string."""
+SYNONYM_SEPARATOR = ", "
+"""What separates synonyms inside a class name (CAT-Seg's convention)."""
+TEXT_BATCH = 4096
+"""Prompts per text-tower batch (the 847 x 15 prompts of A-847 would not fit one)."""
+
+
+def split_synonyms(name: str) -> list[str]:
+    """The synonyms of a class name: ``"sofa, couch, lounge"`` -> ``["sofa", "couch", "lounge"]``."""
+    parts = [part.strip() for part in name.split(SYNONYM_SEPARATOR)]
+    return [part for part in parts if part] or [name]
+
+
+def check_synonym_rule(synonyms: str | None) -> str | None:
+    """``None``, ``"average"`` or ``"first"``; anything else raises naming the choices."""
+    if synonyms is not None and synonyms not in SYNONYM_RULES:
+        raise ValueError(f"synonyms must be null or one of {list(SYNONYM_RULES)}, got {synonyms!r}")
+    return synonyms
+
 
 def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
     """``"single"``, ``"multi"`` or an explicit list of ``{}`` templates."""
@@ -77,7 +104,7 @@ class TextEncoder(nn.Module):
         self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=self.context_length)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.cache_key = cache_key
-        self._cache: dict[tuple[tuple[str, ...], tuple[str, ...]], torch.Tensor] = {}
+        self._cache: dict[tuple[tuple[str, ...], tuple[str, ...], str | None], torch.Tensor] = {}
         self._weights_digest: str | None = None
         for p in self.parameters():
             p.requires_grad_(False)
@@ -110,31 +137,32 @@ class TextEncoder(nn.Module):
 
     @torch.no_grad()
     def class_embeddings(
-        self, class_names: Sequence[str], templates: str | Sequence[str] = SINGLE_TEMPLATE
+        self,
+        class_names: Sequence[str],
+        templates: str | Sequence[str] = SINGLE_TEMPLATE,
+        synonyms: str | None = None,
     ) -> torch.Tensor:
         """L2-normalised class embeddings ``(C, D)``, float32.
 
         With several templates each prompt's embedding is normalised, averaged over the
-        templates and normalised again.
+        templates and normalised again. ``synonyms`` (None, ``"average"``, ``"first"``): how a
+        name listing synonyms (``"a, b"``) is embedded (module docstring).
         """
         names = tuple(str(n) for n in class_names)
         if not names:
             raise ValueError("class_names is empty: give at least one class name")
         temps = resolve_templates(templates)
-        key = (names, temps)
+        synonyms = check_synonym_rule(synonyms)
+        key = (names, temps, synonyms)
         cached = self._cache.get(key)
         device = self.positional_embedding.device
         if cached is not None:
             return cached.to(device)
-        disk = self._disk_path(names, temps)
+        disk = self._disk_path(names, temps, synonyms)
         if disk is not None and disk.is_file():
             emb = torch.load(disk, map_location="cpu", weights_only=True)
         else:
-            prompts = [t.format(n) for t in temps for n in names]
-            feats = F.normalize(self.encode_tokens(self.tokenize(prompts)).float(), dim=-1)
-            feats = feats.reshape(len(temps), len(names), -1)
-            emb = feats[0] if len(temps) == 1 else F.normalize(feats.mean(dim=0), dim=-1)
-            emb = emb.cpu()
+            emb = self._compute(names, temps, synonyms).cpu()
             if disk is not None:
                 disk.parent.mkdir(parents=True, exist_ok=True)
                 tmp = disk.with_suffix(".tmp")
@@ -142,6 +170,39 @@ class TextEncoder(nn.Module):
                 tmp.replace(disk)
         self._cache[key] = emb
         return emb.to(device)
+
+    def _encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Normalised float32 features ``(N, D)`` of ``prompts``, :data:`TEXT_BATCH` at a time."""
+        feats = [
+            F.normalize(self.encode_tokens(self.tokenize(prompts[i : i + TEXT_BATCH])).float(), dim=-1)
+            for i in range(0, len(prompts), TEXT_BATCH)
+        ]
+        return feats[0] if len(feats) == 1 else torch.cat(feats)
+
+    def _compute(self, names: tuple[str, ...], temps: tuple[str, ...], synonyms: str | None) -> torch.Tensor:
+        if synonyms is None or not any(SYNONYM_SEPARATOR in n for n in names):
+            texts: list[str] = list(names)
+        elif synonyms == "first":
+            texts = [split_synonyms(n)[0] for n in names]
+        else:
+            return self._average_synonyms(names, temps)
+        prompts = [t.format(n) for t in temps for n in texts]
+        feats = self._encode_prompts(prompts).reshape(len(temps), len(texts), -1)
+        return feats[0] if len(temps) == 1 else F.normalize(feats.mean(dim=0), dim=-1)
+
+    def _average_synonyms(self, names: tuple[str, ...], temps: tuple[str, ...]) -> torch.Tensor:
+        """CAT-Seg's rule: per (template, class) the mean of the synonyms' normalised embeddings,
+        renormalised (classes with one name keep theirs as is); then the template average."""
+        groups = [split_synonyms(n) for n in names]
+        words = [w for group in groups for w in group]
+        owner = torch.repeat_interleave(torch.arange(len(names)), torch.tensor([len(g) for g in groups]))
+        prompts = [t.format(w) for t in temps for w in words]
+        feats = self._encode_prompts(prompts).reshape(len(temps), len(words), -1)
+        per_class = torch.zeros(len(temps), len(names), feats.shape[-1], dtype=feats.dtype, device=feats.device)
+        per_class.index_add_(1, owner.to(feats.device), feats)
+        several = torch.tensor([len(g) > 1 for g in groups], device=feats.device)
+        per_class = torch.where(several[None, :, None], F.normalize(per_class, dim=-1), per_class)
+        return per_class[0] if len(temps) == 1 else F.normalize(per_class.mean(dim=0), dim=-1)
 
     def weights_digest(self) -> str:
         """SHA-1 of the text tower's weights: part of the disk-cache key, so that another
@@ -152,12 +213,13 @@ class TextEncoder(nn.Module):
             digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
-    def _disk_path(self, names: tuple[str, ...], temps: tuple[str, ...]) -> Path | None:
+    def _disk_path(self, names: tuple[str, ...], temps: tuple[str, ...], synonyms: str | None = None) -> Path | None:
         if self.cache_dir is None:
             return None
         if self._weights_digest is None:
             self._weights_digest = self.weights_digest()
-        key = json.dumps([self.cache_key, self._weights_digest, names, temps])
+        parts = [self.cache_key, self._weights_digest, names, temps] + ([synonyms] if synonyms else [])
+        key = json.dumps(parts)
         return self.cache_dir / f"text_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
 
 

@@ -175,10 +175,11 @@ class ZegCLIP(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def class_embeddings(
-        self, class_names: Sequence[str], templates: str | Sequence[str] = SINGLE_TEMPLATE
+        self, class_names: Sequence[str], templates: str | Sequence[str] = SINGLE_TEMPLATE, synonyms: str | None = None
     ) -> torch.Tensor:
-        """L2-normalised text embeddings ``(C, D)`` (computed once, then cached)."""
-        return self.text_encoder.class_embeddings(class_names, templates)
+        """L2-normalised text embeddings ``(C, D)`` (computed once, then cached); ``synonyms``:
+        how names listing synonyms are embedded (:mod:`zegclip.model.text`)."""
+        return self.text_encoder.class_embeddings(class_names, templates, synonyms)
 
     def forward(self, images: torch.Tensor, text_embeddings: torch.Tensor) -> ZegCLIPOutput:
         """Mask logits for each class.

@@ -1,0 +1,1 @@
+"""zegclip's Hydra plugins (Hydra looks for plugins in the ``hydra_plugins`` namespace only)."""
