@@ -47,6 +47,69 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+CAPABILITIES = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "avx512": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI", "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
+}
+"""``--capability`` values: the settings that make torch (ATen's kernels, oneDNN's and MKL's GEMMs)
+use no more than AVX2, or AVX-512 without its bf16 instructions, on a CPU that has more."""
+
+
+def add_capability_option(parser: Any) -> None:
+    parser.add_argument(
+        "--capability", choices=["native", *CAPABILITIES], default="native",
+        help="measure as on a CPU with less: avx2 (no AVX-512, no bf16) or avx512 (no bf16 instructions); "
+        "the script runs again in a child process with the settings of benchlib.CAPABILITIES",
+    )  # fmt: skip
+
+
+def relaunch_with_capability(capability: str, argv: Sequence[str]) -> int | None:
+    """For ``--capability avx2|avx512``: run this script again with the lowering settings (they are
+    read when torch starts) and return its exit code; None when nothing needs lowering or this
+    process already has the settings."""
+    settings = CAPABILITIES.get(capability)
+    if not settings or all(os.environ.get(k) == v for k, v in settings.items()):
+        return None
+    env = {**os.environ, **settings}
+    return subprocess.run([sys.executable, sys.argv[0], *argv], env=env).returncode
+
+
+def result_name(name: str, capability: str) -> str:
+    """``benchmarks/results/<name>.md`` for the CPU as it is, ``<name>_avx2.md`` when lowered."""
+    return name if capability == "native" else f"{name}_{capability}"
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, the capability this process uses (AVX2 / AVX-512 / AVX-512 BF16 / AMX, with the
+    settings that lowered it), whether bf16 is native, and the torch version."""
+    from zegclip.model.precision import cpu_info
+
+    info = cpu_info()
+    lowered = [f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS") if os.environ.get(k)]
+    return {
+        "cpu": info.name, "cores": os.cpu_count(), "capability": info.capability, "hardware": info.hardware,
+        "limits": [*info.limits, *lowered], "native_bf16": info.native_bf16, "torch": torch.__version__,
+    }  # fmt: skip
+
+
+def describe_machine() -> str:
+    """``CPU: AMD EPYC (2 cores), capability AVX2 (lowered by ...; the CPU has AVX-512 BF16), bf16
+    emulated; torch 2.14.1`` (the line every result file and README table names)."""
+    m = machine()
+    capability = m["capability"]
+    if m["limits"]:
+        capability += f" (lowered by {', '.join(m['limits'])}; the CPU has {m['hardware']})"
+    bf16 = "bf16 native" if m["native_bf16"] else "**no native bf16: bf16 rows are emulated**"
+    return f"CPU: {m['cpu']} ({m['cores']} cores), capability {capability}, {bf16}; torch {m['torch']}"
+
+
+def precision_label(precision: str) -> str:
+    """A table's precision cell: bf16 rows on a CPU without native bf16 say so."""
+    if "bf16" in precision and not machine()["native_bf16"]:
+        return f"{precision} (emulated: no native bf16)"
+    return precision
+
+
 def load_average() -> str:
     try:
         return "/".join(f"{v:.2f}" for v in os.getloadavg())
@@ -58,13 +121,13 @@ _START = (datetime.datetime.now(), load_average())  # when and under what load t
 
 
 def header(command: str, note: str = "") -> str:
-    """The lines every result file starts with: command, date, machine, load at the start."""
+    """The lines every result file starts with: command, date, machine (CPU model, capability,
+    torch version), load at the start."""
     started, load = _START
     lines = [
         f"`{command}`",
         "",
-        f"{started.strftime('%Y-%m-%d %H:%M')}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, CPU: {cpu_name()} ({os.cpu_count()} cores); "
+        f"{started.strftime('%Y-%m-%d %H:%M')}; {describe_machine()}; {torch.get_num_threads()} threads; "
         f"load average (1/5/15 min) at the start: {load}.",
     ]
     with contextlib.suppress(ValueError):

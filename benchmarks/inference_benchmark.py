@@ -1,7 +1,14 @@
-"""Inference speed on CPU: zegclip (fp32 and under bf16 autocast) against the FLOP floor and the
+"""Inference speed on CPU: zegclip (fp32, bf16-mixed, bf16) against the FLOP floor and the
 official code.
 
-    python benchmarks/inference_benchmark.py [--repeats 5] [--out FILE]
+    python benchmarks/inference_benchmark.py [--repeats 5] [--capability native|avx2|avx512] [--out FILE]
+
+Precisions (``precision=...`` of ``predict.py`` / ``eval.py`` / ``zegclip.load``): fp32;
+bf16-mixed (bf16 autocast over fp32 weights, what ``precision=auto`` picks where bf16 is native);
+bf16 (the weights cast). ``--capability avx2`` measures as on a CPU with AVX2 only (no AVX-512, no
+bf16 instructions), ``avx512`` as on one with AVX-512 but no bf16 instructions (the script runs
+again with ``benchlib.CAPABILITIES``' settings); the result file names the CPU, the capability used
+and the torch version, and marks bf16 rows where bf16 is emulated.
 
 Rows:
 
@@ -17,13 +24,16 @@ Rows:
 ViT-B/16 rows use the same random weights in both implementations (an official-format
 checkpoint; without ``ZEGCLIP_REF`` the official column is skipped and zegclip uses its own
 random weights). The FLOP floor is the GEMM FLOPs (``benchlib.zegclip_step_flops``, forward only)
-over the GEMM rate measured in the same run. Median (min) over ``--repeats`` runs after a warm-up.
+over the GEMM rate measured in the same run. Median (min) over ``--repeats`` rounds after a
+warm-up; each round runs every row of a workload group once (interleaved), so that a change of
+the machine's load hits all rows alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import os
 import statistics
 import sys
@@ -42,8 +52,23 @@ VOC_IMAGE = (375, 500)  # H, W of a typical VOC image
 SHORT_SIDE, CROP, STRIDE = 512, 512, 426
 
 
-def autocast(bf16: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+PRECISIONS = ("fp32", "bf16-mixed", "bf16")
+
+
+def autocast(precision: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16-mixed" else contextlib.nullcontext()
+
+
+def variants(model: Any) -> dict[str, Any]:
+    """The model each precision runs: fp32 weights (fp32, bf16-mixed) or a bf16 copy (bf16)."""
+    return {"fp32": model, "bf16-mixed": model, "bf16": copy.deepcopy(model).to(torch.bfloat16)}
+
+
+def auto_precision() -> str:
+    """What ``precision=auto`` picks on this CPU."""
+    from zegclip.model.precision import choose
+
+    return choose("auto", "cpu").precision
 
 
 def vit_models(tmp: str, smoke: bool) -> tuple[Any, Any, list[str], list[int], str]:
@@ -73,15 +98,23 @@ def vit_models(tmp: str, smoke: bool) -> tuple[Any, Any, list[str], list[int], s
     ref = harness.build_reference(cfg)
     path = Path(tmp) / "official_voc.pth"
     torch.save(harness.make_checkpoint(ref, cfg, "benchmark_voc", 0), path)
-    model = zegclip.load(path)
+    model = zegclip.load(path, precision="fp32")
     np.save(Path(tmp) / "text.npy", model.class_embeddings(names).numpy())
     ref.load_text_embedding = str(Path(tmp) / "text.npy")  # precomputed, as the official configs do
     return model.eval(), ref.eval(), names, seen, note
 
 
-def measure(fn: Callable[[], Any], repeats: int) -> list[float]:
+def interleaved(fns: dict[Any, Callable[[], Any]], repeats: int) -> dict[Any, list[float]]:
+    """Each function once per round, ``repeats`` rounds after one warm-up call each, so that a
+    change of the machine's load hits every row alike."""
+    times: dict[Any, list[float]] = {key: [] for key in fns}
     with torch.no_grad():
-        return benchlib.timed(fn, repeats=repeats, warmup=1)
+        for fn in fns.values():
+            fn()
+        for _ in range(repeats):
+            for key, fn in fns.items():
+                times[key] += benchlib.timed(fn, repeats=1, warmup=0)
+    return times
 
 
 def run_vit(args: argparse.Namespace, times: dict[tuple[str, str, str], list[float]], info: dict[str, Any]) -> None:
@@ -98,20 +131,20 @@ def run_vit(args: argparse.Namespace, times: dict[tuple[str, str, str], list[flo
             resized = torch.randn(1, 3, 64, 85, generator=gen)
         window, stride = (64, 53) if args.smoke else (CROP, STRIDE)
 
-        for bf16 in (False, True):
-            precision = "bf16" if bf16 else "fp32"
+        fns: dict[tuple[str, str, str], Callable[[], Any]] = {}
+        for precision, net in variants(model).items():
 
-            def whole(bf16: bool = bf16) -> torch.Tensor:
-                with autocast(bf16):
-                    return model.segment(crop, text_embeddings=text, seen=seen, mode="whole")
+            def whole(net: Any = net, precision: str = precision) -> torch.Tensor:
+                with autocast(precision):
+                    return net.segment(crop, text_embeddings=text, seen=seen, mode="whole")
 
-            def slide(bf16: bool = bf16) -> torch.Tensor:
-                with autocast(bf16):
-                    scores = model.segment(resized, text_embeddings=text, seen=seen, mode="slide", crop=window, stride=stride)
+            def slide(net: Any = net, precision: str = precision) -> torch.Tensor:
+                with autocast(precision):
+                    scores = net.segment(resized, text_embeddings=text, seen=seen, mode="slide", crop=window, stride=stride)
                 return F.interpolate(scores.float(), size=VOC_IMAGE, mode="bilinear", align_corners=False).argmax(1)
 
-            times[("whole", "zegclip", precision)] = measure(whole, args.repeats)
-            times[("slide", "zegclip", precision)] = measure(slide, args.repeats)
+            fns[("whole", "zegclip", precision)] = whole
+            fns[("slide", "zegclip", precision)] = slide
         if ref is not None:
             with torch.no_grad():
                 err = (ref.encode_decode(crop, [{}]) - model.segment(crop, text_embeddings=text, seen=seen, mode="whole")).abs().max()
@@ -122,8 +155,9 @@ def run_vit(args: argparse.Namespace, times: dict[tuple[str, str, str], list[flo
                 scores = ref.slide_inference(resized, metas, rescale=False)
                 return F.interpolate(scores, size=VOC_IMAGE, mode="bilinear", align_corners=False).argmax(1)
 
-            times[("whole", "official", "fp32")] = measure(lambda: ref.encode_decode(crop, [{}]), args.repeats)
-            times[("slide", "official", "fp32")] = measure(ref_slide, args.repeats)
+            fns[("whole", "official", "fp32")] = lambda: ref.encode_decode(crop, [{}])
+            fns[("slide", "official", "fp32")] = ref_slide
+        times.update(interleaved(fns, args.repeats))
     info["flops"] = benchlib.zegclip_step_flops(1, size // 16, 3 if args.smoke else 10, len(names), train=False,
                                                 **({"embed": 32, "width": 64} if args.smoke else {}))  # fmt: skip
     info["windows"] = 2
@@ -131,7 +165,7 @@ def run_vit(args: argparse.Namespace, times: dict[tuple[str, str, str], list[flo
 
 def run(args: argparse.Namespace) -> tuple[dict[tuple[str, str, str], list[float]], dict[str, Any]]:
     times: dict[tuple[str, str, str], list[float]] = {}
-    info: dict[str, Any] = {"rates": {"fp32": [], "bf16": []}, "smoke": args.smoke}
+    info: dict[str, Any] = {"rates": {"fp32": [], "bf16": []}, "smoke": args.smoke, "auto": auto_precision()}
 
     def rates() -> None:
         info["rates"]["fp32"].append(benchlib.gemm_rate(torch.float32))
@@ -146,7 +180,7 @@ def run(args: argparse.Namespace) -> tuple[dict[tuple[str, str, str], list[float
     from zegclip.data.shapes import ShapesSegmentationDataset
     from zegclip.data.transforms import build_test_transform
 
-    shapes = zegclip.load("shapes")
+    shapes = zegclip.load("shapes", precision="fp32")
     dataset = ShapesSegmentationDataset(split="test", transform=build_test_transform(64), test_size=100 if args.smoke else 1000)
     batches = []
     for start in range(0, len(dataset), 50):
@@ -154,14 +188,16 @@ def run(args: argparse.Namespace) -> tuple[dict[tuple[str, str, str], list[float
         batches.append(torch.stack([it["image"] for it in items]))
     info["shapes_images"] = len(dataset)
     shapes_text = shapes.class_embeddings(shapes.metadata["class_names"])
-    for bf16 in (False, True):
+    shape_fns = {}
+    for precision, net in variants(shapes).items():
 
-        def shapes_eval(bf16: bool = bf16) -> None:
+        def shapes_eval(net: Any = net, precision: str = precision) -> None:
             for batch in batches:
-                with autocast(bf16):
-                    shapes.segment(batch, text_embeddings=shapes_text, mode="slide", crop=64, stride=53).argmax(1)
+                with autocast(precision):
+                    net.segment(batch, text_embeddings=shapes_text, mode="slide", crop=64, stride=53).argmax(1)
 
-        times[("shapes", "zegclip", "bf16" if bf16 else "fp32")] = measure(shapes_eval, max(1, args.repeats // 2))
+        shape_fns[("shapes", "zegclip", precision)] = shapes_eval
+    times.update(interleaved(shape_fns, max(1, args.repeats // 2)))
     return times, info
 
 
@@ -183,30 +219,38 @@ def render(command: str, times: dict[tuple[str, str, str], list[float]], info: d
     ]
     for key, label, images, windows in rows:
         official = times.get((key, "official", "fp32"))
-        for impl, precision in (("official", "fp32"), ("zegclip", "fp32"), ("zegclip", "bf16")):
+        for impl, precision in (("official", "fp32"), *(("zegclip", p) for p in PRECISIONS)):
             t = times.get((key, impl, precision))
             if t is None:
                 continue
             med = statistics.median(t)
             if windows:
-                floor = windows * info["flops"] / (rate[precision] * 1e9)
+                floor = windows * info["flops"] / (rate["fp32" if precision == "fp32" else "bf16"] * 1e9)
                 floor_cells = f"{floor:.2f} s | {med / floor:.2f}x"
             else:
                 floor_cells = "- | -"
             vs = f"{med / statistics.median(official):.2f}x" if official else "-"
-            out.append(f"| {label} | {impl} | {precision} | {benchlib.fmt_time(t)} | {images / med:.2f} images/s | {floor_cells} | {vs} |")
+            cell = benchlib.precision_label(precision)
+            out.append(f"| {label} | {impl} | {cell} | {benchlib.fmt_time(t)} | {images / med:.2f} images/s | {floor_cells} | {vs} |")
     out.append("")
     if info["smoke"]:
         return "\n".join(out) + "\n"
+    auto = info["auto"]
+    out.append(f"`precision=auto` picks **{auto}** on this CPU ({'bf16 native' if auto != 'fp32' else 'no native bf16'}).")
+    out.append("")
     out.append("| target | measured: ratio of medians (of the fastest runs) | met (medians) |")
     out.append("|---|---|---|")
-    for key in ("whole", "slide"):
-        fp32, bf16, off = (times.get((key, i, p)) for i, p in (("zegclip", "fp32"), ("zegclip", "bf16"), ("official", "fp32")))
-        for label, num, den, limit in ((f"{key}: zegclip fp32 <= 1.0x official", fp32, off, 1.0),
-                                       (f"{key}: bf16 <= 0.6x fp32", bf16, fp32, 0.6)):  # fmt: skip
+    for key in ("whole", "slide", "shapes"):
+        fp32, off = times.get((key, "zegclip", "fp32")), times.get((key, "official", "fp32"))
+        checks = [(f"{key}: zegclip fp32 <= 1.0x official", fp32, off, 1.0),
+                  (f"{key}: precision=auto ({auto}) <= 1.0x fp32", times.get((key, "zegclip", auto)), fp32, 1.0)]  # fmt: skip
+        checks += [(f"{key}: {p} / fp32{'' if auto != 'fp32' else ' (emulated)'}", times.get((key, "zegclip", p)), fp32,
+                    0.6 if auto != "fp32" and p == "bf16-mixed" and key != "shapes" else None) for p in PRECISIONS[1:]]  # fmt: skip
+        for label, num, den, limit in checks:
             if num and den:
                 r = statistics.median(num) / statistics.median(den)
-                out.append(f"| {label} | {r:.2f}x ({min(num) / min(den):.2f}x) | {'yes' if r <= limit else '**no**'} |")
+                met = "-" if limit is None else ("yes" if r <= limit else "**no**")
+                out.append(f"| {label} | {r:.2f}x ({min(num) / min(den):.2f}x) | {met} |")
     out.append("")
     out.append(f"Load average at the end: {benchlib.load_average()}.")
     return "\n".join(out) + "\n"
@@ -218,13 +262,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=benchlib.THREADS)
     parser.add_argument("--smoke", action="store_true", help="tiny model, 1 repeat: checks the script")
     parser.add_argument("--out", default=None, help="result file (default benchmarks/results/inference_benchmark.md)")
+    benchlib.add_capability_option(parser)
     args = parser.parse_args(argv)
+    code = benchlib.relaunch_with_capability(args.capability, sys.argv[1:] if argv is None else argv)
+    if code is not None:
+        return code
     if args.smoke:
         args.repeats = 1
     benchlib.set_threads(args.threads)
     command = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
     times, info = run(args)
-    benchlib.write_result("inference_benchmark", render(command, times, info), args.out)
+    benchlib.write_result(benchlib.result_name("inference_benchmark", args.capability), render(command, times, info), args.out)
     return 0
 
 

@@ -72,7 +72,7 @@ def test_train_benchmark_smoke_without_the_official_code(tmp_path):
     run_script("train_benchmark.py", "--smoke", "--out", str(out), tmp_path=tmp_path)
     table = out.read_text()
     assert "official column skipped: ZEGCLIP_REF is not set" in table
-    for row in ("| zegclip | fp32 |", "| zegclip | bf16-mixed |", "| zegclip + grad checkpointing | fp32 |"):
+    for row in ("| zegclip | fp32 |", "| zegclip | bf16-mixed", "| zegclip + grad checkpointing | fp32 |"):
         assert row in table
     assert "| official |" not in table
 
@@ -82,7 +82,9 @@ def test_inference_benchmark_smoke(tmp_path):
     out = tmp_path / "inference.md"
     run_script("inference_benchmark.py", "--smoke", "--out", str(out), tmp_path=tmp_path)
     table = out.read_text()
-    assert "| one 512x512 crop, 20 classes, whole mode | zegclip | bf16 |" in table
+    emulated = "" if benchlib.machine()["native_bf16"] else " (emulated: no native bf16)"
+    for precision in ("bf16-mixed", "bf16"):  # bf16 rows say where bf16 is emulated
+        assert f"| one 512x512 crop, 20 classes, whole mode | zegclip | {precision}{emulated} |" in table
     assert "shapes test set (100 images, 64x64), bundled model | zegclip | fp32" in table
 
 
@@ -97,3 +99,36 @@ def test_vocabulary_benchmark_smoke(tmp_path):
     full_rows = [line for line in table.splitlines() if "| zegclip full |" in line]
     assert len(full_rows) == 4 and all(line.rstrip().endswith("| 100.000% |") for line in full_rows)
     assert "interleaved" in table
+
+
+def test_result_headers_name_the_cpu_capability_and_torch(tmp_path):
+    """Every result file's header names the CPU model, the capability used and the torch version;
+    ``--capability avx2`` reruns the script with the lowering settings, and bf16 rows then say
+    they are emulated."""
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(REPO / 'benchmarks')!r})\n"
+        "import benchlib\n"
+        "code = benchlib.relaunch_with_capability(sys.argv[1], sys.argv[1:])\n"
+        "if code is not None:\n"
+        "    sys.exit(code)\n"
+        "print(benchlib.header('cmd'))\n"
+        "print('LABEL', benchlib.precision_label('bf16-mixed'), '|', benchlib.precision_label('fp32'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in benchlib.CAPABILITIES["avx2"]}
+    env["PYTHONPATH"] = str(REPO)
+    torch_version = __import__("torch").__version__
+    for capability in ("native", "avx2"):
+        run = subprocess.run([sys.executable, str(script), capability], capture_output=True, text=True, env=env, check=True)
+        header = run.stdout
+        assert f"CPU: {benchlib.cpu_name()}" in header and f"torch {torch_version}" in header
+        if capability == "avx2":
+            assert "capability AVX2 (lowered by ONEDNN_MAX_CPU_ISA=AVX2" in header and "no native bf16" in header
+            assert "LABEL bf16-mixed (emulated: no native bf16) | fp32" in header
+        else:
+            from zegclip.model.precision import cpu_info
+
+            assert f"capability {cpu_info().capability}," in header
+            native = cpu_info().native_bf16
+            assert ("LABEL bf16-mixed | fp32" in header) == native

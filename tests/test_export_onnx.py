@@ -22,7 +22,7 @@ def test_onnx_export_matches_pytorch(tmp_path):
                         "--seen-bias", "0.3"]) == 0  # fmt: skip
     assert out.is_file() and not (tmp_path / "shapes.onnx.data").exists()  # one file
 
-    model = zegclip.load("shapes")
+    model = zegclip.load("shapes", precision="fp32")  # the graph is fp32
     embeddings = model.class_embeddings(classes, model.metadata["templates"])
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map

@@ -161,7 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1; 0.0.0.0 for the network)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
-    parser.add_argument("--precision", default=None, help="fp32 | bf16 | fp16 (default: as saved)")
+    parser.add_argument("--precision", default="auto",
+                        help="auto (default: bf16-mixed where the device computes bf16 natively, else fp32) | fp32 | "
+                             "bf16-mixed | bf16 | fp16")  # fmt: skip
     parser.add_argument("--examples", type=Path, default=None,
                         help="a folder of example images (default: fresh shapes-world images for the shapes model)")  # fmt: skip
     args = parser.parse_args(_argv_with_keys(sys.argv[1:] if argv is None else argv))
@@ -170,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = zegclip.load(args.ckpt_path, device=device, precision=args.precision)
+    print(model.precision.line())
     if args.examples is not None:
         examples: list[Path] = sorted(p for p in args.examples.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
     elif model.metadata.get("dataset") == "shapes":

@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path, nargs="?", help="the small zegclip file to write (not with --onnx)")
     parser.add_argument("--include-clip", action="store_true", help="store the frozen CLIP weights too")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument(
+        "--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+        help="weights of the written file: auto (default) = fp32, which the file keeps wherever it is loaded "
+        "(zegclip.load then picks that machine's precision); bf16 / fp16 halve a checkpoint file (not --onnx)",
+    )  # fmt: skip
     onnx = parser.add_argument_group("ONNX export")
     onnx.add_argument("--onnx", type=Path, metavar="OUT.onnx", help="write an ONNX graph of the whole-image scores")
     onnx.add_argument("--classes", help="comma-separated class names (default: the checkpoint's vocabulary)")
@@ -62,15 +67,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give OUTPUT (a small zegclip file) or --onnx OUT.onnx")
     if args.output.exists() and not args.overwrite:
         parser.error(f"{args.output} exists; pass --overwrite to replace it")
-    model = load(args.checkpoint)
+    model = load(args.checkpoint, precision=_precision(args.precision))
+    print(model.precision.line())
     official = _official_checkpoint(args.checkpoint)
     include_clip = args.include_clip or official is not None  # an official file names no CLIP weights
-    save(model, args.output, include_clip=include_clip, metadata={"exported_from": Path(args.checkpoint).name})
+    save(model, args.output, include_clip=include_clip,
+         metadata={"exported_from": Path(args.checkpoint).name, "weights_precision": model.precision.precision})  # fmt: skip
     if official is not None:
         _describe_conversion(model, official)
     size = args.output.stat().st_size
     print(f"wrote {args.output} ({size / 2**20:.2f} MiB, CLIP {'included' if include_clip else 'referenced: ' + str(model.config.clip.weights)})")
     return 0
+
+
+def _precision(requested: str) -> Any:
+    """The written file's weights: ``auto`` keeps fp32 (the file runs elsewhere, and the machine
+    that loads it picks its own precision); bf16 / fp16 only store smaller weights."""
+    from zegclip.model.precision import PrecisionChoice
+
+    if requested == "auto":
+        why = "auto: the file keeps fp32 weights; the machine that loads it picks its precision"
+        return PrecisionChoice("auto", "fp32", "cpu", why)
+    return PrecisionChoice(requested, requested, "cpu", "as requested, for the file's weights")
 
 
 def _official_checkpoint(path: str) -> dict | None:
@@ -106,7 +124,10 @@ def _export_onnx(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
 
     if args.onnx.exists() and not args.overwrite:
         parser.error(f"{args.onnx} exists; pass --overwrite to replace it")
-    model = load(args.checkpoint)
+    if args.precision not in ("auto", "fp32"):
+        parser.error(f"--precision {args.precision}: the ONNX graph is float32 (give --precision auto or fp32)")
+    model = load(args.checkpoint, precision=_precision(args.precision))
+    print(model.precision.line())
     names = [n.strip() for n in args.classes.split(",") if n.strip()] if args.classes else model.metadata.get("class_names")
     if not names:
         parser.error(f"{args.checkpoint} holds no vocabulary: give --classes 'name,name,...'")

@@ -2,7 +2,8 @@
 
 For each image the run folder gets ``labels/<name>.png`` (palette PNG, pixel value = class index),
 ``overlays/<name>.png`` (colours blended in, legend of the classes present) and one line of
-``predictions.json`` (JSON Lines: file, size, classes present with their pixel share). Files that
+``predictions.json`` (JSON Lines: file, size, classes present with their pixel share, the
+precision used and why). Files that
 cannot be read are reported, listed in ``failures.json`` and skipped; the others are processed.
 """
 
@@ -159,7 +160,9 @@ def predict(cfg: DictConfig) -> PredictSummary:
     write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml({k: plain(cfg[k]) for k in cfg if k != "hydra"}),
                what="resolved config")  # fmt: skip
     console.print(f"[bold]run folder[/bold]: {out_dir}")
-    model = zegclip.load(cfg.ckpt_path, device=_device(cfg.get("device")), precision=cfg.get("precision"))
+    model = zegclip.load(cfg.ckpt_path, device=_device(cfg.get("device")), precision=cfg.get("precision", "auto"))
+    console.print(model.precision.line(), markup=False, highlight=False)
+    precision = model.precision.to_dict()
     class_names = _names(plain(cfg.get("classes"))) or list(model.metadata.get("class_names") or [])
     if not class_names:
         raise ConfigError(f"{cfg.ckpt_path} holds no vocabulary: give classes=[name,name,...]")
@@ -190,7 +193,7 @@ def predict(cfg: DictConfig) -> PredictSummary:
                 overlay=out_dir / "overlays" / f"{name}.png",
                 alpha=float(cfg.alpha),
             )
-            records.add(prediction.to_dict())
+            records.add({**prediction.to_dict(), "precision": precision})
             summary.written.append(str(file))
     _report(summary)
     return summary

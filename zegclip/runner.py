@@ -36,6 +36,7 @@ from zegclip.console import announce, console, model_summary, quiet_lightning
 from zegclip.errors import CheckpointNotFoundError, ConfigError, RunInterrupted
 from zegclip.interrupts import Interrupts
 from zegclip.model.inference import default_seen_bias
+from zegclip.model.precision import accelerator_device, choose, choose_trainer_precision
 from zegclip.module import SUMMARY_KEYS, ZegCLIPModule, check_setting
 from zegclip.objective import check_objective, check_tuning_start, current_sweeper, objective_record
 from zegclip.resume import check_resume
@@ -275,9 +276,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             loggers = build_loggers(cfg)
             callbacks = [*build_callbacks(cfg, has_unseen=bool(datamodule.unseen), has_logger=bool(loggers)),
                          *_stage_callbacks(cfg, ckpt_dir), last]  # fmt: skip
+            precision = choose_trainer_precision(cfg.trainer.get("precision", "32-true"),
+                                                 accelerator_device(cfg.trainer.get("accelerator")))  # fmt: skip
+            announce(precision.line())
             trainer: L.Trainer = instantiate(
-                cfg.trainer, callbacks=callbacks, logger=loggers or False, **_trainer_overrides(cfg, callbacks)
-            )
+                cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision.precision,
+                **_trainer_overrides(cfg, callbacks),
+            )  # fmt: skip
             _log_config_once(cfg, loggers, module, datamodule)
             save_resolved_config(cfg)
 
@@ -292,7 +297,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 summary = summary_from_logged(results, datamodule.class_names, stage=module.test_stage)
                 stages = _stages_record(cfg, callbacks)
                 report(cfg, summary, datamodule.class_split.unseen_names, weights=weights, dataset=datamodule.name,
-                       setting=cfg.setting, **({"stages": stages} if stages else {}))  # fmt: skip
+                       setting=cfg.setting, precision=precision.to_dict(),
+                       **({"stages": stages} if stages else {}))  # fmt: skip
             finish_wandb(loggers)
     except (RunInterrupted, SIGTERMException) as err:
         if isinstance(err, SIGTERMException):  # Lightning's own handler got there first
@@ -409,7 +415,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = resolve_checkpoint(str(cfg.ckpt_path))
     try:
         with Interrupts(None) as interrupts:
-            model = zegclip.load(checkpoint, precision=cfg.get("precision"))
+            precision = choose(cfg.get("precision", "auto"), accelerator_device(cfg.trainer.get("accelerator")))
+            announce(precision.line())
+            model = zegclip.load(checkpoint, precision=precision)
             datamodule = instantiate(cfg.dataset)
             module = _evaluation_module(cfg, model, datamodule)
             module.plots_dir = str(output_dir(cfg))  # plots/*.png after the test
@@ -432,7 +440,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     weights = {"checkpoint": checkpoint, "step": model.metadata.get("global_step", model.metadata.get("iter")),
                "selection": "given by ckpt_path"}  # fmt: skip
     report(cfg, summary, datamodule.class_split.unseen_names, weights=weights, dataset=datamodule.name, setting=module.setting,
-           seen_bias=module.evaluation["seen_bias"])  # fmt: skip
+           seen_bias=module.evaluation["seen_bias"], precision=precision.to_dict())  # fmt: skip
     _finish(folder, "finished")
     _announce_end(cfg, None)
     return summary

@@ -15,7 +15,7 @@ from zegclip.runner import evaluate
 from .helpers import REPO_ROOT, SUMMARY_KEYS, check_metric_values, eval_overrides, read_metrics
 
 METRICS_KEYS = {*SUMMARY_KEYS, "IoU_per_class", "dataset", "setting", "weights", "seen_bias", "seed", "overrides", "run_dir",
-                "split"}  # fmt: skip
+                "split", "precision"}  # fmt: skip
 
 
 def _nan_mean(values: list[float | None]) -> float | None:
@@ -29,11 +29,12 @@ def _nan_mean(values: list[float | None]) -> float | None:
 def test_eval_writes_metrics_json(runs, cfg_eval, setting: str, seen_bias: float) -> None:
     run = runs.get("voc", setting)
     ckpt = run["dir"] / "checkpoints" / "last.ckpt"
-    cfg = cfg_eval("voc", ckpt)
+    cfg = cfg_eval("voc", ckpt, "precision=fp32")  # the precision the run was trained and tested in
     summary = evaluate(cfg)
     metrics = read_metrics(Path(cfg.paths.output_dir))
 
     assert set(metrics) == METRICS_KEYS
+    assert metrics["precision"]["requested"] == "fp32" and metrics["precision"]["precision"] == "fp32"
     assert metrics["dataset"] == "voc"
     assert metrics["setting"] == setting  # the checkpoint's own setting
     assert metrics["weights"] == {"checkpoint": str(ckpt), "step": 2, "selection": "given by ckpt_path"}
@@ -101,7 +102,7 @@ def test_eval_cli(runs, data_dir: Path, tmp_path: Path) -> None:
     ckpt = runs.last_ckpt("voc", "inductive")
     out = tmp_path / "cli"
     overrides = eval_overrides(
-        "voc", ckpt, data_dir, f"hydra.run.dir={out}", f"paths.log_dir={tmp_path / 'logs'}"
+        "voc", ckpt, data_dir, f"hydra.run.dir={out}", f"paths.log_dir={tmp_path / 'logs'}", "precision=fp32"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(

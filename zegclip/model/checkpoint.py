@@ -23,9 +23,10 @@ from typing import Any
 import torch
 
 from zegclip.atomic import write_file
-from zegclip.errors import CheckpointError, CheckpointNotFoundError, ConfigError
+from zegclip.errors import CheckpointError, CheckpointNotFoundError
 from zegclip.model.clip import ASSETS_DIR
 from zegclip.model.official import convert_official, is_official_checkpoint
+from zegclip.model.precision import PrecisionChoice, choose
 from zegclip.model.zegclip import ZegCLIP, ZegCLIPConfig
 
 FORMAT = "zegclip"
@@ -35,13 +36,6 @@ VERSION = 1
 LIGHTNING_FORMAT_KEY = "zegclip_format"
 BUNDLED = {"shapes": ASSETS_DIR / "shapes_zegclip.pt"}
 """Names :func:`load` accepts besides file paths."""
-
-_PRECISIONS = {
-    "fp32": torch.float32, "32": torch.float32, "float32": torch.float32,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp16": torch.float16, "16": torch.float16, "float16": torch.float16,
-}  # fmt: skip
-
 
 # ----------------------------------------------------------------------------- our format
 
@@ -199,7 +193,7 @@ def describe_differences(differences: list[tuple[str, Any, Any]]) -> str:
 def load(
     path: str | Path,
     device: str | torch.device | None = None,
-    precision: str | torch.dtype | None = None,
+    precision: str | torch.dtype | PrecisionChoice | None = "auto",
     text_cache_dir: str | None = None,
     weights_only: bool = True,
 ) -> ZegCLIP:
@@ -208,18 +202,20 @@ def load(
     Args:
         path: an official ZegCLIP ``.pth``, a file written by :func:`save` or ``python -m
             zegclip.export``, a zegclip Lightning ``.ckpt``, or a bundled name (``"shapes"``).
-        device: e.g. ``"cuda"``; precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        device: e.g. ``"cuda"`` (None: the CPU).
+        precision: ``"auto"`` (bf16 where ``device`` computes it natively, else fp32; see
+            :mod:`zegclip.model.precision`), ``"fp32"``, ``"bf16"``, ``"fp16"``, or None (as
+            saved). The choice and its reason are in ``model.precision``.
     """
+    choice = choose(precision, device or "cpu")  # a bad name fails before the file is read
     source = str(path)
     if isinstance(path, str) and path in BUNDLED:
         path = BUNDLED[path]
     config, state, metadata = read_checkpoint(path, weights_only=weights_only)
     model = build_from_state(config, state, metadata, source, text_cache_dir)
-    if precision is not None:
-        dtype = precision if isinstance(precision, torch.dtype) else _PRECISIONS.get(str(precision))
-        if dtype is None:
-            raise ConfigError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
-        model = model.to(dtype)
+    if choice.dtype is not None:
+        model = model.to(choice.dtype)
     if device is not None:
         model = model.to(device)
+    model.precision = choice
     return model.eval()

@@ -85,6 +85,7 @@ def export_onnx(
         "stride": str(int(model.metadata.get("stride") or size * 5 // 6)),
         "mean": json.dumps(list(IMAGENET_MEAN)),
         "std": json.dumps(list(IMAGENET_STD)),
+        "precision": "fp32",
         "input": "pixel_values (B, 3, H, W) float32: RGB 0-255, minus mean, divided by std",
         "output": "scores (B, C, H, W) float32: calibrated class scores; argmax over C is the segmentation",
     }

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zegclip.model.chunked import CHUNK_BYTES, grid_views, iter_chunks, running_argmax
 from zegclip.errors import ConfigError
+from zegclip.model.chunked import CHUNK_BYTES, grid_views, iter_chunks, running_argmax
 from zegclip.model.clip import CLIPConfig, create_clip
 from zegclip.model.decoder import MaskDecoder, RelationshipDescriptor
 from zegclip.model.inference import (
@@ -26,6 +26,7 @@ from zegclip.model.inference import (
     sliding_window,
     whole_image,
 )
+from zegclip.model.precision import PrecisionChoice, autocast
 from zegclip.model.prediction import Prediction
 from zegclip.model.preprocess import ImageInput, normalize, read_image, resize_short_side
 from zegclip.model.prompted_vit import PromptedVisionTransformer
@@ -165,6 +166,9 @@ class ZegCLIP(nn.Module):
         self.decoder = MaskDecoder(dim, config.decoder_layers, config.decoder_heads, config.decoder_dropout)
         self.metadata: dict[str, Any] = {}
         """Vocabulary and test defaults read from a checkpoint (class_names, seen, templates, ...)."""
+        self.precision: PrecisionChoice | None = None
+        """The precision :func:`zegclip.load` chose and why; ``segment`` and ``predict`` run under
+        its autocast (``bf16-mixed``). None: built directly (the weights' dtype, no autocast)."""
 
     @property
     def embed_dim(self) -> int:
@@ -227,6 +231,8 @@ class ZegCLIP(nn.Module):
         """Grid logits ``(B, C, h, w)`` -> calibrated scores at ``size``: upsampled to the crop size
         (``pred_masks``), calibrated, resized to ``size`` (the window's or image's). ``buffer``
         ``(B, C, S, S)``: the upsampled and calibrated maps are written into it (same numbers)."""
+        if self.precision is not None and self.precision.autocast_dtype is not None:
+            logits = logits.float()  # bf16-mixed: the scores in fp32
         if buffer is None:
             masks = F.interpolate(logits, size=(self.config.image_size,) * 2, mode="bilinear", align_corners=False)
             out = calibrate(masks, seen, seen_bias)
@@ -281,9 +287,10 @@ class ZegCLIP(nn.Module):
         text_embeddings = text_embeddings.to(device=device, dtype=dtype)
         seen_idx = _check_indices(seen, text_embeddings.shape[0])
         score = self._score_function(text_embeddings, seen_idx, seen_bias, mode, crop, stride, window_batch)
-        if scales is None and not flip:
-            return score(pixel_values)
-        return multi_scale_flip(score, pixel_values, scales if scales is not None else (1.0,), flip)
+        with autocast(self.precision, device.type):  # bf16-mixed: bf16 matrix products over fp32 weights
+            if scales is None and not flip:
+                return score(pixel_values)
+            return multi_scale_flip(score, pixel_values, scales if scales is not None else (1.0,), flip)
 
     @torch.no_grad()
     def segment_labels(
@@ -360,11 +367,12 @@ class ZegCLIP(nn.Module):
         ) -> torch.Tensor:
             return self.scores_from_logits(logits, size, local_seen, seen_bias, buffer)
 
-        return iter_chunks(
+        chunks = iter_chunks(
             views, to_scores, text.shape[0], seen_idx, tuple(pixel_values.shape[-2:]), out_size=out_size,
             tta=scales is not None or flip, resize_dtype=resize_dtype, mask_size=(self.config.image_size,) * 2,
             max_bytes=max_bytes, reuse=_reuse,
         )  # fmt: skip
+        return _under_autocast(chunks, self.precision, device.type)
 
     def _vocabulary(self, class_names: Sequence[str] | None) -> list[str]:
         """The class names to segment: those given, else the checkpoint's own."""
@@ -487,3 +495,11 @@ def _check_pixel_values(pixel_values: Any, patch_size: int) -> None:
     bad = int((~torch.isfinite(pixel_values)).sum())
     if bad:
         raise ValueError(f"pixel_values holds {bad} NaN/inf value(s): every output score would be NaN")
+
+
+def _under_autocast(
+    chunks: Iterator[tuple[int, int, torch.Tensor]], precision: PrecisionChoice | None, device_type: str
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """``chunks`` computed under the model's autocast (bf16-mixed), as :meth:`ZegCLIP.segment` is."""
+    with autocast(precision, device_type):
+        yield from chunks
