@@ -8,18 +8,18 @@ metrics.json into the run folder.
 import hydra
 from omegaconf import DictConfig
 
-import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers, before Hydra composes)
+import zegclip.engine.resolvers  # noqa: F401  (the ${zegclip.*} resolvers, before Hydra composes)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from zegclip import cli
-    from zegclip.runner import evaluate
+    from zegclip.engine import cli
+    from zegclip.engine.evaluate import evaluate
 
     cli.run(evaluate, cfg)  # a user error, an interrupt, a failed write: one line and an exit code
 
 
 if __name__ == "__main__":
-    from zegclip.hydra_flags import run
+    from zegclip.engine.hydra_flags import run
 
     run(main, "eval")  # Hydra's flags, also `-m ... --cfg job` (per job)

@@ -10,21 +10,21 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers, before Hydra composes)
+import zegclip.engine.resolvers  # noqa: F401  (the ${zegclip.*} resolvers, before Hydra composes)
 
 _exit_codes: list[int] = []
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    from zegclip import cli
-    from zegclip.predict import predict
+    from zegclip.apps.predict import predict
+    from zegclip.engine import cli
 
     _exit_codes.append(cli.run(predict, cfg).exit_code)  # a user error: one line, exit code 2
 
 
 if __name__ == "__main__":
-    from zegclip.hydra_flags import run
+    from zegclip.engine.hydra_flags import run
 
     run(main, "predict")  # Hydra's flags, also `-m ... --cfg job` (per job)
     sys.exit(max(_exit_codes, default=0))  # non-zero when a file could not be read

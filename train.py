@@ -6,15 +6,16 @@ With no arguments it trains on the embedded shapes world (no download needed). S
 import hydra
 from omegaconf import DictConfig
 
-import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers, before Hydra composes)
+import zegclip.engine.resolvers  # noqa: F401  (the ${zegclip.*} resolvers, before Hydra composes)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from zegclip import cli
-    from zegclip.errors import RunError, RunInterrupted
-    from zegclip.objective import objective_value
-    from zegclip.runner import is_multirun, train
+    from zegclip.common.errors import RunError, RunInterrupted
+    from zegclip.engine import cli
+    from zegclip.engine.hydra_job import is_multirun
+    from zegclip.engine.objective import objective_value
+    from zegclip.engine.train import train
 
     try:
         summary = train(cfg)
@@ -26,6 +27,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from zegclip.hydra_flags import run
+    from zegclip.engine.hydra_flags import run
 
     run(main, "train")  # Hydra's flags, also `-m ... --cfg job` (per job)

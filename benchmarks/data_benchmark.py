@@ -84,7 +84,7 @@ def train_dataset(name: str, root: Path):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    import zegclip.resolvers  # noqa: F401  (the configs' ${zegclip.class_names:...})
+    import zegclip.engine.resolvers  # noqa: F401  (the configs' ${zegclip.class_names:...})
 
     cfg = OmegaConf.load(benchlib.ROOT / "conf" / "dataset" / f"{name}.yaml").dataset
     cfg.root, cfg.seed = str(root), 0

@@ -56,7 +56,7 @@ def autocast(device: str, bf16: bool):
 
 
 def train_row(model: Any, classes: int, unseen: int, mode: str, args: argparse.Namespace) -> dict[str, Any]:
-    from zegclip.constants import IGNORE_INDEX
+    from zegclip.common.constants import IGNORE_INDEX
     from zegclip.model.loss import FocalDiceLoss
 
     device, size = args.device, model.config.image_size

@@ -7,7 +7,7 @@ real test hIoU, which the search never saw.
    ``python train.py -m hparams_search=shapes_optuna hydra.sweeper.n_trials=N trainer.max_steps=S
    trainer.val_check_interval=S``; its objective is tune/hIoU (held-out training images, 3
    pseudo-unseen classes; the test split and the 4 unseen classes are never read).
-2. Every trial's configuration (``zegclip.study_report.trial_overrides``: what
+2. Every trial's configuration (``zegclip.engine.study_report.trial_overrides``: what
    ``best_overrides.txt`` holds for the best one) trained on the real split with the same schedule
    (seed 0) and tested: its test hIoU (the 4 real unseen classes). The recipe's own values too.
 3. The table: per trial the fair objective beside the test hIoU; their Spearman rank correlation;
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from zegclip.data.classes import class_names, unseen_classes
     from zegclip.data.splits import build_class_split
     from zegclip.data.tuning import build_tuning_split
-    from zegclip.study_report import trial_overrides
+    from zegclip.engine.study_report import trial_overrides
 
     search = ["-m", "hparams_search=shapes_optuna", f"hydra.sweeper.n_trials={trials}", *extra, *held_out]
     command = f"python benchmarks/tuning_shapes.py --trials {trials} --steps {steps}" + (

@@ -33,7 +33,7 @@ def golden_dir() -> Path:
 def golden(golden_dir: Path) -> dict[str, dict]:
     """The golden pack, its label maps translated to our ignore value (the official 255 ->
     ``IGNORE_INDEX``; every other value as stored)."""
-    from zegclip.constants import IGNORE_INDEX
+    from zegclip.common.constants import IGNORE_INDEX
 
     names = ["inputs", "text_embeddings", "train_outputs", "eval_outputs", "transductive_outputs", "fully_outputs"]
     pack = {n: torch.load(golden_dir / f"{n}.pt", weights_only=True) for n in names}

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-import zegclip.resolvers  # noqa: F401  (the ${zegclip.*} resolvers the configs use)
+import zegclip.engine.resolvers  # noqa: F401  (the ${zegclip.*} resolvers the configs use)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

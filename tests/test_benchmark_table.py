@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from zegclip.benchmark_table import COLUMNS, collect_table
-from zegclip.report import collect, run
+from zegclip.engine.benchmark_table import COLUMNS, collect_table
+from zegclip.engine.report.jobs import collect
+from zegclip.engine.report.render import run
 
 SIX = ["ade847", "context459", "ade150", "context", "voc", "voc20b"]
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import zegclip
-from zegclip.demo import (
+from zegclip.apps.demo import (
     Segmenter,
     _argv_with_keys,
     build_demo,

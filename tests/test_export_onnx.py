@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zegclip
-from zegclip.export import main as export_main
+from zegclip.apps.export import main as export_main
 
 TOLERANCE = 1e-4  # max |onnxruntime - PyTorch| on calibrated scores in [-0.3, 1] (measured: ~1e-6)
 

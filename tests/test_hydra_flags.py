@@ -1,6 +1,6 @@
 """Hydra's standard flags answer on every entry point, as a user types them: ``--cfg job``,
 ``--cfg job --resolve``, ``--cfg all``, ``--info``, ``--help`` and ``-m ... --cfg job`` (which Hydra
-itself refuses; zegclip.hydra_flags prints each job's config)."""
+itself refuses; zegclip.engine.hydra_flags prints each job's config)."""
 
 from __future__ import annotations
 

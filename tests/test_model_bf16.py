@@ -12,7 +12,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from tiny_model import TINY_ARCH
 
 from zegclip import CLIPConfig, ZegCLIP, ZegCLIPConfig
-from zegclip.constants import IGNORE_INDEX
+from zegclip.common.constants import IGNORE_INDEX
 from zegclip.model.loss import FocalDiceLoss
 
 LOSS_RTOL = 2e-3

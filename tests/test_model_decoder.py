@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from zegclip import ZegCLIP
-from zegclip.constants import IGNORE_INDEX
+from zegclip.common.constants import IGNORE_INDEX
 from zegclip.model.decoder import DecoderLayer, MaskDecoder, RelationshipDescriptor
 from zegclip.model.loss import FocalDiceLoss
 

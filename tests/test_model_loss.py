@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from zegclip.constants import IGNORE_INDEX
+from zegclip.common.constants import IGNORE_INDEX
 from zegclip.model.loss import FocalDiceLoss, global_num_masks
 
 

@@ -131,7 +131,7 @@ def test_segment_averages_the_views(model):
 
 
 def test_module_predict_scores_passes_the_evaluation_options(model):
-    from zegclip.module import ZegCLIPModule
+    from zegclip.training.module import ZegCLIPModule
 
     evaluation = {"mode": "whole", "scales": [0.5, 1.0], "flip": True, "seen_bias": 0.1}
     module = ZegCLIPModule(

@@ -10,7 +10,7 @@ import pytest
 from hydra_compose import CONF_DIR, compose_config
 from omegaconf import OmegaConf
 
-from zegclip.objective import (
+from zegclip.engine.objective import (
     BASIC_SWEEPER,
     ObjectiveError,
     check_objective,
@@ -80,7 +80,7 @@ def test_objective_value_reads_its_own_split() -> None:
 
 
 def test_train_refuses_before_anything_runs(tmp_path: Path) -> None:
-    from zegclip.runner import train
+    from zegclip.engine.train import train
 
     run = tmp_path / "run"
     config = compose_config("train", ["optimized_metric=test/hIoU"], run)

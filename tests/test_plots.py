@@ -10,9 +10,9 @@ import torch
 from matplotlib.colors import to_hex
 from PIL import Image
 
-from zegclip import plots
-from zegclip.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
-from zegclip.visualize import palette
+from zegclip.common.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from zegclip.common.palette import palette
+from zegclip.training import plots
 
 NAMES = ["cat", "dog", "bird", "grass", "sky", "tree"]
 SEEN, UNSEEN = [0, 1, 3, 4], [2, 5]

@@ -238,7 +238,7 @@ def test_eval_command_on_a_cpu_without_native_bf16(tmp_path):
 def test_eval_auto_is_recorded(tmp_path):
     from hydra_compose import compose_config
 
-    from zegclip.runner import evaluate
+    from zegclip.engine.evaluate import evaluate
 
     cfg = compose_config("eval", ["dataset.layout.test_size=50", "trainer=cpu"], tmp_path)
     evaluate(cfg)
@@ -257,7 +257,7 @@ def test_python_api_default_is_auto():
 
 
 def test_export_keeps_fp32_and_refuses_a_bf16_onnx(tmp_path, capsys):
-    from zegclip.export import main as export_main
+    from zegclip.apps.export import main as export_main
 
     assert export_main(["shapes", str(tmp_path / "fp32.pt")]) == 0
     assert "precision: fp32 (auto: the file keeps fp32 weights" in capsys.readouterr().out
@@ -273,7 +273,9 @@ def test_export_keeps_fp32_and_refuses_a_bf16_onnx(tmp_path, capsys):
 def test_bf16_mixed_inference_runs_bf16_products_and_keeps_fp32_scores():
     """What auto picks where bf16 is native: bf16 matrix products under autocast, fp32 weights,
     fp32 scores; the labels of the fp32 model on nearly every pixel."""
-    from zegclip.data.shapes import ShapesWorld, normalize_image
+    from shapes_layouts import normalize_image
+
+    from zegclip.data.shapes import ShapesWorld
 
     fp32, mixed = zegclip.load("shapes", precision="fp32"), zegclip.load("shapes", precision="bf16-mixed")
     seen = []
@@ -294,7 +296,7 @@ def test_trainer_precision_auto_is_resolved_and_recorded(tmp_path, monkeypatch):
     import lightning as L
     from hydra_compose import compose_config
 
-    from zegclip.runner import train
+    from zegclip.engine.train import train
 
     used = []
     original = L.Trainer.__init__
@@ -318,7 +320,7 @@ def test_trainer_precision_auto_is_resolved_and_recorded(tmp_path, monkeypatch):
 
 
 def test_demo_defaults_to_auto_and_prints_the_choice(monkeypatch, capsys):
-    import zegclip.demo as demo
+    import zegclip.apps.demo as demo
 
     built = []
 

@@ -15,8 +15,8 @@ from hydra_compose import compose_config
 from PIL import Image
 
 import zegclip
+from zegclip.apps.predict import calibration, collect_inputs, output_names, predict, resolve_seen
 from zegclip.data.shapes import ShapesWorld
-from zegclip.predict import calibration, collect_inputs, output_names, predict, resolve_seen
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,11 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from zegclip import report
+from zegclip.apps.sweep_report import main as report_main
+from zegclip.engine.report.callback import SweepReportCallback
+from zegclip.engine.report.jobs import collect
+from zegclip.engine.report.render import markdown, run
+from zegclip.engine.report.stats import fmt, stat
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc")
@@ -82,7 +86,7 @@ def read_csv(path: Path) -> dict[str, dict[str, str]]:
 
 def test_report_numbers_match_numpy(sweep: dict) -> None:
     root = sweep["root"]
-    written = report.run([root], per_class=True, quiet=True)
+    written = run([root], per_class=True, quiet=True)
     assert written == {"md": root / "report.md", "csv": root / "report.csv"}
     rows = read_csv(root / "report.csv")
     key = {lr: " ".join(sorted([f"optimizer.lr={lr}", "model=tiny"])) for lr in ("0.1", "0.2")}
@@ -125,12 +129,12 @@ def test_missing_job_folder_and_log_reason(sweep: dict) -> None:
     shutil.rmtree(root / "3")  # seed=1 lr=0.2 never started
     (root / "5" / "job_status.json").unlink()
     (root / "5" / "train.log").write_text("epoch 0\n\nKilled by the OOM killer\n")
-    rep = report.collect([root])
+    rep = collect([root])
     assert [m.overrides for m in rep.missing] == [["seed=1", "optimizer.lr=0.2", *COMMON]]
     assert rep.missing[0].name == "#3" and "not started" in rep.missing[0].reason
     assert [j.name for j in rep.failed] == ["5"]
     assert "Killed by the OOM killer" in rep.failed[0].reason
-    md = report.markdown(rep)
+    md = markdown(rep)
     assert "- Jobs: 6 expected, 4 finished, 2 failed or missing." in md
     b = next(g for g in rep.groups if "optimizer.lr=0.2" in g.key)
     assert len(b.finished) == 1 and "± -" in md  # one value: no std
@@ -156,7 +160,7 @@ def test_run_folders_without_a_sweep(tmp_path: Path) -> None:
     assert list(rows) == ["dataset=voc"] and rows["dataset=voc"]["n"] == "3"
     assert float(rows["dataset=voc"]["mIoU_unseen_mean"]) == pytest.approx(np.mean([r["mIoU_unseen"] for r in runs]))
     # a parent folder holding the runs gives the same groups
-    assert [g.key for g in report.collect([tmp_path / "runs"]).groups] == [("dataset=voc",)]
+    assert [g.key for g in collect([tmp_path / "runs"]).groups] == [("dataset=voc",)]
 
 
 def test_ignored_keys_do_not_split_groups(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -167,10 +171,10 @@ def test_ignored_keys_do_not_split_groups(tmp_path: Path, capsys: pytest.Capture
         overrides = [f"seed={seed}", "setting=transductive", f"init_from=/runs/ind{seed}/last.ckpt",
                      f"logger.wandb.name=run{seed}", "+hydra/launcher=slurm"]  # fmt: skip
         write_job(tmp_path / f"run{seed}", overrides, seed, fake_metrics(rng))
-    assert len(report.collect([tmp_path]).groups) == 2
-    rep = report.collect([tmp_path], ignore=["init_from"])
+    assert len(collect([tmp_path]).groups) == 2
+    rep = collect([tmp_path], ignore=["init_from"])
     assert [g.key for g in rep.groups] == [("setting=transductive",)] and len(rep.groups[0].finished) == 2
-    assert report.main([str(tmp_path), "--ignore", "init_from", "--out", str(tmp_path / "out")]) == 0
+    assert report_main([str(tmp_path), "--ignore", "init_from", "--out", str(tmp_path / "out")]) == 0
     with (tmp_path / "out" / "report.csv").open() as handle:
         assert [row["n"] for row in csv.DictReader(handle)] == ["2"]
     capsys.readouterr()
@@ -178,30 +182,30 @@ def test_ignored_keys_do_not_split_groups(tmp_path: Path, capsys: pytest.Capture
 
 def test_cli_errors_name_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        report.main([str(tmp_path / "nowhere")])
+        report_main([str(tmp_path / "nowhere")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "nowhere" in err and "is not a folder" in err
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as exit_info:
-        report.main([str(tmp_path / "empty")])
+        report_main([str(tmp_path / "empty")])
     assert exit_info.value.code == 2 and "no runs found" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        report.main(["--help"])
+        report_main(["--help"])
     help_text = capsys.readouterr().out
     assert exit_info.value.code == 0 and "--per-class" in help_text and "--out" in help_text
 
 
 def test_stat_sample_std() -> None:
-    s = report.stat([0.5, None, 0.7, float("nan"), 0.6])
+    s = stat([0.5, None, 0.7, float("nan"), 0.6])
     assert s.n == 3 and s.mean == pytest.approx(0.6) and s.std == pytest.approx(0.1)
-    one = report.stat([0.4])
+    one = stat([0.4])
     assert one.n == 1 and np.isnan(one.std)
-    assert report.fmt(one, 1) == "40.0 ± -" and report.fmt(report.stat([]), 2) == "-"
+    assert fmt(one, 1) == "40.0 ± -" and fmt(stat([]), 2) == "-"
 
 
 def test_callback_never_raises(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A broken sweep folder or config prints a warning; the sweep's outcome is left alone."""
-    callback = report.SweepReportCallback()
+    callback = SweepReportCallback()
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "absent")}}})
     callback.on_multirun_end(config)
     bad = OmegaConf.create({"hydra": {"sweep": {"dir": "${oc.env:ZEGCLIP_NO_SUCH_VARIABLE}"}}})
@@ -215,7 +219,7 @@ def test_callback_never_raises(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_failure_reason_reads_the_runs_own_record(tmp_path):
-    from zegclip.report import failure_reason
+    from zegclip.engine.report.failures import failure_reason
 
     failed, killed = tmp_path / "failed", tmp_path / "killed"
     for folder in (failed, killed):

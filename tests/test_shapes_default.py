@@ -7,10 +7,11 @@ from pathlib import Path
 
 import torch
 from hydra_compose import compose_config
+from shapes_layouts import normalize_image
 
 import zegclip
-from zegclip.data.shapes import ShapesWorld, normalize_image
-from zegclip.runner import train
+from zegclip.data.shapes import ShapesWorld
+from zegclip.engine.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from shapes_layouts import ShapesDataset, write_voc_layout
 
 from zegclip.data.shapes import (
     ALL_COLOUR_SHAPES,
@@ -18,10 +19,8 @@ from zegclip.data.shapes import (
     IMAGENET_STD,
     SHAPES,
     SHAPES_ONLY,
-    ShapesDataset,
     ShapesWorld,
     get_vocabulary,
-    write_voc_layout,
 )
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zegclip import visualize
-from zegclip.constants import IGNORE_INDEX
-from zegclip.visualize import blend, min_lab_distance, overlay, palette, srgb_to_lab
+from zegclip.common import palette as visualize
+from zegclip.common.constants import IGNORE_INDEX
+from zegclip.common.palette import blend, min_lab_distance, overlay, palette, srgb_to_lab
 
 
 @pytest.mark.parametrize(("num_classes", "minimum"), [(20, 40.0), (59, 25.0), (171, 15.0)])
@@ -95,7 +95,7 @@ def test_overlay_refuses_a_class_count():
 
 def test_wandb_masks_keep_class_ids_up_to_255_classes_and_renumber_beyond() -> None:
     """W&B masks hold 0..255: ids as they are (ignore 255) up to 255 classes; A-847 per image."""
-    from zegclip.visualize import wandb_mask_ids
+    from zegclip.training.wandb_logging import wandb_mask_ids
 
     names = [f"c{i}" for i in range(20)]
     pred, true = np.array([[0, 19], [5, 5]]), np.array([[0, IGNORE_INDEX], [19, 5]])

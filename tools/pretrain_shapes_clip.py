@@ -40,7 +40,9 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
 from open_clip.tokenizer import SimpleTokenizer
+from shapes_layouts import normalize_image
 
+from zegclip.common.values import json_number
 from zegclip.data.shapes import (
     ALL_COLOUR_SHAPES,
     COMPOSITIONAL,
@@ -49,11 +51,9 @@ from zegclip.data.shapes import (
     VOCABULARIES,
     ShapeObject,
     ShapesWorld,
-    normalize_image,
 )
 from zegclip.model.clip import ASSETS_DIR, CLIPConfig, create_clip, save_compact_clip
 from zegclip.model.text import MULTI_TEMPLATES, SINGLE_TEMPLATE
-from zegclip.values import json_number
 
 ARCH_PATH = ASSETS_DIR / "shapes_clip_arch.json"
 DEFAULT_OUT = ASSETS_DIR / "shapes_clip.pt"

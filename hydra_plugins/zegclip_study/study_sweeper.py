@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 
 class ZegclipOptunaSweeper(Sweeper):
-    """The Optuna sweeper's implementation, prepared by :func:`zegclip.study.prepare` before it
+    """The Optuna sweeper's implementation, prepared by :func:`zegclip.engine.study.prepare` before it
     sweeps. Takes the plugin's arguments (``OptunaSweeperConf``); ``sampler`` is a config (the
     sweeper is instantiated with ``_recursive_: false``) so that a missing install says what to do."""
 
@@ -20,7 +20,7 @@ class ZegclipOptunaSweeper(Sweeper):
         try:
             from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
         except ImportError as err:
-            from zegclip.study import INSTALL_HINT
+            from zegclip.engine.study import INSTALL_HINT
 
             raise ImportError(f"{INSTALL_HINT} ({err})") from err
         self.impl = OptunaSweeperImpl(**kwargs)
@@ -31,7 +31,7 @@ class ZegclipOptunaSweeper(Sweeper):
         self.config = config
 
     def sweep(self, arguments: list[str]) -> Any:
-        from zegclip.study import prepare, write_results
+        from zegclip.engine.study import prepare, write_results
 
         assert self.config is not None
         if prepare(self.impl, self.config) is None:
@@ -39,7 +39,7 @@ class ZegclipOptunaSweeper(Sweeper):
         try:
             return self.impl.sweep(arguments)
         except (SystemExit, KeyboardInterrupt):  # an interrupted trial: the study continues later
-            from zegclip.console import announce
+            from zegclip.training.console import announce
 
             announce(f"search interrupted: continue study {self.impl.study_name} with the same command (the "
                      "interrupted trial is recorded as failed and its parameters are tried again)")  # fmt: skip
@@ -60,7 +60,7 @@ class ZegclipOptunaSweeper(Sweeper):
             try:
                 import optuna
 
-                from zegclip.report import run
+                from zegclip.engine.report.render import run
 
                 folder = Path(str(self.config.hydra.sweep.dir))
                 study = optuna.load_study(study_name=self.impl.study_name, storage=self.impl.storage)

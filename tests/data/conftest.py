@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zegclip.constants import IGNORE_INDEX
+from zegclip.common.constants import IGNORE_INDEX
 
 _THIS_MODULE = sys.modules[__name__]  # taken now: other folders' conftest.py reuse the name later
 H, W = 40, 60

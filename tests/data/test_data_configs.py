@@ -132,7 +132,7 @@ SPEC_CONTEXT_UNSEEN_NAMES = [
 
 
 def load(name: str, data_dir: str = "/nonexistent", **extra: object):
-    import zegclip.resolvers  # noqa: F401  (the configs read their class lists through ${zegclip.class_names:...})
+    import zegclip.engine.resolvers  # noqa: F401  (the configs read their class lists through ${zegclip.class_names:...})
 
     cfg = OmegaConf.create({"paths": {"data_dir": data_dir}, "seed": 7, **extra})
     cfg.dataset = OmegaConf.load(CONF / f"{name}.yaml").dataset

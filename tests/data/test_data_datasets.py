@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from spec_classes import VOC_NAMES
 
-from zegclip.constants import IGNORE_INDEX
+from zegclip.common.constants import IGNORE_INDEX
 from zegclip.data import (
     COCOStuffDataset,
     ContextDataset,

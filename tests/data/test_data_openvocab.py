@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from spec_classes import VOC_NAMES
 
-from zegclip.constants import IGNORE_INDEX
+from zegclip.common.constants import IGNORE_INDEX
 from zegclip.data import (
     ADE150Dataset,
     ADE847Dataset,
@@ -69,7 +69,7 @@ def test_vocabulary_files_hold_the_peers_lists():
 
 
 def test_vocabulary_resolver_and_errors(tmp_path):
-    import zegclip.resolvers  # noqa: F401
+    import zegclip.engine.resolvers  # noqa: F401
 
     cfg = OmegaConf.create({"v": "pc459", "names": "${zegclip.vocabulary:${v}}"})
     assert list(cfg.names) == list(load_vocabulary("pc459").classes)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from zegclip.constants import IGNORE_INDEX as IGNORE
+from zegclip.common.constants import IGNORE_INDEX as IGNORE
 from zegclip.data import ClassSplitError, COCOStuffDataset, EmptySplitError, VOCDataset, build_class_split
 from zegclip.data.classes import class_names, unseen_classes
 from zegclip.data.shapes import build_shapes_dataset

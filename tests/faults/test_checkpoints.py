@@ -15,7 +15,7 @@ from PIL import Image
 from scenarios import SHORT, Run, train
 
 import zegclip
-from zegclip.errors import CheckpointError, CheckpointNotFoundError
+from zegclip.common.errors import CheckpointError, CheckpointNotFoundError
 from zegclip.model.checkpoint import LIGHTNING_FORMAT_KEY, VERSION
 
 
@@ -100,7 +100,7 @@ CASES: list[tuple[str, Callable[[Path, Path], Path], list[str], str]] = [
 def test_a_checkpoint_the_run_cannot_resume_fails_before_any_step(
     name: str, make: Callable[[Path, Path], Path], extra: list[str], expected: str, one_step: Run, tmp_path: Path
 ) -> None:
-    from zegclip.runner import train as run_train
+    from zegclip.engine.train import train as run_train
 
     bad = make(one_step.last, tmp_path / "bad.ckpt")
     out = tmp_path / "run"
@@ -116,8 +116,8 @@ def test_a_checkpoint_the_run_cannot_resume_fails_before_any_step(
 
 
 def test_the_resumable_checkpoint_itself_passes_the_check(one_step: Run, tmp_path: Path) -> None:
-    from zegclip.module import ZegCLIPModule
-    from zegclip.resume import check_resume
+    from zegclip.training.module import ZegCLIPModule
+    from zegclip.training.resume import check_resume
 
     hp = torch.load(one_step.last, map_location="cpu", weights_only=True)["hyper_parameters"]
     module = ZegCLIPModule(**{k: v for k, v in hp.items() if k != "metadata"})
@@ -127,7 +127,7 @@ def test_the_resumable_checkpoint_itself_passes_the_check(one_step: Run, tmp_pat
 
 
 def test_init_from_another_architecture_names_the_hyper_parameter(one_step: Run, tmp_path: Path) -> None:
-    from zegclip.runner import train as run_train
+    from zegclip.engine.train import train as run_train
 
     cfg = compose_config("train", [*SHORT, "setting=transductive", f"init_from={one_step.last}", "model.prompt_tokens=3"],
                          tmp_path / "run")  # fmt: skip

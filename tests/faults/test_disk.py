@@ -14,8 +14,9 @@ import torch
 from scenarios import Run, train
 
 import zegclip
-from zegclip import atomic, run_folder
-from zegclip.errors import WriteError
+from zegclip.common import atomic
+from zegclip.common.errors import WriteError
+from zegclip.engine import run_folder
 
 # a short run: checkpoints at steps 2 and 4 (nothing else big is written before step 4)
 EARLY = ["trainer.max_steps=8", "checkpoint_every_n_steps=2", "trainer.val_check_interval=8"]

@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 from scenarios import REPO_ROOT, SHORT, environment, train
 
-from zegclip import run_folder
-from zegclip.checkpointing import AtomicCheckpointIO
-from zegclip.errors import CheckpointWriteError, RunFolderInUseError
-from zegclip.resolvers import run_id
+from zegclip.common.errors import CheckpointWriteError, RunFolderInUseError
+from zegclip.engine import run_folder
+from zegclip.engine.resolvers import run_id
+from zegclip.training.checkpointing import AtomicCheckpointIO
 
 
 def test_nan_loss_stops_training_naming_the_step_and_saves_no_nan_model(tmp_path: Path) -> None:
@@ -105,7 +105,7 @@ def test_a_bad_validation_file_fails_before_the_first_step(voc_tree: Path, tmp_p
     from integration.helpers import compose_config, train_overrides
 
     from zegclip.data.errors import DataError
-    from zegclip.runner import train as run_train
+    from zegclip.engine.train import train as run_train
 
     monkeypatch.setenv("ZEGCLIP_CACHE_DIR", str(tmp_path / "cache"))
     bad = voc_tree / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "2007_000042.png"

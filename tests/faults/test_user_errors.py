@@ -14,9 +14,9 @@ from hydra_compose import compose_config
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from scenarios import REPO_ROOT, SHORT, environment
 
-from zegclip import cli
+from zegclip.common.errors import CheckpointWriteError, ConfigError, RunInterrupted, WriteError
 from zegclip.data.errors import DataRootError
-from zegclip.errors import CheckpointWriteError, ConfigError, RunInterrupted, WriteError
+from zegclip.engine import cli
 
 # one probe per program (the other train.py probes raise the same way: below, and test_checkpoints.py)
 PROBES = [
@@ -59,7 +59,7 @@ def test_a_user_error_is_one_line_and_exit_code_2(name: str, args: list[str], li
     ("test_weights=first", r"test_weights must be 'last' \(the final weights\) or 'best', got 'first'"),
 ])  # fmt: skip
 def test_train_config_errors_are_config_errors(override: str, message: str, tmp_path: Path) -> None:
-    from zegclip.runner import train as run_train
+    from zegclip.engine.train import train as run_train
 
     with pytest.raises(ConfigError, match=f"^{message}$"):
         run_train(compose_config("train", [*SHORT, override], tmp_path / "run"))
@@ -81,7 +81,7 @@ def test_a_bug_keeps_its_traceback(tmp_path: Path) -> None:
     assert proc.stderr.strip().splitlines()[-1] == "KeyError: 'missing'"
 
 
-# -- which exception ends how (zegclip.cli.explain) ---------------------------------------------
+# -- which exception ends how (zegclip.engine.cli.explain) ---------------------------------------------
 
 
 def raised(make: type[BaseException] | BaseException, during: BaseException | None = None) -> BaseException:

@@ -2,7 +2,7 @@
 
 Style of lightning-hydra-template: the train / eval configs are composed with Hydra's compose API
 (``return_hydra_config=True``, then ``HydraConfig().set_config``), every output goes to a pytest
-temporary folder, and ``zegclip.runner.train`` / ``evaluate`` run in-process. Overrides make the
+temporary folder, and ``zegclip.engine.train.train`` / ``evaluate`` run in-process. Overrides make the
 runs tiny: random-init tiny CLIP, 64-pixel crops, a handful of steps, no loader workers.
 """
 
@@ -136,7 +136,7 @@ class RunCache:
         """``{"dir": run folder, "summary": test metrics returned by train}``; trains on first use."""
         key = (dataset, setting, *extra)
         if key not in self.runs:
-            from zegclip.runner import train
+            from zegclip.engine.train import train
 
             if setting == "transductive" and not any(e.startswith("init_from=") for e in extra):
                 extra = (*extra, f"init_from={self.last_ckpt(dataset, 'inductive')}")

@@ -16,7 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from zegclip.runner import evaluate, train
+from zegclip.engine.evaluate import evaluate
+from zegclip.engine.train import train
 
 from .helpers import (
     check_metric_values,

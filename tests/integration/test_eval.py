@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from zegclip.runner import evaluate
+from zegclip.engine.evaluate import evaluate
 
 from .helpers import REPO_ROOT, SUMMARY_KEYS, check_metric_values, eval_overrides, read_metrics
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from zegclip.runner import evaluate, train
+from zegclip.engine.evaluate import evaluate
+from zegclip.engine.train import train
 
 from .test_wandb import offline_runs, record_with, wandb_offline, wandb_overrides  # noqa: F401 (fixture)
 

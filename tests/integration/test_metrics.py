@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from zegclip.constants import IGNORE_INDEX
-from zegclip.metrics import ZeroShotSegmentationMetrics, summarize
+from zegclip.common.constants import IGNORE_INDEX
+from zegclip.training.metrics import ZeroShotSegmentationMetrics, summarize
 
 NAMES = ["a", "b", "c", "d", "e"]
 SEEN, UNSEEN = [0, 1, 4], [2, 3]
@@ -111,7 +111,7 @@ def detectron2_metrics(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignor
 
 
 def test_fwiou_matches_detectron2_on_pixels() -> None:
-    from zegclip.constants import IGNORE_INDEX
+    from zegclip.common.constants import IGNORE_INDEX
 
     gen = torch.Generator().manual_seed(0)
     num_classes = 7

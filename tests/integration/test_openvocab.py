@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 import zegclip
-from zegclip import runner
-from zegclip.metrics import summarize
-from zegclip.runner import evaluate
+from zegclip.engine import evaluate as evaluate_task
+from zegclip.engine.evaluate import evaluate
+from zegclip.training.metrics import summarize
 
 from .helpers import REPO_ROOT, eval_overrides, read_metrics
 
@@ -69,8 +69,8 @@ def test_eval_maps_extra_prompts_to_their_classes(runs, cfg_eval, monkeypatch) -
             built.append(with_prompts(out, prompts, mapping))
         return out
 
-    runner_instantiate = runner.instantiate
-    monkeypatch.setattr(runner, "instantiate", instantiate)
+    runner_instantiate = evaluate_task.instantiate
+    monkeypatch.setattr(evaluate_task, "instantiate", instantiate)
     evaluate(cfg)
     metrics = read_metrics(Path(cfg.paths.output_dir))
     assert metrics["seen_bias"] == 0.0  # the datamodule's vocabulary differs from the checkpoint's
@@ -86,7 +86,7 @@ def test_eval_maps_extra_prompts_to_their_classes(runs, cfg_eval, monkeypatch) -
 
 
 def test_module_scores_every_prompt_and_maps_the_argmax(tiny_eval_model) -> None:
-    from zegclip.module import ZegCLIPModule
+    from zegclip.training.module import ZegCLIPModule
 
     names = ["cat", "dog", "grass"]
     prompts, mapping = [*names, "lawn", "kitten", "meadow"], [0, 1, 2, 2, 0, 2]
@@ -148,7 +148,7 @@ def test_eval_multirun_writes_the_benchmark_table(runs, data_dir: Path, tmp_path
 
 def test_text_embeddings_of_a_large_vocabulary_are_computed_once(tiny_eval_model, monkeypatch) -> None:
     """847 names: the text tower runs for the first batch only; later batches reuse the embeddings."""
-    from zegclip.module import ZegCLIPModule
+    from zegclip.training.module import ZegCLIPModule
 
     names = [f"class number {i}" for i in range(847)]
     calls = []

@@ -16,8 +16,8 @@ from hydra.utils import instantiate
 from zegclip.data import read_label
 from zegclip.data.prepare import main as prepare
 from zegclip.data.vocabularies import load_vocabulary
+from zegclip.engine.evaluate import evaluate
 from zegclip.model.text import TextEncoder
-from zegclip.runner import evaluate
 
 from .helpers import REPO_ROOT, check_metric_values, compose_config, read_metrics, synthetic
 
@@ -99,7 +99,7 @@ def test_eval_on_the_other_benchmarks(benchmarks, tmp_path, monkeypatch, dataset
 def test_the_synonym_rule_of_the_dataset_config_reaches_the_text_tower(benchmarks, tmp_path, monkeypatch) -> None:
     """``dataset.text_synonyms`` is what the evaluation module embeds with (and records)."""
     import zegclip
-    from zegclip.runner import _evaluation_module
+    from zegclip.engine.builders import evaluation_module as _evaluation_module
 
     rules: list[str | None] = []
     original = TextEncoder.class_embeddings

@@ -9,8 +9,9 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from zegclip.optim import poly_warmup_factor
-from zegclip.runner import build_module, total_steps
+from zegclip.engine.builders import build_module
+from zegclip.engine.stages import total_steps
+from zegclip.training.optim import poly_warmup_factor
 
 
 def configured(cfg):

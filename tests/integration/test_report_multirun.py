@@ -1,4 +1,4 @@
-"""``python train.py -m ...`` ends with the sweep report (zegclip.report.SweepReportCallback)."""
+"""``python train.py -m ...`` ends with the sweep report (zegclip.engine.report.callback.SweepReportCallback)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zegclip
-import zegclip.runner as runner
+import zegclip.engine.train as train_task
 
 # VOC synthetic train set: 3 images; batch 1 -> 3 steps per epoch; validation (and checkpoints) at
 # every epoch end; 6 steps in all, the interrupted run stops after the checkpoint at step 3
@@ -44,10 +44,10 @@ class Recorder(L.Callback):
 
 
 def run_with(monkeypatch: pytest.MonkeyPatch, cfg, recorder: Recorder) -> Recorder:
-    build = runner.build_callbacks
-    monkeypatch.setattr(runner, "build_callbacks", lambda c, has_unseen, **kw: [*build(c, has_unseen, **kw), recorder])
-    runner.train(cfg)
-    monkeypatch.setattr(runner, "build_callbacks", build)
+    build = train_task.build_callbacks
+    monkeypatch.setattr(train_task, "build_callbacks", lambda c, has_unseen, **kw: [*build(c, has_unseen, **kw), recorder])
+    train_task.train(cfg)
+    monkeypatch.setattr(train_task, "build_callbacks", build)
     return recorder
 
 

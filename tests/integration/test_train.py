@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import zegclip
-from zegclip.runner import train
+from zegclip.engine.train import train
 
 from .helpers import DATASETS, PAPER, SETTINGS, check_metric_values, read_metrics
 
@@ -136,7 +136,7 @@ def test_compile_and_bf16_mixed_precision(cfg_train) -> None:
 
 
 def test_lightning_load_from_checkpoint(runs) -> None:
-    from zegclip.module import ZegCLIPModule
+    from zegclip.training.module import ZegCLIPModule
 
     module = ZegCLIPModule.load_from_checkpoint(runs.last_ckpt("voc"), weights_only=True)
     assert module.setting == "inductive" and len(module.class_names) == 20

@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from zegclip.constants import IGNORE_INDEX
+from zegclip.common.constants import IGNORE_INDEX
+from zegclip.engine.builders import build_module
+from zegclip.engine.train import train
 from zegclip.model.labels import transductive_targets
-from zegclip.module import ZegCLIPModule
-from zegclip.runner import build_module, train
+from zegclip.training.module import ZegCLIPModule
 
 from .helpers import REPO_ROOT, TINY_OVERRIDES, one_torch_thread, read_metrics
 

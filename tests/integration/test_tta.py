@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zegclip.runner import evaluate
+from zegclip.engine.evaluate import evaluate
 
 from .helpers import SUMMARY_KEYS, check_metric_values, read_metrics
 

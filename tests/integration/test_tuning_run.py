@@ -7,8 +7,8 @@ import csv
 import math
 from pathlib import Path
 
-from zegclip.objective import objective_value
-from zegclip.runner import train
+from zegclip.engine.objective import objective_value
+from zegclip.engine.train import train
 
 from .helpers import compose_config, read_metrics, synthetic, train_overrides
 

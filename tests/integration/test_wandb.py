@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zegclip.runner import train
+from zegclip.engine.train import train
 
 DEAD_SERVER = "http://127.0.0.1:9"  # any attempt to reach a W&B server would go nowhere
 

@@ -7,7 +7,7 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before albumentations is imported
 
-from zegclip.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from zegclip.common.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from zegclip.data.datamodule import SegmentationDataModule  # noqa: E402
 from zegclip.data.datasets import (  # noqa: E402
     ADE150Dataset,

@@ -7,7 +7,7 @@ these spellings ("diningtable", "tvmonitor", "building-other", ...), so they mus
 
 from __future__ import annotations
 
-from zegclip.errors import ConfigError
+from zegclip.common.errors import ConfigError
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus",

@@ -10,7 +10,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from zegclip.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from zegclip.common.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from zegclip.common.errors import ConfigError
+from zegclip.common.values import plain
 from zegclip.data.errors import ClassSplitError
 from zegclip.data.io import make_label_lut
 from zegclip.data.loading import (
@@ -27,8 +29,6 @@ from zegclip.data.prompts import TextPrompts, build_text_prompts
 from zegclip.data.splits import ClassSplit, build_class_split, read_class_names
 from zegclip.data.transforms import build_test_transform, build_train_transform
 from zegclip.data.vocabularies import load_vocabulary
-from zegclip.errors import ConfigError
-from zegclip.values import plain
 
 
 class SegmentationDataModule(L.LightningDataModule):

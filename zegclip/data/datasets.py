@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from zegclip.common.errors import ConfigError
 from zegclip.data.errors import (
     ClassSplitError,
     DataRootError,
@@ -37,7 +38,6 @@ from zegclip.data.io import (
     read_image,
     read_label,
 )
-from zegclip.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 

@@ -6,7 +6,7 @@ data problem surfaces at once instead of as a near-zero IoU after a day of train
 
 from __future__ import annotations
 
-from zegclip.errors import UserError
+from zegclip.common.errors import UserError
 
 
 class DataError(UserError, RuntimeError):

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from zegclip.constants import IGNORE_INDEX
+from zegclip.common.constants import IGNORE_INDEX
+from zegclip.common.errors import ConfigError
 from zegclip.data.errors import ImageReadError, LabelValueError, MissingFileError
-from zegclip.errors import ConfigError
 
 _READ_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
 
@@ -84,7 +84,7 @@ def make_label_lut(
     ``reduce_zero_label`` (VOC, Context, ADE-150): raw 0 is background -> ignore, raw k (1..C) ->
     k - 1; with ``background_class`` (VOC-20b) raw 0 becomes that class instead and raw 1..C-1 ->
     0..C-2. Otherwise raw k (0..C-1) -> k. Raw ``raw_ignore`` (255 in 8-bit maps, 65535 in 16-bit
-    ones) is ignore in every case. Ignore decodes to :data:`~zegclip.constants.IGNORE_INDEX`.
+    ones) is ignore in every case. Ignore decodes to :data:`~zegclip.common.constants.IGNORE_INDEX`.
     """
     shifted = num_classes - 1 if background_class is not None else num_classes
     top = shifted + 1 if reduce_zero_label else num_classes

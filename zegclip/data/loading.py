@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
 
-from zegclip.constants import IGNORE_INDEX
+from zegclip.common.constants import IGNORE_INDEX
 from zegclip.data.datasets import iter_base_datasets
 
 

@@ -49,7 +49,7 @@ import numpy as np
 from PIL import Image, features
 from tqdm import tqdm
 
-from zegclip.atomic import write_file
+from zegclip.common.atomic import write_file
 from zegclip.data.classes import CONTEXT59_CLASSES
 from zegclip.data.errors import DataError, PreparationError
 from zegclip.data.io import read_label
@@ -183,7 +183,7 @@ def convert_context(label_map: np.ndarray) -> np.ndarray:
 # -- writing outputs -----------------------------------------------------------------------------
 def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """``write`` encodes into memory (a label map is small; Pillow's TIFF encoder wants a seekable
-    file), then :func:`zegclip.atomic.write_file` puts the bytes in place."""
+    file), then :func:`zegclip.common.atomic.write_file` puts the bytes in place."""
     buffer = io.BytesIO()
     write(buffer)
     # no fsync: thousands of small files a rerun rewrites idempotently (5 ms each on ext4)

@@ -22,7 +22,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from zegclip.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from zegclip.common.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:

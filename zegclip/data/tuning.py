@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from zegclip.constants import IGNORE_INDEX
+from zegclip.common.constants import IGNORE_INDEX
+from zegclip.common.values import plain
 from zegclip.data.datamodule import SegmentationDataModule
 from zegclip.data.errors import ClassSplitError, EmptySplitError
 from zegclip.data.splits import ClassSplit, build_class_split
-from zegclip.values import plain
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
 
-from zegclip.atomic import write_text
+from zegclip.common.atomic import write_text
+from zegclip.common.errors import WriteError
 from zegclip.data.errors import DataError
-from zegclip.errors import WriteError
 
 
 def cache_dir() -> Path:

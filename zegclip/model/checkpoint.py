@@ -5,10 +5,10 @@ the official mmseg releases.
 * **Ours** (self-describing): ``{"format": "zegclip", "version": 1, "config": ZegCLIPConfig dict,
   "metadata": {...}, "state_dict": {...}}``. The state dict may leave out the frozen CLIP, which
   is then rebuilt from ``config.clip.weights``.
-* **Lightning** checkpoints written by :class:`zegclip.module.ZegCLIPModule` (hyper-parameters
+* **Lightning** checkpoints written by :class:`zegclip.training.module.ZegCLIPModule` (hyper-parameters
   ``model_config`` and ``metadata``; weights under ``model.``; ``zegclip_format``: the version).
 
-A checkpoint that cannot be used raises :class:`~zegclip.errors.CheckpointError` naming the file
+A checkpoint that cannot be used raises :class:`~zegclip.common.errors.CheckpointError` naming the file
 and what is wrong: unreadable (truncated, not a torch file), not a ZegCLIP checkpoint, written by
 a newer zegclip (a format version above :data:`VERSION`), or weights that do not fit.
 """
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from zegclip.atomic import write_file
-from zegclip.errors import CheckpointError, CheckpointNotFoundError
+from zegclip.common.atomic import write_file
+from zegclip.common.errors import CheckpointError, CheckpointNotFoundError
 from zegclip.model.clip import ASSETS_DIR
 from zegclip.model.official import convert_official, is_official_checkpoint
 from zegclip.model.precision import PrecisionChoice, choose

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
 
-from zegclip.atomic import write_file
-from zegclip.errors import CheckpointError, CheckpointNotFoundError, ConfigError
+from zegclip.common.atomic import write_file
+from zegclip.common.errors import CheckpointError, CheckpointNotFoundError, ConfigError
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 COMPACT_FORMAT = "zegclip.compact_clip"

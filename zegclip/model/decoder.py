@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zegclip.errors import ConfigError
+from zegclip.common.errors import ConfigError
 
 
 class RelationshipDescriptor(nn.Module):

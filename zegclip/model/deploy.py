@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from zegclip.constants import IMAGENET_MEAN, IMAGENET_STD
+from zegclip.common.constants import IMAGENET_MEAN, IMAGENET_STD
 from zegclip.model.text import SINGLE_TEMPLATE
 from zegclip.model.zegclip import ZegCLIP
 

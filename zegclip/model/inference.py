@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from zegclip.errors import ConfigError
+from zegclip.common.errors import ConfigError
 
 SEEN_BIAS = 0.1
 """The paper's calibration: seen-class scores minus 0.1 before the argmax (inductive setting only)."""

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from zegclip.constants import IGNORE_INDEX
+from zegclip.common.constants import IGNORE_INDEX
 
 
 def seen_lookup(num_classes: int, seen: Sequence[int], ignore_index: int = IGNORE_INDEX) -> torch.Tensor:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from zegclip.errors import ConfigError
+from zegclip.common.errors import ConfigError
 
 PRECISIONS = {
     "fp32": "fp32", "32": "fp32", "float32": "fp32", "32-true": "fp32",

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from zegclip import visualize
-from zegclip.atomic import write_file
+from zegclip.common import palette as drawing
+from zegclip.common.atomic import write_file
 
 MAX_PALETTE_CLASSES = 256
 """Label PNGs are palette images up to this many classes, 16-bit grey PNGs beyond."""
@@ -42,24 +42,24 @@ class Prediction:
 
     def shares(self) -> dict[str, float]:
         """Pixel share (fraction of the image) of every class present, largest first."""
-        return {name: share for _, name, share in visualize.legend_entries(self.label, self.class_names)}
+        return {name: share for _, name, share in drawing.legend_entries(self.label, self.class_names)}
 
     def overlay(self, alpha: float = 0.5, legend: bool = True, min_side: int = 256) -> Image.Image:
         """The image with class colours blended in and a legend (colour, name, pixel share) of the
         classes present. Images with a short side under ``min_side`` are enlarged by an integer
         factor so the legend stays readable."""
-        return Image.fromarray(visualize.overlay(self.image, self.label, self.class_names, alpha, legend, min_side))
+        return Image.fromarray(drawing.overlay(self.image, self.label, self.class_names, alpha, legend, min_side))
 
     def label_image(self) -> Image.Image:
         """The label map as a PNG-ready image: palette mode (pixel value = class index, colours of
-        :func:`zegclip.visualize.palette`) up to 256 classes, 16-bit grey beyond."""
+        :func:`zegclip.common.palette.palette`) up to 256 classes, 16-bit grey beyond."""
         num_classes = len(self.class_names)
         if num_classes > MAX_PALETTE_CLASSES:
             return Image.fromarray(self.label.astype(np.uint16))
         height, width = self.size
         im = Image.frombytes("P", (width, height), np.ascontiguousarray(self.label, dtype=np.uint8).tobytes())
         colours = np.zeros((256, 3), dtype=np.uint8)
-        colours[:num_classes] = visualize.palette(num_classes)
+        colours[:num_classes] = drawing.palette(num_classes)
         im.putpalette(colours.ravel().tolist())
         return im
 
@@ -83,6 +83,6 @@ class Prediction:
             "width": width,
             "classes": [
                 {"index": index, "name": name, "share": round(share, 6)}
-                for index, name, share in visualize.legend_entries(self.label, self.class_names)
+                for index, name, share in drawing.legend_entries(self.label, self.class_names)
             ],
         }

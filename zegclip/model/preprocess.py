@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from zegclip.constants import IMAGENET_MEAN, IMAGENET_STD
-from zegclip.errors import InputError, InputNotFoundError
+from zegclip.common.constants import IMAGENET_MEAN, IMAGENET_STD
+from zegclip.common.errors import InputError, InputNotFoundError
 
 ImageInput = str | Path | Image.Image | np.ndarray
 """A file path, a PIL image, or an ``(H, W, 3)`` uint8 RGB array (also ``(H, W)`` grey, ``(H, W, 4)``
@@ -119,3 +119,11 @@ def normalize(image: np.ndarray) -> torch.Tensor:
     std = np.asarray(IMAGENET_STD, dtype=np.float32)
     pixels = (image.astype(np.float32) - mean) / std
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+
+
+def denormalize(image: torch.Tensor) -> np.ndarray:
+    """``(3, H, W)`` normalised tensor -> ``(H, W, 3)`` uint8 RGB."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    pixels = image.detach().float().cpu() * std + mean
+    return pixels.clamp(0, 255).round().byte().permute(1, 2, 0).numpy()

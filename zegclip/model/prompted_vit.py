@@ -10,7 +10,7 @@ from open_clip.transformer import VisionTransformer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from zegclip.errors import ConfigError
+from zegclip.common.errors import ConfigError
 from zegclip.model.blocks import block_forward, supports_fast_forward
 
 

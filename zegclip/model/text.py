@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from open_clip.model import CLIP
 from torch import nn
 
-from zegclip.atomic import write_file
-from zegclip.errors import ConfigError, InputError, InputNotFoundError
+from zegclip.common.atomic import write_file
+from zegclip.common.errors import ConfigError, InputError, InputNotFoundError
 
 SINGLE_TEMPLATE: tuple[str, ...] = ("a photo of a {}",)
 """VOC's template (no final period)."""

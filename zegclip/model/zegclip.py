@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zegclip.errors import ConfigError
+from zegclip.common.errors import ConfigError
 from zegclip.model.chunked import CHUNK_BYTES, grid_views, iter_chunks, running_argmax
 from zegclip.model.clip import CLIPConfig, create_clip
 from zegclip.model.decoder import MaskDecoder, RelationshipDescriptor

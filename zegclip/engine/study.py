@@ -26,8 +26,8 @@ from typing import Any, TextIO
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from zegclip.console import announce
-from zegclip.objective import check_objective
+from zegclip.engine.objective import check_objective
+from zegclip.training.console import announce
 
 INSTALL_HINT = 'hparams_search needs the Optuna sweeper: pip install "zegclip[optuna]"'
 LOCK_FILE = ".study.lock"

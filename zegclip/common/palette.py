@@ -1,19 +1,18 @@
-"""Turning predictions into pictures: a distinct palette, overlays with a legend, W&B mask logging.
+"""Turning label maps into pictures: a palette of distinct colours, overlays with a legend.
 
-Only numpy, PIL and torch are needed at run time (no matplotlib).
+numpy and PIL only (no torch, no matplotlib): the model's ``Prediction``, the plots and the apps
+all draw with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from zegclip.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from zegclip.common.constants import IGNORE_INDEX
 
 # Palette candidates: an sRGB grid, step 15 (18^3 colours), lightness L* in [20, 95] so that no
 # class is near-black (reads as shadow) or near-white (invisible on a bright image).
@@ -21,14 +20,6 @@ _GRID_STEP = 15
 _LIGHTNESS = (20.0, 95.0)
 _LEGEND_BG = (255, 255, 255)
 _LEGEND_FG = (20, 20, 20)
-
-
-def denormalize(image: torch.Tensor) -> np.ndarray:
-    """``(3, H, W)`` normalised tensor -> ``(H, W, 3)`` uint8 RGB."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    pixels = image.detach().float().cpu() * std + mean
-    return pixels.clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
 
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -191,74 +182,3 @@ def overlay(
     canvas.paste(Image.fromarray(blended), (0, 0))
     canvas.paste(panel, (blended.shape[1], 0))
     return np.asarray(canvas)
-
-
-def _resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    tensor = torch.from_numpy(np.ascontiguousarray(array))[None, None].float()
-    return torch.nn.functional.interpolate(tensor, size=size, mode="nearest")[0, 0].numpy().astype(array.dtype)
-
-
-WANDB_IGNORE = 255
-"""The mask value W&B shows ignored pixels with (its masks hold 0..255 only)."""
-
-
-def wandb_mask_ids(
-    pred: np.ndarray, true: np.ndarray, class_names: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-    """Predicted and true class-id maps as W&B mask data (uint8) and their ``class_labels``.
-
-    W&B masks hold values 0..255. Up to 255 classes the values are the class ids and ignore is
-    255; with more (A-847, PC-459) each image's classes present are numbered 0, 1, ... in id
-    order (past 254 of them the rest share value 254, "other classes"), so that every class keeps
-    its own name in the legend.
-    """
-    num_classes = len(class_names)
-    pred, true = np.asarray(pred, dtype=np.int64), np.asarray(true, dtype=np.int64)
-    if num_classes <= WANDB_IGNORE:
-        ids = np.arange(num_classes)
-    else:
-        both = np.concatenate([pred.ravel(), true.ravel()])
-        ids = np.unique(both[(both >= 0) & (both < num_classes)])
-    value = np.full(num_classes + 1, WANDB_IGNORE, dtype=np.uint8)  # the last entry: ignore
-    value[ids] = np.minimum(np.arange(len(ids)), WANDB_IGNORE - 1)
-    labels = {k: class_names[int(i)] for k, i in enumerate(ids[: WANDB_IGNORE - 1])}
-    if len(ids) >= WANDB_IGNORE:
-        labels[WANDB_IGNORE - 1] = class_names[int(ids[-1])] if len(ids) == WANDB_IGNORE else "other classes"
-    labels[WANDB_IGNORE] = "ignore"
-
-    def encode(mask: np.ndarray) -> np.ndarray:
-        return value[np.where((mask >= 0) & (mask < num_classes), mask, num_classes)]
-
-    return encode(pred), encode(true), labels
-
-
-def log_wandb_masks(
-    loggers: Sequence[Any], samples: Sequence[dict[str, Any]], class_names: Sequence[str], step: int
-) -> None:
-    """Send images with predicted and true masks to every W&B logger as mask overlays
-    (W&B draws its own interactive legend from ``class_labels``)."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbLogger)]
-    if not wandb_loggers:
-        return
-    import wandb
-
-    images = []
-    for sample in samples:
-        image = denormalize(sample["image"])
-        size = image.shape[:2]
-        pred, true, labels = wandb_mask_ids(sample["pred"].numpy(), sample["label"].numpy(), class_names)
-        pred, true = _resize_nearest(pred, size), _resize_nearest(true, size)
-        images.append(
-            wandb.Image(
-                image,
-                caption=sample.get("name"),
-                masks={
-                    "prediction": {"mask_data": pred, "class_labels": labels},
-                    "ground_truth": {"mask_data": true, "class_labels": labels},
-                },
-            )
-        )
-    for lg in wandb_loggers:
-        lg.experiment.log({"val/examples": images, "trainer/global_step": step})

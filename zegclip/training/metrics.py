@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from zegclip.constants import IGNORE_INDEX
+from zegclip.common.constants import IGNORE_INDEX
 
 
 class ZeroShotSegmentationMetrics(MulticlassConfusionMatrix):

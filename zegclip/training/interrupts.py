@@ -1,9 +1,9 @@
 """Signals turned into a flag that training checks at step boundaries.
 
 SIGTERM (schedulers, ``kill``), SIGINT (Ctrl+C) and, inside a SLURM job, the pre-timeout signal
-only set :attr:`Interrupts.received`; :class:`zegclip.checkpointing.LastCheckpoint` then saves
+only set :attr:`Interrupts.received`; :class:`zegclip.training.checkpointing.LastCheckpoint` then saves
 ``last.ckpt`` at the end of the current step and stops the run with
-:class:`zegclip.errors.RunInterrupted` (a non-zero exit). A second Ctrl+C interrupts at once.
+:class:`zegclip.common.errors.RunInterrupted` (a non-zero exit). A second Ctrl+C interrupts at once.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from zegclip.errors import ConfigError
+from zegclip.common.errors import ConfigError
 
 SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT, "SIGUSR1": signal.SIGUSR1, "SIGUSR2": signal.SIGUSR2}
 

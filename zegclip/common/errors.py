@@ -89,7 +89,7 @@ class NonFiniteWeightsError(RunError, FloatingPointError):
 
 class WriteError(RunError, OSError):
     """A file could not be written (permissions, a full disk, a read-only folder): the message names
-    the file, the reason and, for a full disk, the space it needed (see :mod:`zegclip.atomic`)."""
+    the file, the reason and, for a full disk, the space it needed (see :mod:`zegclip.common.atomic`)."""
 
 
 class CheckpointWriteError(WriteError):

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from zegclip.errors import ConfigError
+from zegclip.common.errors import ConfigError
 
 BACKBONE_PREFIX = "image_encoder.vit."
 """Parameter names of the CLIP image tower's own weights inside :class:`zegclip.model.ZegCLIP`."""

@@ -63,7 +63,8 @@ def _state(trial: Any, folder: Path) -> str:
     if trial.user_attrs.get("interrupted"):
         return "failed (interrupted; its parameters were queued again)"
     if state == "fail":
-        from zegclip.report import _md_escape, failure_reason
+        from zegclip.engine.report.failures import failure_reason
+        from zegclip.engine.report.render import _md_escape
 
         job = folder / str(trial.number)
         reason = failure_reason(job) if job.is_dir() else "no job folder"

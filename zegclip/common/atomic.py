@@ -6,7 +6,7 @@ the folder. So a reader sees the old file or the new one, never half of one; two
 ranks, two runs) writing the same file each use their own temporary name and the last rename
 wins with a complete file; a write that fails (a full disk, a read-only folder, no permission)
 removes its temporary file (a full disk is not left fuller), leaves the previous file as it was,
-and raises :class:`~zegclip.errors.WriteError` naming the file, the reason and, for a full disk,
+and raises :class:`~zegclip.common.errors.WriteError` naming the file, the reason and, for a full disk,
 the space it needed and what was free.
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from zegclip.errors import WriteError
+from zegclip.common.errors import WriteError
 
 Content = bytes | str | Callable[[BinaryIO], Any]
 """What to write: bytes, text (UTF-8), or a function that writes into a binary file object."""

@@ -1,6 +1,6 @@
 """What a hyper-parameter search optimises: ``optimized_metric``, and the rule that keeps the test
 split and the unseen classes' labels out of it (SPEC.md §9; the same rule as checkpoint selection,
-:func:`zegclip.checkpointing.check_selection_metric`, one level up).
+:func:`zegclip.training.checkpointing.check_selection_metric`, one level up).
 
 ``optimized_metric`` names what ``train.py`` returns to a Hydra sweeper:
 
@@ -96,7 +96,7 @@ def check_objective(cfg: DictConfig, sweeper: str | None = None) -> None:
 
 
 def _warn_unfair(metric: str) -> None:
-    from zegclip.console import console
+    from zegclip.training.console import console
 
     console.print(
         f"[bold red]allow_unfair_objective=true: optimising {metric}, measured with the test split's unseen-class "

@@ -42,7 +42,7 @@ def show_sweep_configs(config_name: str, argv: Sequence[str]) -> bool:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.types import RunMode
 
-    import zegclip.resolvers  # noqa: F401  (the configs' ${zegclip.*} resolvers)
+    import zegclip.engine.resolvers  # noqa: F401  (the configs' ${zegclip.*} resolvers)
 
     name = args.config_name or config_name
     parsed = OverridesParser.create().parse_overrides(args.overrides)

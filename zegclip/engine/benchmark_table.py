@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zegclip.report import Job, Report, Stat, fmt, is_variable, override_key, read_job, stat
+from zegclip.engine.report.jobs import Job, Report, is_variable, override_key, read_job
+from zegclip.engine.report.stats import Stat, fmt, stat
 
 COLUMNS = {
     "ade847": "A-847",

@@ -19,8 +19,9 @@ from matplotlib.colors import Normalize, PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from zegclip.constants import IGNORE_INDEX
-from zegclip.visualize import denormalize, palette
+from zegclip.common.constants import IGNORE_INDEX
+from zegclip.common.palette import palette
+from zegclip.model.preprocess import denormalize
 
 SEEN_COLOUR = "#3b75af"  # blue
 UNSEEN_COLOUR = "#e1812c"  # orange: tells the splits apart with red-green colour blindness too
@@ -249,7 +250,7 @@ def write_evaluation_plots(
 ) -> dict[str, Path]:
     """Write ``plots/confusion_matrix.png``, ``plots/iou_per_class.png`` and (with samples)
     ``plots/samples.png`` under ``out_dir``; returns ``{name: path}``."""
-    from zegclip.metrics import summarize
+    from zegclip.training.metrics import summarize
 
     folder = Path(out_dir) / "plots"
     summary = summarize(torch.as_tensor(_as_numpy(confmat)), class_names, seen, unseen)
@@ -260,18 +261,3 @@ def write_evaluation_plots(
     if samples:
         figures["samples"] = sample_panels_figure(samples, class_names, unseen)
     return {name: save_png(fig, folder / f"{name}.png") for name, fig in figures.items()}
-
-
-def log_plots_to_wandb(loggers: Sequence[Any], paths: dict[str, Path], step: int, stage: str = "test") -> None:
-    """Send the PNGs to every W&B logger as ``<stage>/plots/<name>`` images at ``step``."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbLogger)]
-    if not wandb_loggers or not paths:
-        return
-    import wandb
-
-    payload: dict[str, Any] = {f"{stage}/plots/{name}": wandb.Image(str(path)) for name, path in paths.items()}
-    payload["trainer/global_step"] = step
-    for lg in wandb_loggers:
-        lg.experiment.log(payload)

@@ -3,7 +3,7 @@
 Resuming continues one run: the checkpoint must be readable, a Lightning checkpoint of a
 ``train.py`` run (not an official release, an exported model file or another program's
 checkpoint), of a format this code reads, with the same architecture and the same vocabulary and
-zero-shot split. Each problem raises :class:`~zegclip.errors.CheckpointError` naming the file and
+zero-shot split. Each problem raises :class:`~zegclip.common.errors.CheckpointError` naming the file and
 the difference (the hyper-parameter with both values) and what to do instead; without this check
 Lightning would fail later with a torch or ``load_state_dict`` error that names neither.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from zegclip.errors import CheckpointError, CheckpointNotFoundError
+from zegclip.common.errors import CheckpointError, CheckpointNotFoundError
 from zegclip.model.checkpoint import (
     FORMAT,
     LIGHTNING_FORMAT_KEY,

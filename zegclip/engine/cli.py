@@ -4,10 +4,10 @@
 zegclip.export`` run their work through :func:`run`. It prints ``<ErrorType>: <message>`` on
 stderr, without a traceback, and exits with:
 
-* 2 for a :class:`~zegclip.errors.UserError` (configuration, data, checkpoint, input; as argparse
+* 2 for a :class:`~zegclip.common.errors.UserError` (configuration, data, checkpoint, input; as argparse
   does for usage errors), also when Hydra's ``instantiate`` wraps it, Lightning's
   ``MisconfigurationException`` (a bad ``trainer.*`` value) and a mandatory config value left out;
-* the error's own code for a :class:`~zegclip.errors.RunError`: 128 + signal for an interrupted
+* the error's own code for a :class:`~zegclip.common.errors.RunError`: 128 + signal for an interrupted
   run (130 Ctrl+C, 143 SIGTERM), 1 for a failed one (diverged, a file that could not be written);
 * 1 for a full or read-only disk met anywhere (an ``OSError`` ENOSPC / EDQUOT / EFBIG / EROFS);
 * 130 for Ctrl+C outside training.
@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
-from zegclip.errors import RunError, UserError
+from zegclip.common.errors import RunError, UserError
 
 T = TypeVar("T")
 FULL_TRACE_ENV = "HYDRA_FULL_ERROR"

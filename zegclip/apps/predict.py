@@ -23,11 +23,11 @@ from rich.console import Console
 from tqdm import tqdm
 
 import zegclip
-from zegclip.atomic import raise_write_error, write_text
-from zegclip.errors import ConfigError, InputError, InputNotFoundError
+from zegclip.common.atomic import raise_write_error, write_text
+from zegclip.common.errors import ConfigError, InputError, InputNotFoundError
+from zegclip.common.values import plain
 from zegclip.model.inference import SEEN_BIAS
 from zegclip.model.preprocess import ImageReadError
-from zegclip.values import plain
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 """File types picked up when ``inputs`` is a folder (a file or a glob is taken as given)."""
@@ -218,7 +218,7 @@ def _write_lines(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 class _Records:
     """``predictions.json``, one JSON line per image as it is segmented (a crash keeps what was done);
-    a failed write raises :class:`~zegclip.errors.WriteError` naming the file."""
+    a failed write raises :class:`~zegclip.common.errors.WriteError` naming the file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -10,7 +10,7 @@
 * **fully**: all classes, all labels.
 
 Evaluation is sliding-window (or whole-image) at the resized scale, scores resized back to the
-original image size, one confusion matrix over the whole set (:mod:`zegclip.metrics`).
+original image size, one confusion matrix over the whole set (:mod:`zegclip.training.metrics`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
-from zegclip.console import quiet_lightning
-from zegclip.errors import CheckpointError, ConfigError, NonFiniteLossError
-from zegclip.metrics import ZeroShotSegmentationMetrics
+from zegclip.common.errors import CheckpointError, ConfigError, NonFiniteLossError
 from zegclip.model.checkpoint import (
     LIGHTNING_FORMAT_KEY,
     VERSION,
@@ -38,7 +36,9 @@ from zegclip.model.labels import inductive_targets, seen_lookup, transductive_ta
 from zegclip.model.loss import CrossEntropySegLoss, FocalDiceLoss
 from zegclip.model.text import load_text_embeddings
 from zegclip.model.zegclip import ZegCLIP, ZegCLIPConfig
-from zegclip.optim import build_optimizer
+from zegclip.training.console import quiet_lightning
+from zegclip.training.metrics import ZeroShotSegmentationMetrics
+from zegclip.training.optim import build_optimizer
 
 quiet_lightning()  # also in the processes a spawned strategy (ddp_spawn) starts
 
@@ -109,7 +109,7 @@ class ZegCLIPModule(L.LightningModule):
         setting: ``inductive``, ``transductive`` or ``fully``.
         templates: ``"single"``, ``"multi"`` or a list of ``{}`` templates.
         text_embedding_file: precomputed ``(C, D)`` embeddings of all classes instead of the tower.
-        optimizer: arguments of :func:`zegclip.optim.build_optimizer` (lr, weight_decay, ...).
+        optimizer: arguments of :func:`zegclip.training.optim.build_optimizer` (lr, weight_decay, ...).
         loss: ``{"name": "focal_dice" | "cross_entropy", ...weights}``.
         evaluation: ``mode`` (slide/whole), ``crop``, ``stride``, ``seen_bias`` (None: 0.1 when
             inductive, else 0), ``window_batch``, ``scales`` / ``flip`` (test-time augmentation;
@@ -320,7 +320,7 @@ class ZegCLIPModule(L.LightningModule):
 
     def _start_second_stage(self) -> None:
         """Stage 2 starts as the official second run does (``load_from``: weights only): fresh
-        optimiser moments (the schedule restarts by itself, see :func:`zegclip.optim.build_optimizer`).
+        optimiser moments (the schedule restarts by itself, see :func:`zegclip.training.optim.build_optimizer`).
         Idempotent: called before each micro-batch of the first stage-2 step."""
         for optimizer in self.trainer.optimizers:
             optimizer.state.clear()
@@ -373,7 +373,7 @@ class ZegCLIPModule(L.LightningModule):
 
     def last_good_checkpoint(self) -> str | None:
         """The newest checkpoint this run wrote or started from (see :class:`LastCheckpoint`)."""
-        from zegclip.checkpointing import LastCheckpoint
+        from zegclip.training.checkpointing import LastCheckpoint
 
         if self._trainer is None:
             return None
@@ -450,7 +450,7 @@ class ZegCLIPModule(L.LightningModule):
         summary = self.val_metrics.summary()
         self._log_summary("val", summary)
         if self._image_samples and not self.trainer.sanity_checking:
-            from zegclip.visualize import log_wandb_masks
+            from zegclip.training.wandb_logging import log_wandb_masks
 
             log_wandb_masks(self.loggers, self._image_samples, self.class_names, self.logging_step())
         self._image_samples = []
@@ -477,7 +477,8 @@ class ZegCLIPModule(L.LightningModule):
     def _write_plots(self, confmat: torch.Tensor) -> None:
         """``plots/*.png`` in ``plots_dir`` and to W&B; a plotting error only warns."""
         try:
-            from zegclip.plots import log_plots_to_wandb, write_evaluation_plots
+            from zegclip.training.plots import write_evaluation_plots
+            from zegclip.training.wandb_logging import log_plots_to_wandb
 
             paths = write_evaluation_plots(
                 self.plots_dir, confmat.cpu(), self.class_names, self.seen, self.unseen, self._image_samples

@@ -1,14 +1,14 @@
 """Checkpoints that are never lost, torn or NaN.
 
 * :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file and renames it into
-  place (:mod:`zegclip.atomic`), so an interrupted or failed write never replaces a good
+  place (:mod:`zegclip.common.atomic`), so an interrupted or failed write never replaces a good
   checkpoint and leaves no temporary file; a failed write stops the run with
-  :class:`~zegclip.errors.CheckpointWriteError` naming the file, the reason, the space needed and
+  :class:`~zegclip.common.errors.CheckpointWriteError` naming the file, the reason, the space needed and
   the last good checkpoint (Lightning's own writer can swallow a ``PermissionError``).
 * :class:`LastCheckpoint` keeps ``checkpoints/last.ckpt`` at the newest weights: every
   ``every_n_steps`` optimizer steps, before every validation, at the end of training, and at the
   end of the step in which a signal arrived (then the run stops with
-  :class:`~zegclip.errors.RunInterrupted`). It refuses to save non-finite weights.
+  :class:`~zegclip.common.errors.RunInterrupted`). It refuses to save non-finite weights.
 * :func:`check_selection_metric`: the fair-protocol rule for an opt-in "best" checkpoint.
 """
 
@@ -21,14 +21,14 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from zegclip.atomic import write_file
-from zegclip.console import announce
-from zegclip.errors import CheckpointWriteError, ConfigError, NonFiniteWeightsError, RunInterrupted
-from zegclip.interrupts import Interrupts
+from zegclip.common.atomic import write_file
+from zegclip.common.errors import CheckpointWriteError, ConfigError, NonFiniteWeightsError, RunInterrupted
+from zegclip.training.console import announce
+from zegclip.training.interrupts import Interrupts
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` through :func:`zegclip.atomic.write_file`: a temporary file, fsync, rename."""
+    """``torch.save`` through :func:`zegclip.common.atomic.write_file`: a temporary file, fsync, rename."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         path = Path(path)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zegclip.atomic import write_text
-from zegclip.errors import CheckpointWriteError, RunFolderInUseError, WriteError
+from zegclip.common.atomic import write_text
+from zegclip.common.errors import CheckpointWriteError, RunFolderInUseError, WriteError
 
 MARKER = "run.json"
 
