@@ -16,7 +16,7 @@ def main(cfg: DictConfig) -> None:
     from zegclip.engine import cli
     from zegclip.engine.evaluate import evaluate
 
-    cli.run(evaluate, cfg)  # a user error, an interrupt, a failed write: one line and an exit code
+    cli.run_job(evaluate, cfg)  # one line and an exit code; in a sweep, a failed job goes to Hydra
 
 
 if __name__ == "__main__":

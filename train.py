@@ -11,18 +11,11 @@ import zegclip.engine.resolvers  # noqa: F401  (the ${zegclip.*} resolvers, befo
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from zegclip.common.errors import RunError, RunInterrupted
     from zegclip.engine import cli
-    from zegclip.engine.hydra_job import is_multirun
     from zegclip.engine.objective import objective_value
     from zegclip.engine.train import train
 
-    try:
-        summary = train(cfg)
-    except BaseException as err:  # noqa: BLE001 (cli.fail re-raises what it does not know)
-        if is_multirun() and isinstance(err, RunError) and not isinstance(err, RunInterrupted):
-            raise  # one failed job of a sweep (e.g. a diverged trial): the sweeper records it and goes on
-        cli.fail(err)  # a user error, an interrupt, a failed write: one line and an exit code
+    summary = cli.run_job(train, cfg)  # one line and an exit code; in a sweep, a failed job goes to Hydra
     return objective_value(cfg, summary)  # optimized_metric, for Hydra sweepers (null: nothing)
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from zegclip.common.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from zegclip.common.constants import IGNORE_INDEX
 from zegclip.data.shapes import ShapesWorld, Vocabulary, sample_name
+from zegclip.model.preprocess import normalize as normalize_image
 
 # JPEG quality 95 without chroma subsampling (the grain would otherwise cost ~9 grey levels).
 _JPEG_PARAMS = [
@@ -21,14 +22,6 @@ _JPEG_PARAMS = [
     cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
     cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
 ]
-
-
-def normalize_image(image: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) RGB -> float (3, H, W), ImageNet mean/std on the 0-255 scale."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (x - mean) / std
 
 
 class ShapesDataset(Dataset):

@@ -273,9 +273,8 @@ def test_export_keeps_fp32_and_refuses_a_bf16_onnx(tmp_path, capsys):
 def test_bf16_mixed_inference_runs_bf16_products_and_keeps_fp32_scores():
     """What auto picks where bf16 is native: bf16 matrix products under autocast, fp32 weights,
     fp32 scores; the labels of the fp32 model on nearly every pixel."""
-    from shapes_layouts import normalize_image
-
     from zegclip.data.shapes import ShapesWorld
+    from zegclip.model.preprocess import normalize as normalize_image
 
     fp32, mixed = zegclip.load("shapes", precision="fp32"), zegclip.load("shapes", precision="bf16-mixed")
     seen = []

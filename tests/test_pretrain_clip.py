@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from shapes_layouts import normalize_image
 
 from zegclip.data.shapes import COMPOSITIONAL, ShapesWorld
 from zegclip.model.clip import ASSETS_DIR, CLIPConfig, create_clip, save_compact_clip
+from zegclip.model.preprocess import normalize as normalize_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 from hydra_compose import compose_config
-from shapes_layouts import normalize_image
 
 import zegclip
 from zegclip.data.shapes import ShapesWorld
 from zegclip.engine.train import train
+from zegclip.model.preprocess import normalize as normalize_image
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,13 +10,11 @@ import pytest
 import torch
 from shapes_layouts import ShapesDataset, write_voc_layout
 
+from zegclip.common.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from zegclip.data.shapes import (
     ALL_COLOUR_SHAPES,
     COLOURS,
     COMPOSITIONAL,
-    IGNORE_INDEX,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     SHAPES,
     SHAPES_ONLY,
     ShapesWorld,

@@ -40,7 +40,6 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
 from open_clip.tokenizer import SimpleTokenizer
-from shapes_layouts import normalize_image
 
 from zegclip.common.values import json_number
 from zegclip.data.shapes import (
@@ -53,6 +52,7 @@ from zegclip.data.shapes import (
     ShapesWorld,
 )
 from zegclip.model.clip import ASSETS_DIR, CLIPConfig, create_clip, save_compact_clip
+from zegclip.model.preprocess import normalize as normalize_image
 from zegclip.model.text import MULTI_TEMPLATES, SINGLE_TEMPLATE
 
 ARCH_PATH = ASSETS_DIR / "shapes_clip_arch.json"

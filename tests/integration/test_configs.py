@@ -15,6 +15,9 @@ TRAINERS = sorted(p.stem for p in (CONF_DIR / "trainer").glob("*.yaml"))
 LOGGERS = sorted(p.stem for p in (CONF_DIR / "logger").glob("*.yaml"))
 DEBUGS = sorted(p.stem for p in (CONF_DIR / "debug").glob("*.yaml"))
 SETTINGS_DIR = sorted(p.stem for p in (CONF_DIR / "setting").glob("*.yaml"))
+NAMED_EXPERIMENTS = {"coco_openvocab": ("dataset=coco", "setting=fully")}
+"""Experiments with a name of their own (not ``<dataset>_<setting>``) and the recipe each equals."""
+RECIPES = [e for e in EXPERIMENTS if e not in NAMED_EXPERIMENTS]
 
 
 def split_name(experiment: str) -> tuple[str, str]:
@@ -45,7 +48,7 @@ def test_experiment_list_is_complete() -> None:
             assert f"{dataset}_{setting}" in EXPERIMENTS
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("experiment", RECIPES)
 def test_every_experiment_composes(tmp_path: Path, experiment: str) -> None:
     dataset, setting = split_name(experiment)
     assert setting in SETTINGS_DIR, f"experiment {experiment}: unknown setting {setting!r}"
@@ -72,6 +75,15 @@ def test_every_experiment_composes(tmp_path: Path, experiment: str) -> None:
     tiny = compose_train(tmp_path, f"dataset={dataset}", f"setting={setting}", "model=tiny")
     assert tiny.model.clip.model_name == "tiny"
     assert tiny.model.prompt_tokens == cfg.model.prompt_tokens
+
+
+@pytest.mark.parametrize("experiment", sorted(NAMED_EXPERIMENTS))
+def test_named_experiments_equal_the_recipe_they_name(tmp_path: Path, experiment: str) -> None:
+    """``experiment=coco_openvocab`` is the COCO-Stuff fully supervised recipe, as its header says."""
+    named = compose_train(tmp_path, f"experiment={experiment}")
+    resolve_all(named)
+    recipe = compose_train(tmp_path, *NAMED_EXPERIMENTS[experiment])
+    assert without_hydra(named) == without_hydra(recipe)
 
 
 def test_coco_transductive_is_selected_automatically(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
-from zegclip.common.errors import RunError, UserError
+from zegclip.common.errors import RunError, RunInterrupted, UserError
 
 T = TypeVar("T")
 FULL_TRACE_ENV = "HYDRA_FULL_ERROR"
@@ -39,6 +39,20 @@ def run(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return work(*args, **kwargs)
     except BaseException as err:  # noqa: BLE001 (re-raised unless it is a known error)
+        fail(err)
+
+
+def run_job(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """:func:`run` for a Hydra job. In a multirun, a job's error (a diverged trial, a bad value in
+    one job's overrides) goes to Hydra instead, which records the job as failed (the sweep report
+    lists it with the reason) and lets the sweeper go on; an interrupt still ends the sweep."""
+    from zegclip.engine.hydra_job import is_multirun
+
+    try:
+        return work(*args, **kwargs)
+    except BaseException as err:  # noqa: BLE001 (re-raised unless it is a known error)
+        if is_multirun() and isinstance(err, Exception) and not isinstance(err, RunInterrupted):
+            raise
         fail(err)
 
 
