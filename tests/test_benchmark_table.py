@@ -1,4 +1,4 @@
-"""The open-vocabulary table's columns, rows and cells from evaluation folders (zegclip/benchmark_table.py)."""
+"""The open-vocabulary table's columns, rows and cells from evaluation folders (zegclip/engine/benchmark_table.py)."""
 
 from __future__ import annotations
 

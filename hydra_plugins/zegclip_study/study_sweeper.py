@@ -1,5 +1,5 @@
 """``hydra/sweeper=zegclip_optuna``: hydra-optuna-sweeper with a study that an interrupted search
-continues (zegclip/study.py). Imported by Hydra's plugin scan at every start: it imports nothing
+continues (zegclip/engine/study.py). Imported by Hydra's plugin scan at every start: it imports nothing
 heavy until it is used."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The open-vocabulary protocol's evaluation side: VOC-20b-style prompts (more names than label
 classes, mapped through ``prompt_to_class``), and ``python eval.py -m ckpt_path=A,B dataset=...``
-ending with the one table (zegclip/benchmark_table.py)."""
+ending with the one table (zegclip/engine/benchmark_table.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Errors that end a run, each with a message that says what to do.
 
-Two families, both printed by the entry points (``zegclip/cli.py``) as one line
+Two families, both printed by the entry points (``zegclip/engine/cli.py``) as one line
 ``<ErrorType>: <message>`` without a traceback (``HYDRA_FULL_ERROR=1`` shows it):
 
 * :class:`UserError` (a marker base, exit code 2 as argparse's usage errors): the user can fix it:

@@ -41,7 +41,7 @@ METRIC = "mIoU_gt"
 FALLBACK = "mIoU"
 FILES = ("benchmark_table.md", "benchmark_table.csv")
 EVAL_SELECTION = "given by ckpt_path"
-"""``metrics.json``'s ``weights.selection`` of an ``eval.py`` run (zegclip/runner.py)."""
+"""``metrics.json``'s ``weights.selection`` of an ``eval.py`` run (zegclip/engine/)."""
 ROW_KEYS = ("ckpt_path", "dataset")
 """Overrides that do not make rows: the checkpoint (rows are models) and the dataset (columns)."""
 

@@ -1,7 +1,7 @@
 """The Optuna part of a study folder's sweep report: every trial (parameters, objective, state),
 the best trial, and the overrides that re-train it on the real split (``best_overrides.txt``).
 
-``report.md`` of a study folder (``logs/train/optuna/<study>``, zegclip/report.py) ends with this
+``report.md`` of a study folder (``logs/train/optuna/<study>``, zegclip/engine/report/) ends with this
 section; ``python -m zegclip.report FOLDER`` writes it too.
 """
 
