@@ -122,6 +122,7 @@ def test_tag_without_network_names_the_file_to_download(monkeypatch: pytest.Monk
     def no_network(*args: object, **kwargs: object) -> None:
         raise OSError("Failed to download file (open_clip_pytorch_model.bin): no connection")
 
+    monkeypatch.setattr(open_clip, "download_pretrained", no_network)
     monkeypatch.setattr(open_clip, "create_model", no_network)
     config = CLIPConfig(model_name="ViT-B-16", weights="datacomp_xl_s13b_b90k", quick_gelu=False)
     with pytest.raises(RuntimeError) as info:
@@ -132,12 +133,18 @@ def test_tag_without_network_names_the_file_to_download(monkeypatch: pytest.Monk
     assert "https://huggingface.co/laion/CLIP-ViT-B-16-DataComp.XL-s13B-b90K" in message
 
 
-@pytest.mark.slow
 def test_tag_with_the_hub_offline_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real open_clip download attempt, refused by HF_HUB_OFFLINE (builds a ViT-B/16 first)."""
+    """The real open_clip download attempt, refused by HF_HUB_OFFLINE, before any ViT-B/16 is built."""
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: the env alone is late
+    built: list[object] = []
+    create_model = open_clip.create_model
+    monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: built.append(a) or create_model(*a, **k))
     with pytest.raises(RuntimeError, match=r"huggingface\.co/laion/CLIP-ViT-B-16-laion2B-s34B-b88K"):
         create_clip(CLIPConfig(model_name="ViT-B-16", weights="laion2b_s34b_b88k", quick_gelu=False))
+    assert not built, "the model was built before the download was tried"
 
 
 def test_unreadable_safetensors_file_is_named(tmp_path: Path) -> None:

@@ -131,6 +131,9 @@ def _create_from_pretrained_tag(config: CLIPConfig) -> CLIP:
             f"An open_clip pretrained tag ({config.weights!r}) needs model.clip.model_name, not an inline arch"
         )
     try:
+        known = open_clip.get_pretrained_cfg(config.model_name, str(config.weights))
+        if known:  # fetch the file (or find it in the cache) first: offline fails at once, not after building
+            open_clip.download_pretrained(known)
         model = open_clip.create_model(
             config.model_name, pretrained=config.weights, force_quick_gelu=config.quick_gelu
         )
