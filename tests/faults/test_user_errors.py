@@ -69,12 +69,12 @@ def test_train_config_errors_are_config_errors(override: str, message: str, tmp_
 def test_hydra_full_error_shows_the_trace_and_keeps_the_exit_code(tmp_path: Path) -> None:
     proc = run(["train.py", *SHORT, "seed=abc"], tmp_path, HYDRA_FULL_ERROR="1")
     assert proc.returncode == 2
-    assert "Traceback (most recent call last)" in proc.stderr and 'zegclip/engine/", line' in proc.stderr
+    assert "Traceback (most recent call last)" in proc.stderr and 'zegclip/engine/train.py", line' in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "ConfigError: seed must be an integer (e.g. seed=0), got 'abc'"
 
 
 def test_a_bug_keeps_its_traceback(tmp_path: Path) -> None:
-    code = "from zegclip import cli\ndef work():\n    return {}['missing']\ncli.run(work)\n"
+    code = "from zegclip.engine import cli\ndef work():\n    return {}['missing']\ncli.run(work)\n"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=environment(), capture_output=True, text=True)
     assert proc.returncode == 1
     assert "Traceback (most recent call last)" in proc.stderr and "in work" in proc.stderr
