@@ -12,12 +12,13 @@ from PIL import Image
 
 import zegclip
 from zegclip.common.constants import IGNORE_INDEX
+from zegclip.common.images import ImageReadError, read_image, resize_short_side
 from zegclip.common.palette import palette
 from zegclip.data.shapes import ShapesWorld
 from zegclip.data.transforms import build_test_transform
 from zegclip.model.inference import upsampled_argmax
 from zegclip.model.prediction import Prediction
-from zegclip.model.preprocess import ImageReadError, normalize, read_image, resize_short_side
+from zegclip.model.preprocess import normalize
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from pathlib import Path
 from torch.utils.data import Dataset, Subset
 
 from zegclip.common.atomic import write_text
-from zegclip.common.errors import WriteError
+from zegclip.common.errors import ImageReadError, WriteError
 from zegclip.data.errors import DataError
 
 
@@ -78,7 +78,7 @@ def verify_samples(dataset: Dataset, what: str, workers: int = 4, use_cache: boo
             return name, stamp, None
         try:
             base.load_sample(i)  # type: ignore[attr-defined]
-        except DataError as err:
+        except (DataError, ImageReadError) as err:
             return name, None, str(err)
         return name, stamp, None
 
