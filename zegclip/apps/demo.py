@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 import zegclip
+from zegclip.common.atomic import write_file
 from zegclip.common.class_names import resolve_seen, split_names
 from zegclip.common.errors import ImageReadError
 from zegclip.model.inference import SEEN_BIAS, calibration
@@ -81,7 +82,8 @@ def shapes_examples(folder: Path, count: int = 4) -> list[Path]:
     for index in range(count):
         image, _ = world.sample(index)
         path = folder / f"shapes_{index}.png"
-        Image.fromarray(np.repeat(np.repeat(image, 4, 0), 4, 1)).save(path)
+        big = Image.fromarray(np.repeat(np.repeat(image, 4, 0), 4, 1))
+        write_file(path, lambda f, im=big: im.save(f, format="PNG"), what="demo example", fsync=False)
         paths.append(path)
     return paths
 
