@@ -38,7 +38,7 @@ def test_pseudo_unseen_are_a_seeded_share_of_the_seen_classes() -> None:
     assert any(build_tuning_split(split, seed=s).pseudo_unseen != tuning.pseudo_unseen for s in range(1, 5))
     # the tuning vocabulary: the seen classes only, renumbered in order; pseudo-unseen play the unseen part
     cs = tuning.class_split
-    assert cs.class_names == split.seen_names and not set(cs.class_names) & set(split.unseen_names)
+    assert cs.class_names == tuple(split.class_names[i] for i in split.seen) and not set(cs.class_names) & set(split.unseen_names)
     assert sorted(cs.unseen_names) == sorted(split.class_names[i] for i in tuning.pseudo_unseen)
     lut = tuning.label_lut()
     assert lut[torch.tensor(VOC_UNSEEN + [IGNORE])].tolist() == [IGNORE] * 6  # unseen pixels -> ignore

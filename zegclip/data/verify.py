@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -97,8 +96,3 @@ def verify_samples(dataset: Dataset, what: str, workers: int = 4, use_cache: boo
         raise DataError(f"{len(problems)} of {len(indices)} {what} samples cannot be used:\n  {shown}{more}")
     return len(indices)
 
-
-def verify_splits(datasets: Sequence[tuple[str, Dataset]], workers: int = 4) -> None:
-    """:func:`verify_samples` over several ``(name, dataset)`` pairs."""
-    for name, dataset in datasets:
-        verify_samples(dataset, name, workers)

@@ -142,31 +142,6 @@ def window_batches(
         yield chunk, torch.cat([images[:, :, y1:y2, x1:x2] for y1, x1, y2, x2 in chunk], dim=0)
 
 
-def upsampled_argmax(scores: torch.Tensor, size: tuple[int, int], max_bytes: int = 256 * 2**20) -> torch.Tensor:
-    """``argmax`` over classes of ``scores`` ``(C, h, w)`` bilinearly resized to ``size`` ``(H, W)``.
-
-    Equals ``interpolate(scores)[...].argmax(0)`` (ties go to the lower index) without holding
-    all ``C x H x W`` resized scores: classes are resized a chunk at a time (at most
-    ``max_bytes`` of resized scores), keeping the running maximum.
-    """
-    num_classes = scores.shape[0]
-    height, width = size
-    chunk = max(1, min(num_classes, max_bytes // max(1, height * width * scores.element_size())))
-    best = best_index = None
-    for start in range(0, num_classes, chunk):
-        resized = F.interpolate(scores[None, start : start + chunk], size=size, mode="bilinear", align_corners=False)[0]
-        value, index = resized.max(0)
-        index = index + start
-        if best is None:
-            best, best_index = value, index
-        else:
-            better = value > best  # strict: an earlier class keeps a tie
-            best = torch.where(better, value, best)
-            best_index = torch.where(better, index, best_index)
-    assert best_index is not None
-    return best_index
-
-
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     """``(round(height * scale), round(width * scale))``, rounding halves up as mmcv does, at least 1."""
     return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
