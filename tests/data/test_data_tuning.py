@@ -110,7 +110,7 @@ def test_shapes_tuning_split_never_builds_val_or_test_and_drops_unseen() -> None
     layout = RecordingLayout(partial(build_shapes_dataset, train_size=80, val_size=0, test_size=0))
     dm = shapes_module(layout, holdout_fraction=0.25)
     source = build_class_split(class_names("shapes"), unseen_classes("shapes"))
-    assert dm.class_names == source.seen_names  # 12 classes; the 4 unseen are gone
+    assert dm.class_names == tuple(source.class_names[i] for i in source.seen)  # 12 classes; the 4 unseen are gone
     assert len(dm.unseen) == 3 and set(dm.seen) | set(dm.unseen) == set(range(12))
     assert dm.evaluation_name == "tune"
     dm.setup()
