@@ -39,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
+from zegclip.common.metric_names import HEADLINE_KEYS, LABELS
+
 ROOT = Path(__file__).resolve().parents[1]
 ROWS: dict[str, list[str]] = {
     "inductive": [],
@@ -77,7 +79,7 @@ def run(args: list[str], log: Path, threads: int | None = None) -> float:
 
 def metrics(run_dir: Path) -> dict[str, float]:
     data = json.loads((run_dir / "metrics.json").read_text())
-    return {k: (data[k] if data[k] is not None else float("nan")) for k in ("mIoU_seen", "mIoU_unseen", "hIoU")}
+    return {k: (data[k] if data[k] is not None else float("nan")) for k in HEADLINE_KEYS}
 
 
 def finished_run(run_dir: Path) -> float | None:
@@ -188,7 +190,7 @@ def render(rows, results, times, seeds, extra, jobs: int = 1, threads: int | Non
         f"{'PARTIAL (some runs missing); ' if partial else ''}mean ± std over seeds; "
         f"overrides: {' '.join(extra) or 'none'}; {sharing} on {os.cpu_count()} cores",
         "",
-        "| row | mIoU(S) | mIoU(U) | hIoU | wall time per run |",
+        f"| row | {' | '.join(LABELS[k] for k in HEADLINE_KEYS)} | wall time per run |",
         "|---|---|---|---|---|",
     ]
     for row in rows:
@@ -196,8 +198,7 @@ def render(rows, results, times, seeds, extra, jobs: int = 1, threads: int | Non
         if not res:
             continue
         lines.append(
-            f"| {DESCRIPTIONS[row]} | {_mean_std([r['mIoU_seen'] for r in res])} | "
-            f"{_mean_std([r['mIoU_unseen'] for r in res])} | {_mean_std([r['hIoU'] for r in res])} | "
+            f"| {DESCRIPTIONS[row]} | " + " | ".join(_mean_std([r[k] for r in res]) for k in HEADLINE_KEYS) + " | "
             f"{statistics.mean(times[row].values()):.0f} s |"
         )
     return "\n".join(lines) + "\n"

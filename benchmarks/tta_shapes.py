@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from zegclip.common.metric_names import HEADLINE_KEYS, LABELS
+
 ROOT = Path(__file__).resolve().parents[1]
 TTA_SCALES = "[0.5,0.75,1.0,1.25,1.5]"
 ROWS: dict[str, list[str]] = {
@@ -67,11 +69,11 @@ def render(results: dict[str, tuple[dict, float, float]], extra: list[str], load
         "model (`python eval.py`), 1,000 test images, each row one `eval.py` run with the overrides shown.",
         f"Machine: {os.cpu_count()} CPU cores, shared; load average at the start / end: {load}.",
         "",
-        "| row | overrides | mIoU(S) | mIoU(U) | hIoU | wall time | CPU time |",
+        f"| row | overrides | {' | '.join(LABELS[k] for k in HEADLINE_KEYS)} | wall time | CPU time |",
         "|---|---|---|---|---|---|---|",
     ]
     for row, (metrics, wall, cpu) in results.items():
-        cells = [f"{100 * metrics[k]:.1f}" if metrics[k] is not None else "-" for k in ("mIoU_seen", "mIoU_unseen", "hIoU")]
+        cells = [f"{100 * metrics[k]:.1f}" if metrics[k] is not None else "-" for k in HEADLINE_KEYS]
         overrides = " ".join(ROWS[row]) or "(none)"
         lines.append(f"| {row} | `{overrides}` | " + " | ".join(cells) + f" | {wall:.0f} s | {cpu:.0f} s |")
     return "\n".join(lines) + "\n"

@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from zegclip.common.metric_names import LABELS
+
 from benchlib import RESULTS, ROOT, header
 
 SMOKE = ["dataset.layout.train_size=64", "dataset.layout.val_size=16", "dataset.layout.test_size=16",
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
              "classes never read). Then each trial's configuration trained on the real split with the same "
              f"{steps}-step schedule, seed 0, and tested on the test split ({retrain_time / 60:.1f} min): test hIoU "
              f"(unseen: {', '.join(split.unseen_names)}).",
-             "", "| trial | tune/hIoU (fair objective) | test hIoU | test mIoU(S) | test mIoU(U) | "
+             "", "| trial | tune/hIoU (fair objective) | test hIoU | "
+             + f"test {LABELS['mIoU_seen']} | test {LABELS['mIoU_unseen']} | "
              + " | ".join(f"`{n}`" for n in names) + " |",
              "|---|---|---|---|---|" + "---|" * len(names)]  # fmt: skip
     for r in rows:

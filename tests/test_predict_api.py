@@ -12,12 +12,12 @@ from PIL import Image
 
 import zegclip
 from zegclip.common.constants import IGNORE_INDEX
+from zegclip.common.images import ImageReadError, read_image, resize_short_side
 from zegclip.common.palette import palette
 from zegclip.data.shapes import ShapesWorld
 from zegclip.data.transforms import build_test_transform
-from zegclip.model.inference import upsampled_argmax
 from zegclip.model.prediction import Prediction
-from zegclip.model.preprocess import ImageReadError, normalize, read_image, resize_short_side
+from zegclip.model.preprocess import normalize
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +116,6 @@ def test_preprocessing_is_the_evaluation_transform():
 
 
 # ----------------------------------------------------------------------------- model.predict
-
-
-def test_upsampled_argmax_equals_the_full_argmax():
-    scores = torch.randn(37, 9, 13)
-    scores[:, 0, 0] = 0.5  # a tie: the lowest class wins, as with argmax
-    full = F.interpolate(scores[None], size=(50, 70), mode="bilinear", align_corners=False)[0].argmax(0)
-    assert torch.equal(upsampled_argmax(scores, (50, 70), max_bytes=3 * 50 * 70 * 4), full)
-    assert upsampled_argmax(scores, (50, 70))[0, 0] == 0
 
 
 def test_predict_takes_paths_pil_images_and_arrays(model, scene, tmp_path):

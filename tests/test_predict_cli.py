@@ -15,8 +15,10 @@ from hydra_compose import compose_config
 from PIL import Image
 
 import zegclip
-from zegclip.apps.predict import calibration, collect_inputs, output_names, predict, resolve_seen
+from zegclip.apps.predict import collect_inputs, output_names, predict
+from zegclip.common.class_names import resolve_seen
 from zegclip.data.shapes import ShapesWorld
+from zegclip.model.inference import calibration
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,9 +133,9 @@ def test_output_names_are_unique():
 
 def test_calibration_follows_eval(model):
     names = model.metadata["class_names"]
-    assert calibration(model, names, None, None) == (model.metadata["seen"], model.metadata["seen_bias"])
-    assert calibration(model, ["cat", "dog"], None, None) == (None, 0.0)  # another vocabulary: none
-    assert calibration(model, ["cat", "dog"], ["dog"], None) == ([1], 0.1)
+    assert calibration(model.metadata, names, None, None) == (model.metadata["seen"], model.metadata["seen_bias"])
+    assert calibration(model.metadata, ["cat", "dog"], None, None) == (None, 0.0)  # another vocabulary: none
+    assert calibration(model.metadata, ["cat", "dog"], ["dog"], None) == ([1], 0.1)
     assert resolve_seen("cat, 1", ["cat", "dog"]) == [0, 1]
     with pytest.raises(ValueError, match="'cow' is not one of the classes"):
         resolve_seen(["cow"], ["cat", "dog"])

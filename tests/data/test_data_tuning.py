@@ -38,7 +38,7 @@ def test_pseudo_unseen_are_a_seeded_share_of_the_seen_classes() -> None:
     assert any(build_tuning_split(split, seed=s).pseudo_unseen != tuning.pseudo_unseen for s in range(1, 5))
     # the tuning vocabulary: the seen classes only, renumbered in order; pseudo-unseen play the unseen part
     cs = tuning.class_split
-    assert cs.class_names == split.seen_names and not set(cs.class_names) & set(split.unseen_names)
+    assert cs.class_names == tuple(split.class_names[i] for i in split.seen) and not set(cs.class_names) & set(split.unseen_names)
     assert sorted(cs.unseen_names) == sorted(split.class_names[i] for i in tuning.pseudo_unseen)
     lut = tuning.label_lut()
     assert lut[torch.tensor(VOC_UNSEEN + [IGNORE])].tolist() == [IGNORE] * 6  # unseen pixels -> ignore
@@ -110,7 +110,7 @@ def test_shapes_tuning_split_never_builds_val_or_test_and_drops_unseen() -> None
     layout = RecordingLayout(partial(build_shapes_dataset, train_size=80, val_size=0, test_size=0))
     dm = shapes_module(layout, holdout_fraction=0.25)
     source = build_class_split(class_names("shapes"), unseen_classes("shapes"))
-    assert dm.class_names == source.seen_names  # 12 classes; the 4 unseen are gone
+    assert dm.class_names == tuple(source.class_names[i] for i in source.seen)  # 12 classes; the 4 unseen are gone
     assert len(dm.unseen) == 3 and set(dm.seen) | set(dm.unseen) == set(range(12))
     assert dm.evaluation_name == "tune"
     dm.setup()

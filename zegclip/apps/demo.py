@@ -24,17 +24,14 @@ import numpy as np
 from PIL import Image
 
 import zegclip
-from zegclip.apps.predict import resolve_seen
+from zegclip.common.atomic import write_file
+from zegclip.common.class_names import resolve_seen, split_names
+from zegclip.common.errors import ImageReadError
+from zegclip.model.inference import SEEN_BIAS, calibration
 from zegclip.model.prediction import Prediction
-from zegclip.model.preprocess import ImageReadError
 
 SHARES_ID = "zegclip-shares"
 """HTML id of the class-share table (``data-count`` rows, each with ``data-class`` / ``data-share``)."""
-
-
-def split_names(text: str | None) -> list[str]:
-    """``"cat, dog,, grass "`` -> ``["cat", "dog", "grass"]``."""
-    return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
 def shares_table(prediction: Prediction) -> str:
@@ -85,20 +82,21 @@ def shapes_examples(folder: Path, count: int = 4) -> list[Path]:
     for index in range(count):
         image, _ = world.sample(index)
         path = folder / f"shapes_{index}.png"
-        Image.fromarray(np.repeat(np.repeat(image, 4, 0), 4, 1)).save(path)
+        big = Image.fromarray(np.repeat(np.repeat(image, 4, 0), 4, 1))
+        write_file(path, lambda f, im=big: im.save(f, format="PNG"), what="demo example", fsync=False)
         paths.append(path)
     return paths
 
 
 def default_calibration(model: zegclip.ZegCLIP) -> tuple[str, float]:
-    """The seen-class field and offset the page starts with: the checkpoint's own calibration
-    (if it has one), else no seen classes and the paper's 0.1."""
-    meta = model.metadata
-    names = list(meta.get("class_names") or [])
-    bias = float(meta.get("seen_bias") or 0.0)
-    if bias > 0 and meta.get("seen"):
-        return ", ".join(names[i] for i in meta["seen"]), bias
-    return "", 0.1
+    """The seen-class field and offset the page starts with: the checkpoint's own calibration on its
+    own vocabulary (:func:`zegclip.model.inference.calibration`, as ``eval.py`` and ``predict.py``),
+    else no seen classes and the paper's offset for the classes a user types."""
+    names = list(model.metadata.get("class_names") or [])
+    seen, bias = calibration(model.metadata, names)
+    if seen and bias > 0:
+        return ", ".join(names[i] for i in seen), bias
+    return "", SEEN_BIAS
 
 
 def build_demo(model: zegclip.ZegCLIP, examples: Sequence[str | Path] = (), title: str = "ZegCLIP") -> Any:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from zegclip.model.checkpoint import load, save
+from zegclip.model.inference import SEEN_BIAS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         "--seen", help="comma-separated seen classes (names or indices) whose scores get -seen-bias "
         "(default: the checkpoint's own calibration on its own vocabulary, else none)",
     )  # fmt: skip
-    onnx.add_argument("--seen-bias", type=float, default=None, help="seen-class offset (default: the checkpoint's, else 0.1)")
+    onnx.add_argument("--seen-bias", type=float, default=None, help=f"seen-class offset (default: the checkpoint's, else {SEEN_BIAS:g})")
     onnx.add_argument("--templates", default=None, help="single | multi (default: the checkpoint's templates)")
     onnx.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
     args = parser.parse_args(argv)
@@ -119,8 +120,9 @@ def _describe_conversion(model: Any, official: dict) -> None:
 
 
 def _export_onnx(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from zegclip.apps.predict import calibration
+    from zegclip.common.class_names import split_names
     from zegclip.model.deploy import export_onnx
+    from zegclip.model.inference import calibration
 
     if args.onnx.exists() and not args.overwrite:
         parser.error(f"{args.onnx} exists; pass --overwrite to replace it")
@@ -128,11 +130,11 @@ def _export_onnx(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         parser.error(f"--precision {args.precision}: the ONNX graph is float32 (give --precision auto or fp32)")
     model = load(args.checkpoint, precision=_precision(args.precision))
     print(model.precision.line())
-    names = [n.strip() for n in args.classes.split(",") if n.strip()] if args.classes else model.metadata.get("class_names")
+    names = split_names(args.classes) if args.classes else model.metadata.get("class_names")
     if not names:
         parser.error(f"{args.checkpoint} holds no vocabulary: give --classes 'name,name,...'")
     try:
-        seen, seen_bias = calibration(model, names, args.seen, args.seen_bias)
+        seen, seen_bias = calibration(model.metadata, names, args.seen, args.seen_bias)
     except ValueError as err:
         parser.error(str(err))
     templates = args.templates or model.metadata.get("templates") or "single"

@@ -24,10 +24,10 @@ from tqdm import tqdm
 
 import zegclip
 from zegclip.common.atomic import raise_write_error, write_text
-from zegclip.common.errors import ConfigError, InputError, InputNotFoundError
+from zegclip.common.class_names import split_names
+from zegclip.common.errors import ConfigError, ImageReadError, InputError, InputNotFoundError
 from zegclip.common.values import plain
-from zegclip.model.inference import SEEN_BIAS
-from zegclip.model.preprocess import ImageReadError
+from zegclip.model.inference import calibration
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 """File types picked up when ``inputs`` is a folder (a file or a glob is taken as given)."""
@@ -97,55 +97,6 @@ def output_names(files: Sequence[Path]) -> dict[Path, str]:
     }
 
 
-def _names(value: Any) -> list[str] | None:
-    """Class names from a list or a comma-separated string."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        items = [v.strip() for v in value.split(",")]
-    else:
-        items = [str(v).strip() for v in value]
-    return [v for v in items if v]
-
-
-def resolve_seen(seen: Any, class_names: Sequence[str]) -> list[int]:
-    """Seen classes given as indices and/or names -> indices (errors name the unknown entry)."""
-    items = [seen] if isinstance(seen, (str, int)) else list(seen)
-    if len(items) == 1 and isinstance(items[0], str) and "," in items[0]:
-        items = _names(items[0]) or []
-    out = []
-    for item in items:
-        if isinstance(item, int) or (isinstance(item, str) and item.strip().isdigit()):
-            index = int(item)
-            if not 0 <= index < len(class_names):
-                raise ConfigError(f"seen: index {index} is out of range for {len(class_names)} classes")
-        else:
-            name = str(item).strip()
-            if name not in class_names:
-                raise ConfigError(f"seen: {name!r} is not one of the classes {list(class_names)}")
-            index = list(class_names).index(name)
-        out.append(index)
-    return out
-
-
-def calibration(
-    model: zegclip.ZegCLIP, class_names: Sequence[str], seen: Any, seen_bias: float | None
-) -> tuple[list[int] | None, float]:
-    """The seen-class offset to apply.
-
-    ``seen`` given: those classes, minus ``seen_bias`` (default 0.1, the paper's). ``seen`` null:
-    the checkpoint's own calibration if ``class_names`` is its vocabulary (as ``eval.py``), else
-    none.
-    """
-    if seen is not None:
-        return resolve_seen(seen, class_names), SEEN_BIAS if seen_bias is None else float(seen_bias)
-    meta = model.metadata
-    if list(class_names) == list(meta.get("class_names") or []) and meta.get("seen"):
-        bias = float(meta.get("seen_bias", 0.0)) if seen_bias is None else float(seen_bias)
-        return list(meta["seen"]), bias
-    return None, 0.0
-
-
 def _device(name: str | None) -> str:
     if name:
         return str(name)
@@ -163,10 +114,10 @@ def predict(cfg: DictConfig) -> PredictSummary:
     model = zegclip.load(cfg.ckpt_path, device=_device(cfg.get("device")), precision=cfg.get("precision", "auto"))
     console.print(model.precision.line(), markup=False, highlight=False)
     precision = model.precision.to_dict()
-    class_names = _names(plain(cfg.get("classes"))) or list(model.metadata.get("class_names") or [])
+    class_names = split_names(plain(cfg.get("classes"))) or list(model.metadata.get("class_names") or [])
     if not class_names:
         raise ConfigError(f"{cfg.ckpt_path} holds no vocabulary: give classes=[name,name,...]")
-    seen, seen_bias = calibration(model, class_names, plain(cfg.get("seen")), cfg.get("seen_bias"))
+    seen, seen_bias = calibration(model.metadata, class_names, plain(cfg.get("seen")), cfg.get("seen_bias"))
     templates = plain(cfg.get("templates"))
     console.print(
         f"{len(files)} image(s), {len(class_names)} classes"

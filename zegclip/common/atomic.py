@@ -1,7 +1,7 @@
 """Atomic file writes: the one way checkpoints, run records, caches and prepared files are written.
 
-:func:`write_file` writes to a temporary file beside the target (``.<name>.<pid>-<random>.tmp``:
-unique per process and per call), flushes and fsyncs it, renames it onto the target and fsyncs
+:func:`write_file` writes to a temporary file beside the target (``.<name>.<pid>-<thread>-<random>.tmp``:
+unique per process, thread and call), flushes and fsyncs it, renames it onto the target and fsyncs
 the folder. So a reader sees the old file or the new one, never half of one; two processes (DDP
 ranks, two runs) writing the same file each use their own temporary name and the last rename
 wins with a complete file; a write that fails (a full disk, a read-only folder, no permission)
@@ -16,6 +16,7 @@ import contextlib
 import errno
 import os
 import secrets
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -30,8 +31,9 @@ SPACE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def temp_path(path: Path) -> Path:
-    """A temporary name beside ``path`` that no other process or call uses."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    """A temporary name beside ``path`` that no other process, thread or call uses: the process id,
+    the thread id and a random part (``.<name>.<pid>-<thread>-<random>.tmp``)."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_native_id()}-{secrets.token_hex(4)}.tmp")
 
 
 class _Sink:
@@ -128,6 +130,16 @@ def write_file(
     if fsync:
         _fsync_folder(path.parent)
     return path
+
+
+def probe_writable(folder: Path) -> None:
+    """Create ``folder`` and a file in it (a temporary name, removed at once); raises the ``OSError``
+    if either cannot be written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = temp_path(folder / ".write-test")
+    with open(probe, "xb"):
+        pass
+    probe.unlink()
 
 
 def write_text(path: str | Path, text: str, **options: Any) -> Path:

@@ -43,6 +43,11 @@ class InputNotFoundError(InputError, FileNotFoundError):
     """An input path names no file."""
 
 
+class ImageReadError(InputError, OSError):
+    """An image or label file that cannot be decoded (unreadable, truncated, an unexpected mode), or
+    an array that is no image; the message names the file and what was expected."""
+
+
 class RunError(RuntimeError):
     """Base class: a run stopped for a reason the user can act on."""
 

@@ -11,6 +11,8 @@ TABLE_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc")
 """The columns of the sweep report's table."""
 VALIDATION_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU")
 """The metrics of the console's validation line."""
+HEADLINE_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU")
+"""The zero-shot headline: the benchmark tables of the shapes world (ablation, test-time augmentation)."""
 OBJECTIVE_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc")
 """The metrics a hyper-parameter search may optimise (``optimized_metric``)."""
 LABELS = {

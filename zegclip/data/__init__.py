@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # before albumentations is imported
 
 from zegclip.common.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from zegclip.common.errors import ImageReadError  # noqa: E402
 from zegclip.data.datamodule import SegmentationDataModule  # noqa: E402
 from zegclip.data.datasets import (  # noqa: E402
     ADE150Dataset,
@@ -26,14 +27,13 @@ from zegclip.data.errors import (  # noqa: E402
     DataError,
     DataRootError,
     EmptySplitError,
-    ImageReadError,
     LabelValueError,
     MissingFileError,
     PreparationError,
     SizeMismatchError,
     SplitListError,
 )
-from zegclip.data.io import decode_label, make_label_lut, read_image, read_label  # noqa: E402
+from zegclip.data.io import decode_label, make_label_lut, read_label, read_sample_image  # noqa: E402
 from zegclip.data.loading import (  # noqa: E402
     ResumableDataLoader,
     SeededSamples,
@@ -102,7 +102,7 @@ __all__ = [
     "derive_seed",
     "make_label_lut",
     "read_class_names",
-    "read_image",
+    "read_sample_image",
     "read_label",
     "seed_dataset",
     "seed_worker",

@@ -35,8 +35,8 @@ from zegclip.data.io import (
     RAW_IGNORE_16BIT,
     decode_label,
     make_label_lut,
-    read_image,
     read_label,
+    read_sample_image,
 )
 
 SPLITS = ("train", "val", "test")
@@ -158,7 +158,7 @@ class SegmentationDataset(Dataset):
     def load_sample(self, index: int) -> dict[str, Any]:
         """Read and decode sample ``index``: uint8 RGB image, uint16 class-id label, meta."""
         s = self.samples[index]
-        image = read_image(s.image_path)
+        image = read_sample_image(s.image_path)
         label = decode_label(read_label(s.label_path), self.lut, s.label_path)
         if image.shape[:2] != label.shape:
             raise SizeMismatchError(

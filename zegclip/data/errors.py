@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from zegclip.common.errors import UserError
 
+# An image or label file that cannot be decoded raises zegclip.common.errors.ImageReadError (one class
+# for the datasets, the predictor and the apps: zegclip/common/images.py reads every picture).
+
 
 class DataError(UserError, RuntimeError):
     """Base class of all data-layer errors (user errors: one line, exit code 2)."""
@@ -27,10 +30,6 @@ class EmptySplitError(DataError, ValueError):
 
 class SplitListError(DataError, ValueError):
     """A list file is inconsistent (duplicate ids, val ids in training lists)."""
-
-
-class ImageReadError(DataError, OSError):
-    """An image or label file cannot be decoded (unreadable, truncated, unexpected mode)."""
 
 
 class LabelValueError(DataError, ValueError):

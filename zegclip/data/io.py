@@ -5,33 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from zegclip.common.constants import IGNORE_INDEX
-from zegclip.common.errors import ConfigError
-from zegclip.data.errors import ImageReadError, LabelValueError, MissingFileError
+from zegclip.common.errors import ConfigError, ImageReadError, InputNotFoundError
+from zegclip.common.images import open_image, read_image
+from zegclip.data.errors import LabelValueError, MissingFileError
 
-_READ_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
 
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to a uint8 RGB array (H, W, 3).
-
-    EXIF orientation is not applied: label maps are drawn on the stored pixels.
+def read_sample_image(path: str | Path) -> np.ndarray:
+    """A dataset's image as ``(H, W, 3)`` uint8 RGB (:func:`zegclip.common.images.read_image`), EXIF
+    orientation not applied: label maps are drawn on the stored pixels.
 
     Raises:
-        ImageReadError: if the file cannot be decoded completely (unreadable, truncated).
+        MissingFileError: the file vanished after the split was listed. ImageReadError: it cannot be decoded.
     """
     try:
-        with Image.open(path) as im:
-            im.load()  # decodes everything: a truncated file raises here
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8).copy()
-    except FileNotFoundError as e:
-        raise MissingFileError(f"image not found: {path}") from e
-    except _READ_ERRORS as e:
-        raise ImageReadError(f"cannot decode image {path}: {e} (expected a complete JPEG/PNG image)") from e
+        return read_image(path, orient=False)
+    except InputNotFoundError as err:
+        raise MissingFileError(str(err)) from err
 
 
 def read_label(path: str | Path) -> np.ndarray:
@@ -42,25 +33,22 @@ def read_label(path: str | Path) -> np.ndarray:
     32-bit ``I``).
 
     Raises:
+        MissingFileError: no such file.
         ImageReadError: if the file cannot be decoded or is not a single-channel id map
             (colour-coded RGB labels are refused rather than guessed).
     """
     try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("L", "P"):
-                return np.asarray(im, dtype=np.uint8).copy()
-            if mode in ("I;16", "I;16L", "I;16B"):
-                return np.asarray(im).astype(np.uint16)
-            if mode == "I":
-                return np.asarray(im).astype(np.int32)
-    except FileNotFoundError as e:
-        raise MissingFileError(f"label map not found: {path}") from e
-    except _READ_ERRORS as e:
-        raise ImageReadError(
-            f"cannot decode label map {path}: {e} (expected a complete single-channel PNG or TIFF)"
-        ) from e
+        im = open_image(path, "label map", "a complete single-channel PNG or TIFF")
+    except InputNotFoundError as err:
+        raise MissingFileError(str(err)) from err
+    with im:
+        mode = im.mode
+        if mode in ("L", "P"):
+            return np.asarray(im, dtype=np.uint8).copy()
+        if mode in ("I;16", "I;16L", "I;16B"):
+            return np.asarray(im).astype(np.uint16)
+        if mode == "I":
+            return np.asarray(im).astype(np.int32)
     raise ImageReadError(
         f"label map {path} has image mode {mode!r}: expected a single-channel id map "
         "(mode 'L', palette 'P' or 16-bit); colour-coded labels must be converted to ids first"

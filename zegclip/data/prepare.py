@@ -50,6 +50,7 @@ from PIL import Image, features
 from tqdm import tqdm
 
 from zegclip.common.atomic import write_file
+from zegclip.common.errors import ImageReadError
 from zegclip.data.classes import CONTEXT59_CLASSES
 from zegclip.data.errors import DataError, PreparationError
 from zegclip.data.io import read_label
@@ -215,7 +216,7 @@ def _write_label(path: str | Path, label: np.ndarray, overwrite: bool, fmt: str,
     if path.exists():
         try:
             existing = read_label(path)
-        except DataError:
+        except (DataError, ImageReadError):
             existing = None
         if existing is not None and existing.shape == label.shape and np.array_equal(existing, label):
             return "unchanged"
@@ -657,7 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report = ov.prepare_context459(args.src, args.dst, args.overwrite, args.workers, args.val_list)
         else:
             report = check_dataset(args.layout, args.root, args.splits)
-    except DataError as e:
+    except (DataError, ImageReadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(report.summary())

@@ -28,6 +28,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from zegclip.common.errors import ImageReadError, InputNotFoundError
+from zegclip.common.images import open_image
 from zegclip.data.errors import DataError, PreparationError
 from zegclip.data.io import RAW_IGNORE_16BIT
 from zegclip.data.prepare import (
@@ -145,13 +147,9 @@ def ade_resized_size(height: int, width: int, max_short: int = ADE_MAX_SHORT_SID
 
 def _open(path: str | Path, what: str) -> Image.Image:
     try:
-        im = Image.open(path)
-        im.load()
-        return im
-    except FileNotFoundError as e:
-        raise PreparationError(f"{what} not found: {path}") from e
-    except (OSError, SyntaxError, ValueError) as e:
-        raise PreparationError(f"cannot decode {what} {path}: {e}") from e
+        return open_image(path, what)
+    except (InputNotFoundError, ImageReadError) as e:
+        raise PreparationError(str(e)) from e
 
 
 def convert_ade847(image_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -334,7 +332,7 @@ def convert_task(task: tuple[Any, ...]) -> list[tuple[str, str]]:
             ]
         _, src, dst, _ = task
         return [(write_label_tiff(dst, convert_context459(load_context_mat(src)), overwrite), dst)]
-    except DataError:
+    except (DataError, ImageReadError):
         raise
     except (OSError, ValueError, cv2.error) as e:  # name the file whatever failed
         raise PreparationError(f"{kind}: cannot convert {task[1]}: {e}") from e

@@ -25,10 +25,6 @@ class ClassSplit:
         return len(self.class_names)
 
     @property
-    def seen_names(self) -> tuple[str, ...]:
-        return tuple(self.class_names[i] for i in self.seen)
-
-    @property
     def unseen_names(self) -> tuple[str, ...]:
         return tuple(self.class_names[i] for i in self.unseen)
 

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from zegclip.common.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from zegclip.common.images import normalize, short_side_size
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -37,12 +38,6 @@ def keep_ratio_size(h: int, w: int, scale: Sequence[int]) -> tuple[int, int]:
     <= min(scale); returns (new_h, new_w), each rounded half up."""
     long_edge, short_edge = max(scale), min(scale)
     factor = min(long_edge / max(h, w), short_edge / min(h, w))
-    return int(h * factor + 0.5), int(w * factor + 0.5)
-
-
-def short_side_size(h: int, w: int, short_side: int) -> tuple[int, int]:
-    """Keep-ratio size whose short side is exactly ``short_side`` (no cap on the long side)."""
-    factor = short_side / min(h, w)
     return int(h * factor + 0.5), int(w * factor + 0.5)
 
 
@@ -242,6 +237,25 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
         return ("brightness_delta", "contrast_range", "saturation_range", "hue_delta")
 
 
+class Normalize(A.ImageOnlyTransform):
+    """``(pixel - mean) / std`` on uint8 RGB (:func:`zegclip.common.images.normalize`, with the numbers
+    of albumentations' ``Normalize(max_pixel_value=1)``): the one normalisation of training,
+    evaluation and ``model.predict``."""
+
+    def __init__(
+        self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, p: float = 1.0
+    ) -> None:
+        super().__init__(p=p)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return normalize(img, self.mean, self.std)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("mean", "std")
+
+
 class _SeededTransform:
     """Shared seeding: one numpy Generator and one ``random.Random`` for the whole pipeline."""
 
@@ -282,7 +296,7 @@ class TrainTransform(_SeededTransform):
         ]
         if photometric:
             steps.append(PhotoMetricDistortion())
-        steps.append(A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=1.0))
+        steps.append(Normalize(mean=mean, std=std))
         self.compose = A.Compose(steps)
         self.pad = A.PadIfNeeded(
             min_height=crop_h,
@@ -317,7 +331,7 @@ class TestTransform(_SeededTransform):
         self.compose = A.Compose(
             [
                 ShortSideResize(short_side=short_side),
-                A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=1.0),
+                Normalize(mean=mean, std=std),
             ]
         )
 

@@ -14,14 +14,13 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from torch.utils.data import Dataset, Subset
 
 from zegclip.common.atomic import write_text
-from zegclip.common.errors import WriteError
+from zegclip.common.errors import ImageReadError, WriteError
 from zegclip.data.errors import DataError
 
 
@@ -78,7 +77,7 @@ def verify_samples(dataset: Dataset, what: str, workers: int = 4, use_cache: boo
             return name, stamp, None
         try:
             base.load_sample(i)  # type: ignore[attr-defined]
-        except DataError as err:
+        except (DataError, ImageReadError) as err:
             return name, None, str(err)
         return name, stamp, None
 
@@ -97,8 +96,3 @@ def verify_samples(dataset: Dataset, what: str, workers: int = 4, use_cache: boo
         raise DataError(f"{len(problems)} of {len(indices)} {what} samples cannot be used:\n  {shown}{more}")
     return len(indices)
 
-
-def verify_splits(datasets: Sequence[tuple[str, Dataset]], workers: int = 4) -> None:
-    """:func:`verify_samples` over several ``(name, dataset)`` pairs."""
-    for name, dataset in datasets:
-        verify_samples(dataset, name, workers)

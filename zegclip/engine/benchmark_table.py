@@ -19,12 +19,14 @@ the ground truth, what the peers' tables report; ``mIoU`` for files written befo
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zegclip.common.atomic import write_text
 from zegclip.engine.report.jobs import Job, Report, is_variable, override_key, read_job
 from zegclip.engine.report.stats import Stat, fmt, stat
 
@@ -198,15 +200,16 @@ def write_csv(table: BenchmarkTable, path: Path) -> None:
     header = ["model", "n", "seeds"]
     for column in table.columns:
         header += [f"{column}_mean", f"{column}_std", f"{column}_n"]
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for row in table.rows:
-            out: list[Any] = [row.label, len(row.runs), seeds(row)]
-            for dataset in table.datasets:
-                s = cell_stat(row, dataset)
-                out += ["" if math.isnan(s.mean) else repr(s.mean), "" if math.isnan(s.std) else repr(s.std), s.n]
-            writer.writerow(out)
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle)
+    writer.writerow(header)
+    for row in table.rows:
+        out: list[Any] = [row.label, len(row.runs), seeds(row)]
+        for dataset in table.datasets:
+            s = cell_stat(row, dataset)
+            out += ["" if math.isnan(s.mean) else repr(s.mean), "" if math.isnan(s.std) else repr(s.std), s.n]
+        writer.writerow(out)
+    write_text(path, handle.getvalue(), what="benchmark table")
 
 
 def rich_table(table: BenchmarkTable) -> Any:
@@ -229,7 +232,7 @@ def write_benchmark_table(report: Report, out_dir: Path, quiet: bool = False) ->
         return {}
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"table_md": out_dir / FILES[0], "table_csv": out_dir / FILES[1]}
-    paths["table_md"].write_text(markdown(table, report.sources))
+    write_text(paths["table_md"], markdown(table, report.sources), what="benchmark table")
     write_csv(table, paths["table_csv"])
     if not quiet:
         from rich.console import Console

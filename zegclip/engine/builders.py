@@ -15,7 +15,7 @@ from zegclip.common.values import plain
 from zegclip.engine.hydra_job import is_multirun, job_overrides, resolved
 from zegclip.engine.objective import check_tuning_start
 from zegclip.engine.stages import inductive_stage, total_steps
-from zegclip.model.inference import default_seen_bias
+from zegclip.model.inference import own_seen_bias
 from zegclip.training.checkpointing import AtomicCheckpointIO, check_selection_metric
 from zegclip.training.console import announce
 from zegclip.training.interrupts import Interrupts
@@ -146,9 +146,8 @@ def evaluation_module(cfg: DictConfig, model: Any, datamodule: Any) -> ZegCLIPMo
     own_vocabulary = list(meta.get("class_names") or []) == list(datamodule.class_names)
     setting = cfg.get("setting") or meta.get("setting") or "inductive"
     evaluation = OmegaConf.to_container(cfg.evaluation, resolve=True)
-    if evaluation.get("seen_bias") is None:
-        # the checkpoint's calibration on its own classes; none across datasets unless configured
-        evaluation["seen_bias"] = float(meta.get("seen_bias", default_seen_bias(setting))) if own_vocabulary else 0.0
+    if evaluation.get("seen_bias") is None:  # none across datasets unless configured
+        evaluation["seen_bias"] = own_seen_bias(meta, datamodule.class_names, setting)
     templates = cfg.text.templates or (meta.get("templates") if own_vocabulary else None) or "single"
     if cfg.text.get("cache_dir"):  # computed embeddings kept on disk (A-847: 847 x 15 prompts)
         model.text_encoder.cache_dir = Path(str(cfg.text.cache_dir))

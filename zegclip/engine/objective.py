@@ -19,7 +19,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-METRICS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc")
+from zegclip.common.metric_names import OBJECTIVE_KEYS
+
 STAGES = {"tune": "the tuning split (tuning=pseudo_unseen)", "test": "the test split"}
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 FAIR_EXAMPLE = "hparams_search=<dataset>_optuna, or tuning=pseudo_unseen optimized_metric=tune/hIoU"
@@ -61,10 +62,10 @@ def check_objective(cfg: DictConfig, sweeper: str | None = None) -> None:
             )
         return
     stage, _, name = str(metric).partition("/")
-    if stage not in STAGES or name not in METRICS:
+    if stage not in STAGES or name not in OBJECTIVE_KEYS:
         raise ObjectiveError(
             f"optimized_metric={metric}: expected <split>/<metric> with split tune ({STAGES['tune']}) or test, "
-            f"and metric one of {', '.join(METRICS)}"
+            f"and metric one of {', '.join(OBJECTIVE_KEYS)}"
         )
     if stage == "tune" and tuning is None:
         raise ObjectiveError(

@@ -11,11 +11,11 @@ from omegaconf import DictConfig
 from rich.table import Table
 
 from zegclip.common.atomic import write_text
+from zegclip.common.metric_names import SUMMARY_KEYS
 from zegclip.common.values import json_number
 from zegclip.engine.hydra_job import job_overrides, output_dir
 from zegclip.engine.objective import objective_record
 from zegclip.training.console import console
-from zegclip.training.module import SUMMARY_KEYS
 
 
 def summary_from_logged(results: list[dict[str, float]], class_names: Any, stage: str = "test") -> dict[str, Any]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zegclip.common.atomic import write_text
+from zegclip.common.atomic import probe_writable, write_text
 from zegclip.common.errors import CheckpointWriteError, RunFolderInUseError, WriteError
 
 MARKER = "run.json"
@@ -64,10 +64,7 @@ def _now() -> str:
 def check_writable(folder: Path, what: str = "checkpoints") -> None:
     """Fail at start-up, not at the first checkpoint, if ``folder`` cannot be written."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_writable(folder)
     except OSError as err:
         raise CheckpointWriteError(f"cannot write {what} into {folder}: {err.strerror or err}") from err
 

@@ -26,6 +26,7 @@ from typing import Any, TextIO
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from zegclip.common.atomic import write_text
 from zegclip.engine.objective import check_objective
 from zegclip.training.console import announce
 
@@ -133,7 +134,7 @@ def prepare(impl: Any, config: DictConfig) -> StudyState | None:
     optuna = import_optuna()
     folder = Path(str(config.hydra.sweep.dir))
     impl._zegclip_lock = lock(folder)
-    OmegaConf.save(config, folder / "multirun.yaml")  # as Hydra's basic sweeper does: the report finds the sweep by it
+    write_text(folder / "multirun.yaml", OmegaConf.to_yaml(config), what="sweep config")  # as Hydra's basic sweeper does: the report finds the sweep by it
     if not impl.study_name:
         raise ValueError("hydra.sweeper.study_name is null: a study needs a name to be continued")
     directions = impl._get_directions()
@@ -168,5 +169,5 @@ def write_results(study: Any, folder: Path) -> None:
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         return
     best = study.best_trial
-    OmegaConf.save(OmegaConf.create({"name": "optuna", "best_params": best.params, "best_value": best.value}),
-                   folder / "optimization_results.yaml")  # fmt: skip
+    best_yaml = OmegaConf.to_yaml(OmegaConf.create({"name": "optuna", "best_params": best.params, "best_value": best.value}))
+    write_text(folder / "optimization_results.yaml", best_yaml, what="search result")

@@ -13,6 +13,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from zegclip.common.atomic import write_text
+
 STORAGE_FILE = "optuna.db"
 BEST_FILE = "best_overrides.txt"
 # overrides of a trial that belong to the search, not to the configuration it tried
@@ -118,7 +120,7 @@ def study_markdown(folder: Path, write_best: bool = True) -> list[str]:
         if (folder / str(best.number) / ".hydra").is_dir():
             overrides = trial_overrides(folder, best.number)
             if write_best:
-                (folder / BEST_FILE).write_text("\n".join(overrides) + "\n")
+                write_text(folder / BEST_FILE, "\n".join(overrides) + "\n", what="best trial overrides")
             lines += ["", "Re-train it on the real split with seeds 0, 1, 2 (test mean ± std in that sweep's report.md):",
                       "", "```bash", f"python train.py -m seed=0,1,2 $(cat {_shown(folder / BEST_FILE)})", "```", "",
                       "i.e. `python train.py -m seed=0,1,2 " + " ".join(overrides) + "`"]  # fmt: skip

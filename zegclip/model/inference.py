@@ -3,11 +3,13 @@ and multi-scale + flip test-time augmentation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from zegclip.common.class_names import resolve_seen
 from zegclip.common.errors import ConfigError
 
 SEEN_BIAS = 0.1
@@ -19,11 +21,39 @@ def default_seen_bias(setting: str | None) -> float:
     return SEEN_BIAS if setting in (None, "inductive") else 0.0
 
 
+def own_seen_bias(metadata: Mapping[str, Any], class_names: Sequence[str], setting: str | None = None) -> float:
+    """The calibration rule: a checkpoint's own ``seen_bias`` on its own vocabulary (its setting's
+    official one, :func:`default_seen_bias`, if it stores none); none (0) on any other vocabulary:
+    its seen classes mean nothing there. ``setting`` overrides the checkpoint's."""
+    if list(class_names) != list(metadata.get("class_names") or []):
+        return 0.0
+    bias = metadata.get("seen_bias")
+    return float(bias) if bias is not None else default_seen_bias(setting or metadata.get("setting"))
+
+
+def calibration(
+    metadata: Mapping[str, Any], class_names: Sequence[str], seen: Any = None, seen_bias: float | None = None
+) -> tuple[list[int] | None, float]:
+    """The seen classes and the offset a prediction subtracts from their scores.
+
+    ``seen`` given (indices and/or names, see :func:`zegclip.common.class_names.resolve_seen`): those
+    classes, minus ``seen_bias`` (default :data:`SEEN_BIAS`, the paper's). ``seen`` None: the
+    checkpoint's own seen classes and :func:`own_seen_bias` if ``class_names`` is its vocabulary (as
+    ``eval.py``; ``seen_bias`` overrides the offset), else none.
+    """
+    if seen is not None:
+        return resolve_seen(seen, class_names), SEEN_BIAS if seen_bias is None else float(seen_bias)
+    own_seen = list(metadata.get("seen") or [])
+    if own_seen and list(class_names) == list(metadata.get("class_names") or []):
+        return own_seen, own_seen_bias(metadata, class_names) if seen_bias is None else float(seen_bias)
+    return None, 0.0
+
+
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 """Maps images ``(N, 3, h, w)`` to calibrated scores ``(N, C, h, w)``."""
 
 
-def calibrate(logits: torch.Tensor, seen: Sequence[int] | None, seen_bias: float = 0.1) -> torch.Tensor:
+def calibrate(logits: torch.Tensor, seen: Sequence[int] | None, seen_bias: float = SEEN_BIAS) -> torch.Tensor:
     """``sigmoid(logits)``, minus ``seen_bias`` on the ``seen`` channels ``(B, C, H, W)``."""
     scores = logits.sigmoid()
     if seen is not None and len(seen) > 0 and seen_bias != 0:
@@ -33,7 +63,7 @@ def calibrate(logits: torch.Tensor, seen: Sequence[int] | None, seen_bias: float
     return scores
 
 
-def calibrate_(logits: torch.Tensor, seen: Sequence[int] | None, seen_bias: float = 0.1) -> torch.Tensor:
+def calibrate_(logits: torch.Tensor, seen: Sequence[int] | None, seen_bias: float = SEEN_BIAS) -> torch.Tensor:
     """:func:`calibrate` in place (the same numbers, no new full-size tensor)."""
     scores = logits.sigmoid_()
     if seen is not None and len(seen) > 0 and seen_bias != 0:
@@ -110,31 +140,6 @@ def window_batches(
     for start in range(0, len(boxes), per_pass):
         chunk = boxes[start : start + per_pass]
         yield chunk, torch.cat([images[:, :, y1:y2, x1:x2] for y1, x1, y2, x2 in chunk], dim=0)
-
-
-def upsampled_argmax(scores: torch.Tensor, size: tuple[int, int], max_bytes: int = 256 * 2**20) -> torch.Tensor:
-    """``argmax`` over classes of ``scores`` ``(C, h, w)`` bilinearly resized to ``size`` ``(H, W)``.
-
-    Equals ``interpolate(scores)[...].argmax(0)`` (ties go to the lower index) without holding
-    all ``C x H x W`` resized scores: classes are resized a chunk at a time (at most
-    ``max_bytes`` of resized scores), keeping the running maximum.
-    """
-    num_classes = scores.shape[0]
-    height, width = size
-    chunk = max(1, min(num_classes, max_bytes // max(1, height * width * scores.element_size())))
-    best = best_index = None
-    for start in range(0, num_classes, chunk):
-        resized = F.interpolate(scores[None, start : start + chunk], size=size, mode="bilinear", align_corners=False)[0]
-        value, index = resized.max(0)
-        index = index + start
-        if best is None:
-            best, best_index = value, index
-        else:
-            better = value > best  # strict: an earlier class keeps a tie
-            best = torch.where(better, value, best)
-            best_index = torch.where(better, index, best_index)
-    assert best_index is not None
-    return best_index
 
 
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zegclip.common.errors import ConfigError
+from zegclip.common.images import ImageInput, read_image, resize_short_side
 from zegclip.model.chunked import CHUNK_BYTES, grid_views, iter_chunks, running_argmax
 from zegclip.model.clip import CLIPConfig, create_clip
 from zegclip.model.decoder import MaskDecoder, RelationshipDescriptor
@@ -28,7 +29,7 @@ from zegclip.model.inference import (
 )
 from zegclip.model.precision import PrecisionChoice, autocast
 from zegclip.model.prediction import Prediction
-from zegclip.model.preprocess import ImageInput, normalize, read_image, resize_short_side
+from zegclip.model.preprocess import normalize
 from zegclip.model.prompted_vit import PromptedVisionTransformer
 from zegclip.model.text import SINGLE_TEMPLATE, TextEncoder
 
@@ -420,7 +421,7 @@ class ZegCLIP(nn.Module):
         back to the image's size, argmax.
 
         Args:
-            image: a path, a PIL image or an array (see :func:`zegclip.model.preprocess.read_image`
+            image: a path, a PIL image or an array (see :func:`zegclip.common.images.read_image`
                 for the modes handled: EXIF rotation, grey, RGBA, 16-bit, ...).
             class_names: the vocabulary (default: the checkpoint's).
             seen, seen_bias: class indices that get ``-seen_bias`` (None: no offset).

@@ -20,6 +20,8 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from rich.console import Console
 
+from zegclip.common.metric_names import LABELS, VALIDATION_KEYS
+
 console = Console(soft_wrap=True)  # never wrap a line mid-number when there is no terminal
 
 _NOISE = (
@@ -114,7 +116,8 @@ def _percent(value: Any) -> str:
 class ValidationReport(L.Callback):
     """One console line per validation during training: ``step  mIoU(S)  mIoU(U)  hIoU  mIoU``."""
 
-    KEYS = (("mIoU(S)", "val/mIoU_seen"), ("mIoU(U)", "val/mIoU_unseen"), ("hIoU", "val/hIoU"), ("mIoU", "val/mIoU"))
+    KEYS = tuple((LABELS[key], f"val/{key}") for key in VALIDATION_KEYS)
+    """(label, logged name) of each metric on the line."""
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit" or not trainer.is_global_zero:

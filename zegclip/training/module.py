@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
 from zegclip.common.errors import CheckpointError, ConfigError, NonFiniteLossError
+from zegclip.common.metric_names import SUMMARY_KEYS
 from zegclip.model.checkpoint import (
     LIGHTNING_FORMAT_KEY,
     VERSION,
@@ -43,7 +44,6 @@ from zegclip.training.optim import build_optimizer
 quiet_lightning()  # also in the processes a spawned strategy (ddp_spawn) starts
 
 SETTINGS = ("inductive", "transductive", "fully")
-SUMMARY_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc", "fwIoU", "mIoU_gt")
 
 
 def check_setting(

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from zegclip.common.constants import IGNORE_INDEX
+from zegclip.common.metric_names import LABELS
 from zegclip.common.palette import palette
 from zegclip.model.preprocess import denormalize
 
@@ -155,14 +156,15 @@ def per_class_iou_figure(
     handles: list[Any] = []
     means = []
     for index, colour, label in ((seen_idx, SEEN_COLOUR, "seen"), (sorted(unseen_set), UNSEEN_COLOUR, "unseen")):
+        metric = LABELS[f"mIoU_{label}"]
         present = values[index] if index else np.array([])
         present = present[~np.isnan(present)]
         if present.size:
             mean = float(present.mean())
             handles.append(ax.axvline(mean, color=colour, linestyle="--", linewidth=1.5,
-                                      label=f"mIoU({label[0].upper()}) {mean:.1f}"))  # fmt: skip
+                                      label=f"{metric} {mean:.1f}"))  # fmt: skip
             handles.append(Patch(color=colour, label=f"{label} classes"))
-            means.append(f"mIoU({label[0].upper()}) {mean:.1f}")
+            means.append(f"{metric} {mean:.1f}")
     if handles:
         ax.legend(handles=handles, loc="lower right", fontsize=9, framealpha=0.9)
     ax.set_title("IoU per class" + (" (highest first)" if sort else "") + (": " + ", ".join(means) if means else "")
