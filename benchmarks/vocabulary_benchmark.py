@@ -192,9 +192,10 @@ def run(args: argparse.Namespace) -> tuple[dict[tuple[str, str, int], dict[str, 
                 print(f"[vocabulary_benchmark] {workload} C={classes}: {impls} ...", file=sys.stderr, flush=True)
                 timed = benchlib.run_child(Path(__file__), spec)
                 for impl in impls:
-                    # a process per implementation for its memory; the smoke run checks the script only
-                    memory = {"added": 0} if args.smoke else benchlib.run_child(
-                        Path(__file__), {**spec, "impls": [impl], "mode": "memory"})
+                    # a process per implementation for its memory; the smoke run measures one (the path, once)
+                    measure = not args.smoke or not results
+                    memory = benchlib.run_child(Path(__file__), {**spec, "impls": [impl], "mode": "memory"}) \
+                        if measure else {"added": None}  # fmt: skip
                     results[(workload, impl, classes)] = {"times": timed["times"][impl], "added": memory["added"],
                                                           "agree": timed["agree"].get(impl)}  # fmt: skip
     info["rates"].append(benchlib.gemm_rate())
@@ -221,10 +222,12 @@ def render(command: str, results: dict[tuple[str, str, int], dict[str, Any]], in
         official = results.get((workload, "official", c))
         med = statistics.median(r["times"])
         vs_t = f"{med / statistics.median(official['times']):.2f}x" if official and impl != "official" else "-"
-        vs_m = f"{r['added'] / official['added']:.2f}x" if official and impl != "official" and official["added"] > 0 else "-"
+        vs_m = f"{r['added'] / official['added']:.2f}x" if official and impl != "official" and (official["added"] or 0) > 0 \
+            and r["added"] is not None else "-"
         agree = "-" if r["agree"] is None else f"{100 * r['agree']:.3f}%"
+        added = "not measured (smoke run)" if r["added"] is None else benchlib.gib(r["added"])
         out.append(f"| {WORKLOADS[workload]} | {c} | {impl} | {benchlib.fmt_time(r['times'])} | "
-                   f"{benchlib.gib(r['added'])} | {vs_t} | {vs_m} | {agree} |")  # fmt: skip
+                   f"{added} | {vs_t} | {vs_m} | {agree} |")  # fmt: skip
     for workload, impl, c, size in info["skipped"]:
         out.append(f"| {WORKLOADS[workload]} | {c} | {impl} | not run: its (C, H, W) float32 scores alone "
                    f"take {benchlib.gib(size)} | | | | |")  # fmt: skip
@@ -269,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=benchlib.THREADS)
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16 (autocast) crop rows")
-    parser.add_argument("--smoke", action="store_true", help="tiny model, 1 repeat, C = 20 and 300, no memory processes: checks the script")
+    parser.add_argument("--smoke", action="store_true", help="tiny model, 1 repeat, C = 20 and 300, one memory process: checks the script")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help="result file (default benchmarks/results/vocabulary_benchmark.md)")
     args = parser.parse_args(argv)
