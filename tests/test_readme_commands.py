@@ -427,3 +427,117 @@ CHECKS: dict[str, Callable[[Done, DocumentedRuns], None]] = {
     STUDY: check_study,
     f"train.py -m seed=0,1,2 {FROM_FILE}logs/train/optuna/shapes_inductive/best_overrides.txt": check_best_retrain,
 }
+
+
+# -- README commands outside the train / eval / predict blocks ------------------------------------------
+
+
+def tta_rows() -> list[tuple[str, list[str]]]:
+    """``(command, [mIoU(S), mIoU(U), hIoU])`` of the README's test-time augmentation table."""
+    text = README.read_text()
+    rows = re.findall(r"^\| `python (eval\.py[^`]*)` \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", text, flags=re.M)
+    assert len(rows) == 4, "the README's test-time augmentation table"
+    return [(command, list(values)) for command, *values in rows]
+
+
+TTA = tta_rows()
+
+
+@pytest.mark.parametrize(("command", "stated"), [
+    pytest.param(c, v, marks=[pytest.mark.slow] if "scales=" in c else []) for c, v in TTA if c != "eval.py"],
+    ids=[c for c, _ in TTA if c != "eval.py"])  # fmt: skip
+def test_tta_table_rows(command: str, stated: list[str], tmp_path: Path) -> None:
+    """Each row of the TTA table, run as written (the bundled model, the full test set): the printed
+    mIoU(S) / mIoU(U) / hIoU are the table's (`python eval.py`'s row: test_documented_command). The
+    multi-scale rows take about a minute each: slow."""
+    stdout = run([sys.executable, str(REPO / "eval.py"), *shlex.split(command)[1:]], tmp_path)
+    (line,) = [line for line in stdout.splitlines() if line.startswith("mIoU_seen:")]
+    printed = dict(re.findall(r"(\w+): (\S+)", line))
+    assert [printed["mIoU_seen"], printed["mIoU_unseen"], printed["hIoU"]] == stated
+
+
+def test_palette_command_prints_the_stated_distances(tmp_path: Path) -> None:
+    text = README.read_text()
+    command = re.search(r'`python -c "(from zegclip\.common\.palette import [^"]*)"`', text)
+    stated = re.search(r"CIE76 delta E\s+([\d.]+) apart at 20 classes, ([\d.]+) at 59 and ([\d.]+) at 171", text)
+    assert command and stated, "the README's palette distances and the command that prints them"
+    printed = run([sys.executable, "-c", command.group(1)], tmp_path).strip()
+    assert printed == "[" + ", ".join(stated.groups()) + "]"
+
+
+def readme_shell_commands(prefix: str) -> list[list[str]]:
+    """The words of each README code-block line that starts with ``prefix`` (comments removed)."""
+    text = README.read_text()
+    return [shlex.split(line.split("#", 1)[0]) for block in re.findall(r"```(?:bash|sh)\n(.*?)```", text, flags=re.S)
+            for line in block.splitlines() if line.strip().startswith(prefix)]  # fmt: skip
+
+
+def test_export_onnx_command_of_the_bundled_model(tmp_path: Path) -> None:
+    """`python -m zegclip.export shapes --onnx shapes.onnx --classes ... --seen ...`, as written: one
+    file with the named vocabulary and seen class in its metadata (numbers: test_export_onnx.py)."""
+    import onnx
+
+    (words,) = readme_shell_commands("python -m zegclip.export shapes --onnx")
+    stdout = run([sys.executable, *words[1:]], tmp_path)
+    classes = next(words[i + 1] for i, w in enumerate(words) if w == "--classes").split(",")
+    seen = next(words[i + 1] for i, w in enumerate(words) if w == "--seen")
+    out = tmp_path / words[words.index("--onnx") + 1]
+    meta = {p.key: p.value for p in onnx.load(str(out), load_external_data=False).metadata_props}
+    assert json.loads(meta["class_names"]) == classes and json.loads(meta["seen"]) == [classes.index(seen)]
+    assert float(meta["seen_bias"]) == 0.1  # the default offset with --seen
+    assert re.search(rf"wrote {re.escape(out.name)} \([\d.]+ MiB\): {len(classes)} classes, seen offset -0\.1 on 1 classes",
+                     stdout.replace("\n", " "))  # fmt: skip
+
+
+def test_report_commands_on_documented_runs(documented: DocumentedRuns, tmp_path: Path) -> None:
+    """`python -m zegclip.report logs/train/multiruns/<time>` on the documented 3-seed sweep rewrites
+    its report (the same table); `... logs/train/runs/A logs/train/runs/B --per-class --out results/`
+    on two documented runs (inductive, transductive) reports two groups of one and the per-class IoU."""
+    import shutil
+
+    sweep_done = documented.get("train.py", ["-m", "seed=0,1,2"])
+    (sweep,) = sweep_done.folders("multiruns")
+    first, second = readme_shell_commands("python -m zegclip.report logs/train/")
+    callback_rows = report_rows((sweep / "report.md").read_text())
+    (sweep / "report.md").unlink()
+    run([sys.executable, *[w.replace("<time>", sweep.name) for w in first[1:]]], sweep_done.workdir)
+    assert report_rows((sweep / "report.md").read_text()) == callback_rows
+    check_seed_group(sweep)
+
+    runs = tmp_path / "logs" / "train" / "runs"
+    for name, command in (("A", []), ("B", ["setting=transductive"])):
+        (source,) = documented.get("train.py", command).folders("runs")
+        shutil.copytree(source, runs / name, ignore=shutil.ignore_patterns("*.ckpt"))
+    run([sys.executable, *second[1:]], tmp_path)
+    out = tmp_path / second[second.index("--out") + 1]
+    report = (out / "report.md").read_text()
+    rows = report_rows(report.split("## IoU per class")[0])
+    assert [(r["n"], r["seeds"]) for r in rows] == [("1", "0"), ("1", "0")]
+    metrics = [read_json(runs / name / "metrics.json") for name in ("A", "B")]
+    cells = sorted(tuple(r[label] for label in REPORT_COLUMNS) for r in rows)
+    assert cells == sorted(tuple(f"{100 * m[key]:.1f} ± -" for key in REPORT_COLUMNS.values()) for m in metrics)
+    per_class = report.split("## IoU per class (%)")[1]
+    assert all(f"| {name} |" in per_class for name in metrics[0]["IoU_per_class"])
+    lines = list(csv.DictReader((out / "report.csv").open()))
+    assert sorted(float(r["IoU/red circle_mean"]) for r in lines) == pytest.approx(
+        sorted(m["IoU_per_class"]["red circle"] for m in metrics), rel=1e-6)
+
+
+SWEEP_SPREAD = re.search(r"mIoU\(S\) ([\d.]+) ± ([\d.]+), mIoU\(U\) ([\d.]+) ± ([\d.]+), hIoU ([\d.]+) ± ([\d.]+)",
+                         README.read_text())  # fmt: skip
+
+
+@pytest.mark.slow
+def test_train_as_written_lands_in_the_seed_spread(tmp_path: Path) -> None:
+    """`python train.py`, unshortened (about 4 minutes): its test mIoU(S) / mIoU(U) / hIoU within three
+    standard deviations of the README's 3-seed sweep (its last digits depend on the CPU), its output
+    as the README shows it."""
+    assert SWEEP_SPREAD, "the README states the 3-seed sweep's mean ± std"
+    stdout = run([sys.executable, str(REPO / "train.py")], tmp_path)
+    done = Done("train.py", tmp_path, stdout)
+    (run_dir,) = done.folders("runs")
+    check_validation_lines(stdout, run_dir, [250, 500, 750, 1000])
+    metrics = check_test_output(stdout, run_dir, tmp_path)
+    values = [float(v) for v in SWEEP_SPREAD.groups()]
+    for key, mean, std in zip(("mIoU_seen", "mIoU_unseen", "hIoU"), values[0::2], values[1::2]):
+        assert abs(100 * metrics[key] - mean) <= 3 * std, (key, 100 * metrics[key], mean, std)
