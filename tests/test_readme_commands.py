@@ -1,9 +1,15 @@
-"""Every ``python train.py`` / ``eval.py`` / ``predict.py`` command the README shows works as shown.
+"""Every command the README shows works as shown, and prints and writes what it says.
 
-Commands that need no download (the shapes world, the bundled model) run for real, verbatim, with
-only shortening overrides appended, from a fresh working folder (so run folders resolve exactly as
-for a user: no ``hydra.sweep.dir`` or path overrides). Every other documented command (real
-datasets, CLIP weights, GPUs, SLURM) must at least compose, for every job of a sweep.
+Commands that need no download (the shapes world, the bundled model) run for real, verbatim, from a
+fresh working folder (so run folders resolve exactly as for a user: no ``hydra.sweep.dir`` or path
+overrides), each once per session (``documented``: tests share the runs). Training commands get
+shortening overrides appended (``SHORTEN``: 4 steps on 64 images, 16 test images; an Optuna study two
+trials), so their numbers are checked against their own files (CSV log, metrics.json, the sweep's
+jobs), their console output against the README's format; ``python eval.py`` and the TTA table's
+flip row run unshortened and print the README's numbers digit for digit. Slow (``-m slow``): the
+multi-scale TTA rows, and ``python train.py`` as written within the README's seed spread. Every
+other documented command (real datasets, CLIP weights, GPUs, SLURM) must at least compose, for
+every job of a sweep.
 """
 
 from __future__ import annotations
