@@ -39,13 +39,29 @@ def test_onnx_export_matches_pytorch(tmp_path):
         assert (got.argmax(1) == expected.argmax(1)).mean() > 0.999
 
 
-def test_export_cli_errors(tmp_path):
-    with pytest.raises(SystemExit):
-        export_main(["shapes"])  # neither OUTPUT nor --onnx
-    with pytest.raises(SystemExit):
-        export_main(["shapes", str(tmp_path / "a.pt"), "--onnx", str(tmp_path / "a.onnx")])
-    with pytest.raises(SystemExit):
-        export_main(["shapes", "--onnx", str(tmp_path / "a.onnx"), "--classes", "cat,dog", "--seen", "cow"])
+def export_error(capsys, argv: list[str]) -> str:
+    """The one-line argparse error ``python -m zegclip.export ARGV`` ends with (exit code 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        export_main(argv)
+    assert exit_info.value.code == 2, exit_info.value.code  # a usage error, not success (0) or a crash
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m zegclip.export")
+    return err.strip().splitlines()[-1]
+
+
+def test_export_cli_errors(tmp_path, capsys):
+    onnx = tmp_path / "a.onnx"
+    assert export_error(capsys, ["shapes"]) == (
+        "python -m zegclip.export: error: give OUTPUT (a small zegclip file) or --onnx OUT.onnx")
+    assert export_error(capsys, ["shapes", str(tmp_path / "a.pt"), "--onnx", str(onnx)]) == (
+        "python -m zegclip.export: error: --onnx writes one file: give no OUTPUT and no --include-clip with it")
+    line = export_error(capsys, ["shapes", "--onnx", str(onnx), "--classes", "cat,dog", "--seen", "cow"])
+    assert line.startswith("python -m zegclip.export: error: ") and "'cow'" in line and "'cat', 'dog'" in line
+    existing = tmp_path / "old.pt"
+    existing.write_bytes(b"keep me")
+    assert export_error(capsys, ["shapes", str(existing)]) == (
+        f"python -m zegclip.export: error: {existing} exists; pass --overwrite to replace it")
+    assert existing.read_bytes() == b"keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["old.pt"]
 
 
 def test_small_export_accepts_the_bundled_name(tmp_path):

@@ -87,10 +87,14 @@ def test_sliding_window_rejects_bad_crop():
 
 
 def test_sliding_window_rejects_stride_larger_than_crop():
+    """A stride above the crop would leave columns no window covers (NaN averages): refused, naming
+    both values; a stride equal to the crop (windows that touch) still covers every pixel."""
     score, _ = fake_score_fn(2)
-    with pytest.raises(ValueError, match="stride"):
-        out = sliding_window(score, torch.randn(1, 3, 32, 90), 2, crop=32, stride=43)
-        assert torch.isfinite(out).all()  # (what happens instead: NaN columns)
+    assert window_starts(90, 32, 43) == [0, 43, 58]  # what it would run: columns 32-42 in no window
+    with pytest.raises(ValueError, match=r"^stride \(43\) larger than crop \(32\) would leave pixels no window covers$"):
+        sliding_window(score, torch.randn(1, 3, 32, 90), 2, crop=32, stride=43)
+    out = sliding_window(score, torch.randn(1, 3, 32, 90), 2, crop=32, stride=32)
+    assert out.shape == (1, 2, 32, 90) and torch.isfinite(out).all()
 
 
 def test_calibrate():

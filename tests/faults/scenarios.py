@@ -79,22 +79,30 @@ def environment(**extra: str) -> dict[str, str]:
     return env
 
 
-def start(folder: Path, *overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """``python train.py <SHORT> <overrides> hydra.run.dir=<folder>`` in the background."""
+def start(folder: Path, *overrides: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    """``python train.py <SHORT> <overrides> hydra.run.dir=<folder>`` in the background; with ``cwd``,
+    ``python <repo>/train.py <SHORT> <overrides>`` from that folder instead (the default run folder
+    under ``cwd/logs``, which ``folder`` names)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    log = open(folder.parent / f"{folder.name}.log", "w")  # noqa: SIM115 (closed by finish)
-    command = [sys.executable, "train.py", *SHORT, *overrides, f"hydra.run.dir={folder}"]
-    return subprocess.Popen(command, cwd=REPO_ROOT, env=env or environment(), stdout=log, stderr=subprocess.STDOUT)
+    log = open(_log(folder), "w")  # noqa: SIM115 (closed by finish)
+    if cwd is None:
+        command = [sys.executable, "train.py", *SHORT, *overrides, f"hydra.run.dir={folder}"]
+    else:
+        command = [sys.executable, str(REPO_ROOT / "train.py"), *SHORT, *overrides]
+    return subprocess.Popen(command, cwd=cwd or REPO_ROOT, env=env or environment(), stdout=log, stderr=subprocess.STDOUT)
+
+
+def _log(folder: Path) -> Path:
+    return folder.parent / f"{folder.name}.log"
 
 
 def finish(proc: subprocess.Popen, folder: Path, timeout: float = 600) -> Run:
     proc.wait(timeout=timeout)
-    output = (folder.parent / f"{folder.name}.log").read_text()
-    return Run(folder, proc.returncode, output)
+    return Run(folder, proc.returncode, _log(folder).read_text())
 
 
-def train(folder: Path, *overrides: str, env: dict[str, str] | None = None) -> Run:
-    return finish(start(folder, *overrides, env=env), folder)
+def train(folder: Path, *overrides: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
+    return finish(start(folder, *overrides, env=env, cwd=cwd), folder)
 
 
 def logged_step(folder: Path) -> int:
@@ -110,9 +118,10 @@ def logged_step(folder: Path) -> int:
     return max(steps, default=-1)
 
 
-def signal_at(folder: Path, signum: int, at_step: int, *overrides: str, env: dict[str, str] | None = None) -> Run:
+def signal_at(folder: Path, signum: int, at_step: int, *overrides: str, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> Run:
     """Start a run and send ``signum`` once its log shows step ``at_step`` (kill -9 included)."""
-    proc = start(folder, *overrides, env=env)
+    proc = start(folder, *overrides, env=env, cwd=cwd)
     deadline = time.time() + 600
     while proc.poll() is None and logged_step(folder) < at_step and time.time() < deadline:
         time.sleep(0.05)

@@ -131,9 +131,25 @@ def test_ddp_spawn_training_run(cfg_train) -> None:
 
 
 def test_ddp_spawn_training_run_with_csv_logger(cfg_train) -> None:
-    """The default logger (csv) with trainer=ddp_sim: fit, then test after training."""
+    """The default logger (csv) with trainer=ddp_sim: fit, then test after training. Rank 0 logs each
+    training step's loss and the validation metrics; the test metrics in the CSV are metrics.json's."""
+    import csv
+    import math
+
     cfg = cfg_train("voc", "inductive", "trainer=ddp_sim", "dataset.batch_size=1")
     with one_torch_thread():
         train(cfg)
     out = Path(cfg.paths.output_dir)
-    assert (out / "metrics.json").is_file() and (out / "csv" / "metrics.csv").is_file()
+    rows = list(csv.DictReader((out / "csv" / "metrics.csv").open()))
+    losses = {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+    assert sorted(losses) == [0, 1] and all(math.isfinite(v) and v > 0 for v in losses.values())
+    lrs = [int(r["step"]) for r in rows if r.get("lr-AdamW/decay")]
+    assert sorted(lrs) == [0, 1]
+    val = [r for r in rows if r.get("val/mIoU_seen")]
+    assert len(val) == 1  # one validation (val_check_interval=2 of 2 steps), logged once, not per rank
+    assert all(0.0 <= float(val[0][f"val/{k}"]) <= 1.0 for k in ("mIoU_seen", "mIoU", "pAcc", "mAcc"))
+    (test,) = list(csv.DictReader((out / "csv" / "test" / "metrics.csv").open()))
+    metrics = read_metrics(out)
+    for key in ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc"):
+        logged = float(test[f"test/{key}"]) if test.get(f"test/{key}") else None
+        assert logged == (None if metrics[key] is None else pytest.approx(metrics[key], rel=1e-6)), key

@@ -130,7 +130,7 @@ class ValidationReport(L.Callback):
         line = f"validation at step {trainer.global_step}{total}{stage}: " + "  ".join(parts)
         bar = trainer.progress_bar_callback
         target = getattr(bar, "progress", None)
-        (target.console if target is not None else console).print(line)
+        (target.console if target is not None else console).print(line, soft_wrap=True)  # one line, never wrapped
 
 
 def model_summary(module: Any) -> str:
