@@ -66,7 +66,6 @@ def test_data_benchmark_reads_both_datasets_through_the_datamodule(tmp_path):
     assert "images/s per worker" in table
 
 
-@pytest.mark.slow
 def test_train_benchmark_smoke_without_the_official_code(tmp_path):
     out = tmp_path / "train.md"
     run_script("train_benchmark.py", "--smoke", "--out", str(out), tmp_path=tmp_path)
@@ -77,7 +76,6 @@ def test_train_benchmark_smoke_without_the_official_code(tmp_path):
     assert "| official |" not in table
 
 
-@pytest.mark.slow
 def test_inference_benchmark_smoke(tmp_path):
     out = tmp_path / "inference.md"
     run_script("inference_benchmark.py", "--smoke", "--out", str(out), tmp_path=tmp_path)
