@@ -57,10 +57,12 @@ use no more than AVX2, or AVX-512 without its bf16 instructions, on a CPU that h
 
 def add_capability_option(parser: Any) -> None:
     parser.add_argument(
-        "--capability", choices=["native", *CAPABILITIES], default="native",
+        "--capability",
+        choices=["native", *CAPABILITIES],
+        default="native",
         help="measure as on a CPU with less: avx2 (no AVX-512, no bf16) or avx512 (no bf16 instructions); "
         "the script runs again in a child process with the settings of benchlib.CAPABILITIES",
-    )  # fmt: skip
+    )
 
 
 def relaunch_with_capability(capability: str, argv: Sequence[str]) -> int | None:
@@ -85,11 +87,20 @@ def machine() -> dict[str, Any]:
     from zegclip.model.precision import cpu_info
 
     info = cpu_info()
-    lowered = [f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS") if os.environ.get(k)]
+    lowered = [
+        f"{k}={os.environ[k]}"
+        for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+        if os.environ.get(k)
+    ]
     return {
-        "cpu": info.name, "cores": os.cpu_count(), "capability": info.capability, "hardware": info.hardware,
-        "limits": [*info.limits, *lowered], "native_bf16": info.native_bf16, "torch": torch.__version__,
-    }  # fmt: skip
+        "cpu": info.name,
+        "cores": os.cpu_count(),
+        "capability": info.capability,
+        "hardware": info.hardware,
+        "limits": [*info.limits, *lowered],
+        "native_bf16": info.native_bf16,
+        "torch": torch.__version__,
+    }
 
 
 def describe_machine() -> str:
@@ -132,8 +143,11 @@ def header(command: str, note: str = "") -> str:
     ]
     with contextlib.suppress(ValueError):
         if float(load.split("/")[0]) > 0.7:
-            lines += ["", f"**The machine was not idle when this run started (load {load.split('/')[0]}): "
-                          "timings are noisy, re-run on a quiet machine for final numbers.**"]  # fmt: skip
+            lines += [
+                "",
+                f"**The machine was not idle when this run started (load {load.split('/')[0]}): "
+                "timings are noisy, re-run on a quiet machine for final numbers.**",
+            ]
     if note:
         lines += ["", note]
     return "\n".join(lines) + "\n"
@@ -244,7 +258,9 @@ def run_child(script: Path, spec: dict[str, Any], timeout: float = 3600) -> dict
     cmd = [sys.executable, str(script), "--worker", json.dumps(spec)]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if result.returncode != 0:
-        raise RuntimeError(f"benchmark worker {spec} failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+        raise RuntimeError(
+            f"benchmark worker {spec} failed (exit {result.returncode}):\n{result.stderr[-4000:]}"
+        )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -259,7 +275,10 @@ def official_harness() -> tuple[Any | None, str]:
     """
     ref = os.environ.get("ZEGCLIP_REF")
     if not ref:
-        return None, "official column skipped: ZEGCLIP_REF is not set (see ../shared/official_harness/README.md)"
+        return (
+            None,
+            "official column skipped: ZEGCLIP_REF is not set (see ../shared/official_harness/README.md)",
+        )
     if not (Path(ref) / "models" / "segmentor" / "zegclip.py").is_file():
         return None, f"official column skipped: ZEGCLIP_REF={ref} holds no official ZegCLIP tree"
     harness = Path(os.environ.get("ZEGCLIP_HARNESS", DEFAULT_HARNESS))
@@ -274,11 +293,16 @@ def official_harness() -> tuple[Any | None, str]:
     return ref_model, ""
 
 
-def official_config(harness: Any, class_names: Sequence[str], seen: Sequence[int], prompts: int) -> dict[str, Any]:
+def official_config(
+    harness: Any, class_names: Sequence[str], seen: Sequence[int], prompts: int
+) -> dict[str, Any]:
     """The harness config of the official ViT-B/16 model for a vocabulary and prompt count."""
     cfg = harness.real_voc_cfg(load_text_embedding=None)
     cfg.update(
-        num_tokens=prompts, class_names=list(class_names), seen_idx=list(seen), all_idx=list(range(len(class_names)))
+        num_tokens=prompts,
+        class_names=list(class_names),
+        seen_idx=list(seen),
+        all_idx=list(range(len(class_names))),
     )
     return cfg
 

@@ -36,17 +36,39 @@ import benchlib
 AVX2 = benchlib.CAPABILITIES["avx2"]
 VARIANTS: dict[str, dict[str, Any]] = {
     "avx2": {"env": AVX2},
-    "avx2-aten512": {"env": {k: v for k, v in AVX2.items() if k != "ATEN_CPU_CAPABILITY"},
-                     "label": "avx2, ATen kernels at AVX-512"},
-    "avx2-mkl": {"env": {k: v for k, v in AVX2.items() if k != "MKL_ENABLE_INSTRUCTIONS"}, "label": "avx2, MKL unrestricted"},
-    "avx2-bind": {"env": {**AVX2, "OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}, "label": "avx2, OpenMP threads bound"},
-    "avx2-malloc": {"env": {**AVX2, "MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**31)},
-                    "label": "avx2, glibc malloc keeps memory"},
-    "avx2-channels-last": {"env": AVX2, "channels_last": True, "label": "avx2, channels-last patch embedding"},
+    "avx2-aten512": {
+        "env": {k: v for k, v in AVX2.items() if k != "ATEN_CPU_CAPABILITY"},
+        "label": "avx2, ATen kernels at AVX-512",
+    },
+    "avx2-mkl": {
+        "env": {k: v for k, v in AVX2.items() if k != "MKL_ENABLE_INSTRUCTIONS"},
+        "label": "avx2, MKL unrestricted",
+    },
+    "avx2-bind": {
+        "env": {**AVX2, "OMP_PROC_BIND": "close", "OMP_PLACES": "cores"},
+        "label": "avx2, OpenMP threads bound",
+    },
+    "avx2-malloc": {
+        "env": {**AVX2, "MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**31)},
+        "label": "avx2, glibc malloc keeps memory",
+    },
+    "avx2-channels-last": {
+        "env": AVX2,
+        "channels_last": True,
+        "label": "avx2, channels-last patch embedding",
+    },
     "native": {"env": {}, "label": "native (nothing lowered)"},
-}  # fmt: skip
-LOWERING = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
-            "OMP_PROC_BIND", "OMP_PLACES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")  # fmt: skip
+}
+LOWERING = (
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "OMP_PROC_BIND",
+    "OMP_PLACES",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+)
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +91,12 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
     env_before = {k: os.environ.pop(k) for k in LOWERING if k in os.environ}
     os.environ.update(VARIANTS[name]["env"])
     try:
-        spec = {"variant": name, "scale": "smoke" if args.smoke else "voc", "threads": args.threads, "repeats": args.repeats}
+        spec = {
+            "variant": name,
+            "scale": "smoke" if args.smoke else "voc",
+            "threads": args.threads,
+            "repeats": args.repeats,
+        }
         return benchlib.run_child(Path(__file__), spec)
     finally:
         for key in VARIANTS[name]["env"]:
@@ -78,27 +105,45 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def render(command: str, order: list[str], results: list[dict[str, Any]], note: str) -> str:
-    out = [benchlib.header(command, note), "",
-           "| variant | settings | step time, median (min) | time / first avx2 run |", "|---|---|---|---|"]  # fmt: skip
+    out = [
+        benchlib.header(command, note),
+        "",
+        "| variant | settings | step time, median (min) | time / first avx2 run |",
+        "|---|---|---|---|",
+    ]
     base = statistics.median(results[0]["times"])
     for name, res in zip(order, results, strict=True):
         env = VARIANTS[name]["env"]
-        settings = " ".join(f"{k}={v}" for k, v in env.items()) + (" + NHWC conv" if VARIANTS[name].get("channels_last") else "")
+        settings = " ".join(f"{k}={v}" for k, v in env.items()) + (
+            " + NHWC conv" if VARIANTS[name].get("channels_last") else ""
+        )
         ratio = statistics.median(res["times"]) / base
-        out.append(f"| {VARIANTS[name].get('label', name)} | `{settings or '-'}` | {benchlib.fmt_time(res['times'])} | {ratio:.2f}x |")
+        out.append(
+            f"| {VARIANTS[name].get('label', name)} | `{settings or '-'}` | {benchlib.fmt_time(res['times'])} | {ratio:.2f}x |"
+        )
     out += ["", "Capability each variant ran with:", ""]
-    out += [f"- {VARIANTS[n].get('label', n)}: {r['machine']} (load at the end {r['load_end']})" for n, r in zip(order, results, strict=True)]
+    out += [
+        f"- {VARIANTS[n].get('label', n)}: {r['machine']} (load at the end {r['load_end']})"
+        for n, r in zip(order, results, strict=True)
+    ]
     return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=[v for v in VARIANTS if v != "avx2"], choices=list(VARIANTS),
-                        help="variants between the two baseline (avx2) runs")  # fmt: skip
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=[v for v in VARIANTS if v != "avx2"],
+        choices=list(VARIANTS),
+        help="variants between the two baseline (avx2) runs",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=benchlib.THREADS)
     parser.add_argument("--smoke", action="store_true", help="tiny model, 1 repeat: checks the script")
-    parser.add_argument("--out", default=None, help="result file (default benchmarks/results/cpu_settings.md)")
+    parser.add_argument(
+        "--out", default=None, help="result file (default benchmarks/results/cpu_settings.md)"
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -106,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.smoke:
         args.repeats = 1
-    command = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
+    command = "python benchmarks/" + " ".join(
+        [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+    )
     order = ["avx2", *args.variants, "avx2"]
     results = []
     for name in order:

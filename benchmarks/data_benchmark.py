@@ -63,7 +63,10 @@ def write_dataset(name: str, root: Path, count: int) -> None:
         else:
             base = root / "coco_stuff164k"
             label = synthetic_label(h, w, rng.choice(np.arange(0, 171), 8), rng)
-            paths = (base / "images" / "train2017" / f"{stem}.jpg", base / "annotations" / "train2017" / f"{stem}_labelTrainIds.png")
+            paths = (
+                base / "images" / "train2017" / f"{stem}.jpg",
+                base / "annotations" / "train2017" / f"{stem}_labelTrainIds.png",
+            )
         for p in paths:
             p.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(paths[0]), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), jpeg)
@@ -114,14 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=48, help="synthetic images per dataset")
     parser.add_argument("--passes", type=int, default=3, help="passes over them (random crops differ)")
-    parser.add_argument("--out", default=None, help="result file (default benchmarks/results/data_benchmark.md)")
+    parser.add_argument(
+        "--out", default=None, help="result file (default benchmarks/results/data_benchmark.md)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    command = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
+    command = "python benchmarks/" + " ".join(
+        [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+    )
     lines = [benchlib.header(command, "One worker = one process, 1 torch thread, 1 OpenCV thread.")]
-    lines += ["| dataset | image sizes | decode (JPEG + PNG), median | whole item, median (mean) | images/s per worker |",
-              "|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "| dataset | image sizes | decode (JPEG + PNG), median | whole item, median (mean) | images/s per worker |",
+        "|---|---|---|---|---|",
+    ]
     for name in ("voc", "coco"):
         r = measure(name, args.images, args.passes)
         item = statistics.median(r["item"])

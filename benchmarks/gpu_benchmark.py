@@ -45,7 +45,9 @@ def build(prompts: int, smoke: bool, device: str):
 
     torch.manual_seed(0)
     if smoke:
-        config = ZegCLIPConfig(clip=CLIPConfig(arch=TINY_ARCH), image_size=64, prompt_tokens=3, decoder_heads=4)
+        config = ZegCLIPConfig(
+            clip=CLIPConfig(arch=TINY_ARCH), image_size=64, prompt_tokens=3, decoder_heads=4
+        )
     else:
         config = ZegCLIPConfig(clip=CLIPConfig(model_name="ViT-B-16"), image_size=512, prompt_tokens=prompts)
     return ZegCLIP(config).to(device)
@@ -120,18 +122,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny model, 1 repeat: checks the script")
-    parser.add_argument("--out", default=None, help="result file (default benchmarks/results/gpu_benchmark.md)")
+    parser.add_argument(
+        "--out", default=None, help="result file (default benchmarks/results/gpu_benchmark.md)"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.device, args.repeats, args.batch = "cpu", 1, 2
     elif not (args.device.startswith("cuda") and torch.cuda.is_available()):
         print("gpu_benchmark.py needs a CUDA GPU (use --smoke to check the script on a CPU)", file=sys.stderr)
         return 2
-    command = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU (smoke run: measures nothing)"
+    command = "python benchmarks/" + " ".join(
+        [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+    )
+    device_name = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else "CPU (smoke run: measures nothing)"
+    )
     lines = [benchlib.header(command, f"Device: {device_name}; batch {args.batch} crops per step.")]
-    lines += ["| workload | mode | step time, median (min) | images/s | peak memory | warm-up |", "|---|---|---|---|---|---|"]
-    eval_lines = ["", "| evaluation | precision | time per image, median (min) | images/s |", "|---|---|---|---|"]
+    lines += [
+        "| workload | mode | step time, median (min) | images/s | peak memory | warm-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    eval_lines = [
+        "",
+        "| evaluation | precision | time per image, median (min) | images/s |",
+        "|---|---|---|---|",
+    ]
     for scale in args.scales:
         prompts, classes, unseen = SCALES[scale]
         model = build(prompts, args.smoke, args.device)
@@ -139,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             r = train_row(model, classes, unseen, mode, args)
             med = statistics.median(r["times"])
             peak = benchlib.gib(r["peak"]) if r["peak"] is not None else "-"
-            lines.append(f"| {scale} | {mode} | {benchlib.fmt_time(r['times'])} | {args.batch / med:.1f} | {peak} | {r['warmup']:.1f} s |")
+            lines.append(
+                f"| {scale} | {mode} | {benchlib.fmt_time(r['times'])} | {args.batch / med:.1f} | {peak} | {r['warmup']:.1f} s |"
+            )
         if scale == "voc":
             for precision, times in eval_rows(model, classes, args).items():
                 eval_lines.append(

@@ -56,7 +56,9 @@ PRECISIONS = ("fp32", "bf16-mixed", "bf16")
 
 
 def autocast(precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16-mixed" else contextlib.nullcontext()
+    return (
+        torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16-mixed" else contextlib.nullcontext()
+    )
 
 
 def variants(model: Any) -> dict[str, Any]:
@@ -82,16 +84,23 @@ def vit_models(tmp: str, smoke: bool) -> tuple[Any, Any, list[str], list[int], s
     if smoke:
         from zegclip import CLIPConfig, ZegCLIPConfig
 
-        arch = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 64, "layers": 3, "head_width": 16},
-                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2}}  # fmt: skip
+        arch = {
+            "embed_dim": 32,
+            "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 64, "layers": 3, "head_width": 16},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2},
+        }
         torch.manual_seed(0)
-        model = zegclip.ZegCLIP(ZegCLIPConfig(clip=CLIPConfig(arch=arch), image_size=64, prompt_tokens=3, decoder_heads=4))
+        model = zegclip.ZegCLIP(
+            ZegCLIPConfig(clip=CLIPConfig(arch=arch), image_size=64, prompt_tokens=3, decoder_heads=4)
+        )
         return model.eval(), None, names, seen, "Smoke run (tiny model): checks the script, measures nothing."
     if harness is None:
         from zegclip import CLIPConfig, ZegCLIPConfig
 
         torch.manual_seed(0)
-        model = zegclip.ZegCLIP(ZegCLIPConfig(clip=CLIPConfig(model_name="ViT-B-16"), image_size=512, prompt_tokens=10))
+        model = zegclip.ZegCLIP(
+            ZegCLIPConfig(clip=CLIPConfig(model_name="ViT-B-16"), image_size=512, prompt_tokens=10)
+        )
         return model.eval(), None, names, seen, note
     torch.manual_seed(0)
     cfg = benchlib.official_config(harness, names, seen, 10)
@@ -117,7 +126,9 @@ def interleaved(fns: dict[Any, Callable[[], Any]], repeats: int) -> dict[Any, li
     return times
 
 
-def run_vit(args: argparse.Namespace, times: dict[tuple[str, str, str], list[float]], info: dict[str, Any]) -> None:
+def run_vit(
+    args: argparse.Namespace, times: dict[tuple[str, str, str], list[float]], info: dict[str, Any]
+) -> None:
     """The ViT-B/16 rows (whole crop and slide), both implementations on the same weights."""
     size = 64 if args.smoke else 512
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,14 +151,25 @@ def run_vit(args: argparse.Namespace, times: dict[tuple[str, str, str], list[flo
 
             def slide(net: Any = net, precision: str = precision) -> torch.Tensor:
                 with autocast(precision):
-                    scores = net.segment(resized, text_embeddings=text, seen=seen, mode="slide", crop=window, stride=stride)
-                return F.interpolate(scores.float(), size=VOC_IMAGE, mode="bilinear", align_corners=False).argmax(1)
+                    scores = net.segment(
+                        resized, text_embeddings=text, seen=seen, mode="slide", crop=window, stride=stride
+                    )
+                return F.interpolate(
+                    scores.float(), size=VOC_IMAGE, mode="bilinear", align_corners=False
+                ).argmax(1)
 
             fns[("whole", "zegclip", precision)] = whole
             fns[("slide", "zegclip", precision)] = slide
         if ref is not None:
             with torch.no_grad():
-                err = (ref.encode_decode(crop, [{}]) - model.segment(crop, text_embeddings=text, seen=seen, mode="whole")).abs().max()
+                err = (
+                    (
+                        ref.encode_decode(crop, [{}])
+                        - model.segment(crop, text_embeddings=text, seen=seen, mode="whole")
+                    )
+                    .abs()
+                    .max()
+                )
             info["official_difference"] = float(err)
             metas = [{"ori_shape": (*VOC_IMAGE, 3)}]
 
@@ -158,8 +180,14 @@ def run_vit(args: argparse.Namespace, times: dict[tuple[str, str, str], list[flo
             fns[("whole", "official", "fp32")] = lambda: ref.encode_decode(crop, [{}])
             fns[("slide", "official", "fp32")] = ref_slide
         times.update(interleaved(fns, args.repeats))
-    info["flops"] = benchlib.zegclip_step_flops(1, size // 16, 3 if args.smoke else 10, len(names), train=False,
-                                                **({"embed": 32, "width": 64} if args.smoke else {}))  # fmt: skip
+    info["flops"] = benchlib.zegclip_step_flops(
+        1,
+        size // 16,
+        3 if args.smoke else 10,
+        len(names),
+        train=False,
+        **({"embed": 32, "width": 64} if args.smoke else {}),
+    )
     info["windows"] = 2
 
 
@@ -181,7 +209,9 @@ def run(args: argparse.Namespace) -> tuple[dict[tuple[str, str, str], list[float
     from zegclip.data.transforms import build_test_transform
 
     shapes = zegclip.load("shapes", precision="fp32")
-    dataset = ShapesSegmentationDataset(split="test", transform=build_test_transform(64), test_size=100 if args.smoke else 1000)
+    dataset = ShapesSegmentationDataset(
+        split="test", transform=build_test_transform(64), test_size=100 if args.smoke else 1000
+    )
     batches = []
     for start in range(0, len(dataset), 50):
         items = [dataset[i] for i in range(start, min(start + 50, len(dataset)))]
@@ -194,7 +224,9 @@ def run(args: argparse.Namespace) -> tuple[dict[tuple[str, str, str], list[float
         def shapes_eval(net: Any = net, precision: str = precision) -> None:
             for batch in batches:
                 with autocast(precision):
-                    net.segment(batch, text_embeddings=shapes_text, mode="slide", crop=64, stride=53).argmax(1)
+                    net.segment(batch, text_embeddings=shapes_text, mode="slide", crop=64, stride=53).argmax(
+                        1
+                    )
 
         shape_fns[("shapes", "zegclip", precision)] = shapes_eval
     times.update(interleaved(shape_fns, max(1, args.repeats // 2)))
@@ -209,13 +241,23 @@ def render(command: str, times: dict[tuple[str, str, str], list[float]], info: d
         f"forward GEMM FLOPs of one 512x512 crop: {info['flops'] / 1e9:.0f} GFLOP."
     )
     if "official_difference" in info:
-        out.append(f"Largest difference of the whole-crop scores, official vs zegclip: {info['official_difference']:.2g}.")
-    out += ["", "| workload | implementation | precision | time, median (min) | throughput | FLOP floor | time / floor | time / official |",
-            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        out.append(
+            f"Largest difference of the whole-crop scores, official vs zegclip: {info['official_difference']:.2g}."
+        )
+    out += [
+        "",
+        "| workload | implementation | precision | time, median (min) | throughput | FLOP floor | time / floor | time / official |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     rows = [
         ("whole", "one 512x512 crop, 20 classes, whole mode", 1, 1),
         ("slide", "VOC-sized image (500x375 -> 683x512), slide, 2 windows", 1, info["windows"]),
-        ("shapes", f"shapes test set ({info['shapes_images']} images, 64x64), bundled model", info["shapes_images"], None),
+        (
+            "shapes",
+            f"shapes test set ({info['shapes_images']} images, 64x64), bundled model",
+            info["shapes_images"],
+            None,
+        ),
     ]
     for key, label, images, windows in rows:
         official = times.get((key, "official", "fp32"))
@@ -231,21 +273,34 @@ def render(command: str, times: dict[tuple[str, str, str], list[float]], info: d
                 floor_cells = "- | -"
             vs = f"{med / statistics.median(official):.2f}x" if official else "-"
             cell = benchlib.precision_label(precision)
-            out.append(f"| {label} | {impl} | {cell} | {benchlib.fmt_time(t)} | {images / med:.2f} images/s | {floor_cells} | {vs} |")
+            out.append(
+                f"| {label} | {impl} | {cell} | {benchlib.fmt_time(t)} | {images / med:.2f} images/s | {floor_cells} | {vs} |"
+            )
     out.append("")
     if info["smoke"]:
         return "\n".join(out) + "\n"
     auto = info["auto"]
-    out.append(f"`precision=auto` picks **{auto}** on this CPU ({'bf16 native' if auto != 'fp32' else 'no native bf16'}).")
+    out.append(
+        f"`precision=auto` picks **{auto}** on this CPU ({'bf16 native' if auto != 'fp32' else 'no native bf16'})."
+    )
     out.append("")
     out.append("| target | measured: ratio of medians (of the fastest runs) | met (medians) |")
     out.append("|---|---|---|")
     for key in ("whole", "slide", "shapes"):
         fp32, off = times.get((key, "zegclip", "fp32")), times.get((key, "official", "fp32"))
-        checks = [(f"{key}: zegclip fp32 <= 1.0x official", fp32, off, 1.0),
-                  (f"{key}: precision=auto ({auto}) <= 1.0x fp32", times.get((key, "zegclip", auto)), fp32, 1.0)]  # fmt: skip
-        checks += [(f"{key}: {p} / fp32{'' if auto != 'fp32' else ' (emulated)'}", times.get((key, "zegclip", p)), fp32,
-                    0.6 if auto != "fp32" and p == "bf16-mixed" and key != "shapes" else None) for p in PRECISIONS[1:]]  # fmt: skip
+        checks = [
+            (f"{key}: zegclip fp32 <= 1.0x official", fp32, off, 1.0),
+            (f"{key}: precision=auto ({auto}) <= 1.0x fp32", times.get((key, "zegclip", auto)), fp32, 1.0),
+        ]
+        checks += [
+            (
+                f"{key}: {p} / fp32{'' if auto != 'fp32' else ' (emulated)'}",
+                times.get((key, "zegclip", p)),
+                fp32,
+                0.6 if auto != "fp32" and p == "bf16-mixed" and key != "shapes" else None,
+            )
+            for p in PRECISIONS[1:]
+        ]
         for label, num, den, limit in checks:
             if num and den:
                 r = statistics.median(num) / statistics.median(den)
@@ -261,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=benchlib.THREADS)
     parser.add_argument("--smoke", action="store_true", help="tiny model, 1 repeat: checks the script")
-    parser.add_argument("--out", default=None, help="result file (default benchmarks/results/inference_benchmark.md)")
+    parser.add_argument(
+        "--out", default=None, help="result file (default benchmarks/results/inference_benchmark.md)"
+    )
     benchlib.add_capability_option(parser)
     args = parser.parse_args(argv)
     code = benchlib.relaunch_with_capability(args.capability, sys.argv[1:] if argv is None else argv)
@@ -270,9 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.repeats = 1
     benchlib.set_threads(args.threads)
-    command = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
+    command = "python benchmarks/" + " ".join(
+        [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+    )
     times, info = run(args)
-    benchlib.write_result(benchlib.result_name("inference_benchmark", args.capability), render(command, times, info), args.out)
+    benchlib.write_result(
+        benchlib.result_name("inference_benchmark", args.capability), render(command, times, info), args.out
+    )
     return 0
 
 

@@ -71,7 +71,9 @@ def run(args: list[str], log: Path, threads: int | None = None) -> float:
         env["OMP_NUM_THREADS"] = str(threads)
     start = time.perf_counter()
     with log.open("w") as out:
-        proc = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.run(
+            [sys.executable, *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed (exit {proc.returncode}); see {log}")
     return time.perf_counter() - start
@@ -111,8 +113,12 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--jobs", type=int, default=1, help="trainings run at once (cores are shared)")
-    parser.add_argument("--work-dir", type=Path, default=None,
-                        help="default: logs/ablation/<start time>; an earlier sweep's folder continues it")  # fmt: skip
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="default: logs/ablation/<start time>; an earlier sweep's folder continues it",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "shapes_ablation.md")
     parser.add_argument("extra", nargs="*", help="overrides passed to every train.py run")
     args = parser.parse_args()
@@ -150,8 +156,14 @@ def main() -> int:
         inductive_dir = args.work_dir / "inductive" / f"seed{seed}"
         if row == "calibration":
             data = [o for o in args.extra if o.startswith("dataset.")]  # same test split as the inductive run
-            cmd = ["eval.py", f"ckpt_path={inductive_dir / 'checkpoints' / 'last.ckpt'}", "evaluation.seen_bias=0.1",
-                   f"seed={seed}", f"hydra.run.dir={run_dir}", *data]  # fmt: skip
+            cmd = [
+                "eval.py",
+                f"ckpt_path={inductive_dir / 'checkpoints' / 'last.ckpt'}",
+                "evaluation.seen_bias=0.1",
+                f"seed={seed}",
+                f"hydra.run.dir={run_dir}",
+                *data,
+            ]
         elif row == "transductive":  # each stage half the inductive row's steps (the recipe's default)
             cmd = ["train.py", *ROWS[row], *common, f"trainer.max_steps={max(1, steps // 2)}"]
         else:
@@ -161,8 +173,11 @@ def main() -> int:
         times[row][seed], results[row][seed] = seconds, m
         with lock:  # the table so far, so that an interrupted sweep keeps what it measured
             write_table()
-        print(f"{row:16s} seed {seed}: S {100 * m['mIoU_seen']:.1f} U {100 * m['mIoU_unseen']:.1f} "
-              f"H {100 * m['hIoU']:.1f} ({seconds:.0f} s)", flush=True)  # fmt: skip
+        print(
+            f"{row:16s} seed {seed}: S {100 * m['mIoU_seen']:.1f} U {100 * m['mIoU_unseen']:.1f} "
+            f"H {100 * m['hIoU']:.1f} ({seconds:.0f} s)",
+            flush=True,
+        )
 
     independent = [(r, s) for s in args.seeds for r in rows if r not in DEPENDENT]
     dependent = [(r, s) for s in args.seeds for r in rows if r in DEPENDENT]
@@ -198,7 +213,9 @@ def render(rows, results, times, seeds, extra, jobs: int = 1, threads: int | Non
         if not res:
             continue
         lines.append(
-            f"| {DESCRIPTIONS[row]} | " + " | ".join(_mean_std([r[k] for r in res]) for k in HEADLINE_KEYS) + " | "
+            f"| {DESCRIPTIONS[row]} | "
+            + " | ".join(_mean_std([r[k] for r in res]) for k in HEADLINE_KEYS)
+            + " | "
             f"{statistics.mean(times[row].values()):.0f} s |"
         )
     return "\n".join(lines) + "\n"

@@ -105,7 +105,11 @@ def build_zegclip(spec: dict[str, Any], scale: dict[str, Any]):
         torch.manual_seed(0)
         clip = CLIPConfig(arch=TINY_ARCH) if spec["scale"] == "smoke" else CLIPConfig(model_name="ViT-B-16")
         heads = 4 if spec["scale"] == "smoke" else 8
-        model = ZegCLIP(ZegCLIPConfig(clip=clip, image_size=scale["crop"], prompt_tokens=scale["prompts"], decoder_heads=heads))
+        model = ZegCLIP(
+            ZegCLIPConfig(
+                clip=clip, image_size=scale["crop"], prompt_tokens=scale["prompts"], decoder_heads=heads
+            )
+        )
     model.train()
     for module in model.modules():  # dropout off, as in the official rows
         if isinstance(module, torch.nn.Dropout):
@@ -155,7 +159,9 @@ class Steps:
             assert harness is not None, why
             cfg = official_config(harness, self.spec, self.scale, self.names, self.seen)
             self.ref = harness.build_reference(cfg)
-            harness.load_weights(self.ref, torch.load(self.spec["checkpoint"], weights_only=True)["state_dict"])
+            harness.load_weights(
+                self.ref, torch.load(self.spec["checkpoint"], weights_only=True)["state_dict"]
+            )
             # our embeddings of the same text tower, precomputed as the official configs do
             self.ref.load_text_embedding = str(Path(self.spec["tmp"]) / f"text_{self.spec['scale']}.npy")
             self.ref.train()
@@ -201,7 +207,9 @@ def timing_worker(spec: dict[str, Any]) -> dict[str, Any]:
             times[row] += benchlib.timed(fns[row], repeats=1, warmup=0)
         rates.append(gemm_rates())
     scale = steps.scale
-    flops = benchlib.zegclip_step_flops(scale["batch"], scale["crop"] // 16, scale["prompts"], len(steps.seen), **_dims(spec))
+    flops = benchlib.zegclip_step_flops(
+        scale["batch"], scale["crop"] // 16, scale["prompts"], len(steps.seen), **_dims(spec)
+    )
     return {
         "times": [[list(row), t] for row, t in times.items()],
         "rates": {k: [r[k] for r in rates] for k in ("fp32", "bf16")},
@@ -219,10 +227,14 @@ def _dims(spec: dict[str, Any]) -> dict[str, int]:
     return {"embed": 32, "width": 64} if spec["scale"] == "smoke" else {}
 
 
-def official_config(harness: Any, spec: dict[str, Any], scale: dict[str, Any], names: list[str], seen: list[int]):
+def official_config(
+    harness: Any, spec: dict[str, Any], scale: dict[str, Any], names: list[str], seen: list[int]
+):
     if spec["scale"] == "smoke":
         cfg = harness.tiny_cfg()
-        cfg.update(class_names=names, seen_idx=seen, all_idx=list(range(len(names))), num_tokens=scale["prompts"])
+        cfg.update(
+            class_names=names, seen_idx=seen, all_idx=list(range(len(names))), num_tokens=scale["prompts"]
+        )
         return cfg
     return benchlib.official_config(harness, names, seen, scale["prompts"])
 
@@ -245,11 +257,15 @@ def make_checkpoint(harness: Any, scale_name: str, path: Path) -> None:
 
     import zegclip
 
-    text = zegclip.load(path, precision="fp32").class_embeddings(names)  # for the official rows (load_text_embedding)
+    text = zegclip.load(path, precision="fp32").class_embeddings(
+        names
+    )  # for the official rows (load_text_embedding)
     np.save(path.parent / f"text_{scale_name}.npy", text.numpy())
 
 
-def render(command: str, results: dict[str, dict[str, Any]], scales: list[str], note: str, smoke: bool) -> str:
+def render(
+    command: str, results: dict[str, dict[str, Any]], scales: list[str], note: str, smoke: bool
+) -> str:
     out = [benchlib.header(command, note)]
     out.append(
         "| workload | implementation | precision | step time, median (min) | FLOP floor | time / floor "
@@ -271,8 +287,11 @@ def render(command: str, results: dict[str, dict[str, Any]], scales: list[str], 
             vs = f"{med / statistics.median(official):.2f}x" if official else "-"
             mem = res["memory"].get(tuple(row)) or res["memory"].get(row)
             name = impl + (" + grad checkpointing" if ckpt else "")
-            rss = "not measured (smoke run)" if mem is None else \
-                f"{benchlib.gib(mem['peak'])} ({benchlib.gib(mem['peak'] - mem['rss_before'])})"  # fmt: skip
+            rss = (
+                "not measured (smoke run)"
+                if mem is None
+                else f"{benchlib.gib(mem['peak'])} ({benchlib.gib(mem['peak'] - mem['rss_before'])})"
+            )
             out.append(
                 f"| {scale} (B=2) | {name} | {benchlib.precision_label(precision)} | {benchlib.fmt_time(t)} "
                 f"| {floor:.2f} s ({res['flops'] / 1e9:.0f} GFLOP at {r:.0f} GFLOP/s) | {med / floor:.2f}x | {vs} "
@@ -282,7 +301,9 @@ def render(command: str, results: dict[str, dict[str, Any]], scales: list[str], 
     for scale in scales:
         res = results[scale]
         rates = ", ".join(f"{k} {min(v):.0f}-{max(v):.0f} GFLOP/s" for k, v in res["rates"].items())
-        out.append(f"{scale}: GEMM rate during the timed rounds {rates}; load average at the end {res['load_end']}.")
+        out.append(
+            f"{scale}: GEMM rate during the timed rounds {rates}; load average at the end {res['load_end']}."
+        )
     if not smoke:
         out += ["", targets(results, scales)]
     return "\n".join(out) + "\n"
@@ -319,10 +340,21 @@ def targets(results: dict[str, dict[str, Any]], scales: list[str]) -> str:
         memory = results[scale]["memory"]
         fp32 = med(scale, "zegclip", "fp32", False)
         limit = 0.85 if scale == "voc" else 0.45
-        check(f"{scale}: zegclip fp32 step <= {limit}x official", fp32, med(scale, "official", "fp32", False), limit)
+        check(
+            f"{scale}: zegclip fp32 step <= {limit}x official",
+            fp32,
+            med(scale, "official", "fp32", False),
+            limit,
+        )
         if scale == "coco":
             ours, off = memory.get(("zegclip", "fp32", False)), memory.get(("official", "fp32", False))
-            check("coco: zegclip peak RSS <= 0.45x official", ours and ours["peak"], off and off["peak"], 0.45, "peak RSS")
+            check(
+                "coco: zegclip peak RSS <= 0.45x official",
+                ours and ours["peak"],
+                off and off["peak"],
+                0.45,
+                "peak RSS",
+            )
         bf16 = med(scale, "zegclip", "bf16-mixed", False)
         if benchlib.machine()["native_bf16"]:
             limit = 0.55 if scale == "voc" else 0.6
@@ -346,9 +378,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scales", nargs="+", default=["voc", "coco"], choices=list(SCALES))
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per row (after warm-up)")
     parser.add_argument("--threads", type=int, default=benchlib.THREADS)
-    parser.add_argument("--smoke", action="store_true", help="tiny model, 1 repeat, memory of the first row only: checks the script")
-    parser.add_argument("--out", default=None, help="result file (default benchmarks/results/train_benchmark.md)")
-    parser.add_argument("--rows", nargs="+", default=list(ROW_NAMES), choices=list(ROW_NAMES), help="rows to measure")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny model, 1 repeat, memory of the first row only: checks the script",
+    )
+    parser.add_argument(
+        "--out", default=None, help="result file (default benchmarks/results/train_benchmark.md)"
+    )
+    parser.add_argument(
+        "--rows", nargs="+", default=list(ROW_NAMES), choices=list(ROW_NAMES), help="rows to measure"
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     benchlib.add_capability_option(parser)
     args = parser.parse_args(argv)
@@ -361,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.scales, args.repeats = ["smoke"], 1
     benchlib.set_threads(args.threads)
-    command = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
+    command = "python benchmarks/" + " ".join(
+        [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+    )
     harness, note = benchlib.official_harness()
     rows = [ROW_NAMES[r] for r in args.rows if ROW_NAMES[r][0] != "official" or harness is not None]
     results: dict[str, dict[str, Any]] = {}
@@ -373,13 +415,19 @@ def main(argv: list[str] | None = None) -> int:
                 make_checkpoint(harness, scale, Path(checkpoint))
             base = {"scale": scale, "threads": args.threads, "checkpoint": checkpoint, "tmp": tmp}
             print(f"[{scale}] timing, rows interleaved ...", file=sys.stderr, flush=True)
-            timing = benchlib.run_child(Path(__file__), {**base, "kind": "timing", "rows": rows, "repeats": args.repeats})
+            timing = benchlib.run_child(
+                Path(__file__), {**base, "kind": "timing", "rows": rows, "repeats": args.repeats}
+            )
             memory = {}
             for row in rows[:1] if args.smoke else rows:  # the smoke run checks the memory path once
                 print(f"[{scale}] memory of {row} ...", file=sys.stderr, flush=True)
                 memory[row] = benchlib.run_child(Path(__file__), {**base, "kind": "memory", "row": row})
             results[scale] = {**timing, "times": {tuple(r): t for r, t in timing["times"]}, "memory": memory}
-    note = "\n".join(filter(None, [note, "Smoke run (tiny model): checks the script, measures nothing." if args.smoke else ""]))
+    note = "\n".join(
+        filter(
+            None, [note, "Smoke run (tiny model): checks the script, measures nothing." if args.smoke else ""]
+        )
+    )
     text = render(command, results, args.scales, note, args.smoke)
     benchlib.write_result(benchlib.result_name("train_benchmark", args.capability), text, args.out)
     return 0

@@ -51,8 +51,11 @@ def evaluate(overrides: list[str], run_dir: Path) -> tuple[dict, float, float]:
     with log.open("w") as out:
         proc = subprocess.run(
             [sys.executable, "eval.py", *overrides, f"hydra.run.dir={run_dir}"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -65,7 +68,9 @@ def render(results: dict[str, tuple[dict, float, float]], extra: list[str], load
     lines = [
         "# Test-time augmentation on the shapes world",
         "",
-        "`python benchmarks/tta_shapes.py" + (" -- " + " ".join(extra) if extra else "") + "`: the bundled shapes "
+        "`python benchmarks/tta_shapes.py"
+        + (" -- " + " ".join(extra) if extra else "")
+        + "`: the bundled shapes "
         "model (`python eval.py`), 1,000 test images, each row one `eval.py` run with the overrides shown.",
         f"Machine: {os.cpu_count()} CPU cores, shared; load average at the start / end: {load}.",
         "",
@@ -80,7 +85,9 @@ def render(results: dict[str, tuple[dict, float, float]], extra: list[str], load
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tta_shapes.md"))
     parser.add_argument("--work", default=str(ROOT / "logs" / "benchmarks" / "tta_shapes"))

@@ -64,7 +64,9 @@ def _build(spec: dict[str, Any], impl: str) -> Any:
         classes = [f"class {i}" for i in range(spec["classes"])]
         cfg = benchlib.official_config(harness, classes, list(range(spec["classes"])), 10)
         ref = harness.build_reference(cfg)
-        harness.load_weights(ref, torch.load(spec["weights"], map_location="cpu", weights_only=False)["state_dict"])
+        harness.load_weights(
+            ref, torch.load(spec["weights"], map_location="cpu", weights_only=False)["state_dict"]
+        )
         ref.load_text_embedding = spec["text"]  # precomputed, as the official configs do
         return ref.eval()
     import zegclip
@@ -74,9 +76,14 @@ def _build(spec: dict[str, Any], impl: str) -> Any:
     from zegclip import CLIPConfig, ZegCLIPConfig
 
     torch.manual_seed(0)
-    arch = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 64, "layers": 3, "head_width": 16},
-            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2}}  # fmt: skip
-    config = ZegCLIPConfig(clip=CLIPConfig(arch=arch), image_size=512, prompt_tokens=3, decoder_heads=4)  # smoke
+    arch = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 64, "layers": 3, "head_width": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2},
+    }
+    config = ZegCLIPConfig(
+        clip=CLIPConfig(arch=arch), image_size=512, prompt_tokens=3, decoder_heads=4
+    )  # smoke
     return zegclip.ZegCLIP(config).eval()
 
 
@@ -101,7 +108,9 @@ def _call(spec: dict[str, Any], impl: str, model: Any, text: torch.Tensor) -> An
             if impl == "official":
                 if mode == "whole":
                     return resize_argmax(model.encode_decode(pixels, [{}]))
-                return resize_argmax(model.slide_inference(pixels, [{"ori_shape": (*size, 3)}], rescale=False))
+                return resize_argmax(
+                    model.slide_inference(pixels, [{"ori_shape": (*size, 3)}], rescale=False)
+                )
             args = {"text_embeddings": text, "seen": None, "mode": mode, "crop": CROP, "stride": STRIDE}
             if impl == "zegclip full":
                 return resize_argmax(model.segment(pixels, **args))
@@ -135,7 +144,11 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         for impl, call in calls.items():
             times[impl] += benchlib.timed(call, repeats=1, warmup=0)
     ours = labels.get("zegclip")
-    agree = {impl: float((lab == ours).float().mean()) for impl, lab in labels.items() if ours is not None and impl != "zegclip"}
+    agree = {
+        impl: float((lab == ours).float().mean())
+        for impl, lab in labels.items()
+        if ours is not None and impl != "zegclip"
+    }
     return {"times": times, "agree": agree}
 
 
@@ -179,25 +192,47 @@ def run(args: argparse.Namespace) -> tuple[dict[tuple[str, str, int], dict[str, 
     info: dict[str, Any] = {"skipped": [], "rates": [benchlib.gemm_rate()]}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        weights, info["note"] = (None, "Smoke run (tiny model): checks the script, measures nothing.") if args.smoke \
-            else official_weights(tmp)  # fmt: skip
+        weights, info["note"] = (
+            (None, "Smoke run (tiny model): checks the script, measures nothing.")
+            if args.smoke
+            else official_weights(tmp)
+        )
         for classes in args.classes:
             text = tmp / f"text_{classes}.npy"
             gen = torch.Generator().manual_seed(classes)
-            np.save(text, F.normalize(torch.randn(classes, 32 if args.smoke else 512, generator=gen), dim=-1).numpy())
+            np.save(
+                text,
+                F.normalize(torch.randn(classes, 32 if args.smoke else 512, generator=gen), dim=-1).numpy(),
+            )
             for workload in args.workloads:
                 impls = plan_impls(workload, classes, weights is not None, args.bf16, info["skipped"])
-                spec = {"workload": workload, "classes": classes, "text": str(text), "weights": weights,
-                        "repeats": args.repeats, "threads": args.threads, "impls": impls, "mode": "time"}  # fmt: skip
-                print(f"[vocabulary_benchmark] {workload} C={classes}: {impls} ...", file=sys.stderr, flush=True)
+                spec = {
+                    "workload": workload,
+                    "classes": classes,
+                    "text": str(text),
+                    "weights": weights,
+                    "repeats": args.repeats,
+                    "threads": args.threads,
+                    "impls": impls,
+                    "mode": "time",
+                }
+                print(
+                    f"[vocabulary_benchmark] {workload} C={classes}: {impls} ...", file=sys.stderr, flush=True
+                )
                 timed = benchlib.run_child(Path(__file__), spec)
                 for impl in impls:
                     # a process per implementation for its memory; the smoke run measures one (the path, once)
                     measure = not args.smoke or not results
-                    memory = benchlib.run_child(Path(__file__), {**spec, "impls": [impl], "mode": "memory"}) \
-                        if measure else {"added": None}  # fmt: skip
-                    results[(workload, impl, classes)] = {"times": timed["times"][impl], "added": memory["added"],
-                                                          "agree": timed["agree"].get(impl)}  # fmt: skip
+                    memory = (
+                        benchlib.run_child(Path(__file__), {**spec, "impls": [impl], "mode": "memory"})
+                        if measure
+                        else {"added": None}
+                    )
+                    results[(workload, impl, classes)] = {
+                        "times": timed["times"][impl],
+                        "added": memory["added"],
+                        "agree": timed["agree"].get(impl),
+                    }
     info["rates"].append(benchlib.gemm_rate())
     return results, info
 
@@ -205,32 +240,51 @@ def run(args: argparse.Namespace) -> tuple[dict[tuple[str, str, int], dict[str, 
 def cpu_capabilities() -> str:
     """Which of AVX2, AVX-512 (F, BF16) and AMX the CPU reports (``/proc/cpuinfo`` flags)."""
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+        flags = next(
+            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+        ).split()
     except (OSError, StopIteration):
         return "CPU flags unknown"
     names = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX-512 BF16", "amx_tile": "AMX"}
-    return "CPU flags: " + ", ".join(f"{label} {'yes' if flag in flags else 'no'}" for flag, label in names.items())
+    return "CPU flags: " + ", ".join(
+        f"{label} {'yes' if flag in flags else 'no'}" for flag, label in names.items()
+    )
 
 
 def render(command: str, results: dict[tuple[str, str, int], dict[str, Any]], info: dict[str, Any]) -> str:
     out = [benchlib.header(command, " ".join(filter(None, [info.get("note", ""), cpu_capabilities() + "."])))]
-    out.append(f"GEMM rate measured in this run: fp32 {statistics.median(info['rates']):.0f} GFLOP/s. "
-               "Implementations of a row group were timed in one process, their calls interleaved.")  # fmt: skip
-    out += ["", "| workload | C | implementation | time, median (min) | memory the call adds | "
-            "time / official | memory / official | labels = zegclip's |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    out.append(
+        f"GEMM rate measured in this run: fp32 {statistics.median(info['rates']):.0f} GFLOP/s. "
+        "Implementations of a row group were timed in one process, their calls interleaved."
+    )
+    out += [
+        "",
+        "| workload | C | implementation | time, median (min) | memory the call adds | "
+        "time / official | memory / official | labels = zegclip's |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for (workload, impl, c), r in results.items():
         official = results.get((workload, "official", c))
         med = statistics.median(r["times"])
-        vs_t = f"{med / statistics.median(official['times']):.2f}x" if official and impl != "official" else "-"
-        vs_m = f"{r['added'] / official['added']:.2f}x" if official and impl != "official" and (official["added"] or 0) > 0 \
-            and r["added"] is not None else "-"
+        vs_t = (
+            f"{med / statistics.median(official['times']):.2f}x" if official and impl != "official" else "-"
+        )
+        vs_m = (
+            f"{r['added'] / official['added']:.2f}x"
+            if official and impl != "official" and (official["added"] or 0) > 0 and r["added"] is not None
+            else "-"
+        )
         agree = "-" if r["agree"] is None else f"{100 * r['agree']:.3f}%"
         added = "not measured (smoke run)" if r["added"] is None else benchlib.gib(r["added"])
-        out.append(f"| {WORKLOADS[workload]} | {c} | {impl} | {benchlib.fmt_time(r['times'])} | "
-                   f"{added} | {vs_t} | {vs_m} | {agree} |")  # fmt: skip
+        out.append(
+            f"| {WORKLOADS[workload]} | {c} | {impl} | {benchlib.fmt_time(r['times'])} | "
+            f"{added} | {vs_t} | {vs_m} | {agree} |"
+        )
     for workload, impl, c, size in info["skipped"]:
-        out.append(f"| {WORKLOADS[workload]} | {c} | {impl} | not run: its (C, H, W) float32 scores alone "
-                   f"take {benchlib.gib(size)} | | | | |")  # fmt: skip
+        out.append(
+            f"| {WORKLOADS[workload]} | {c} | {impl} | not run: its (C, H, W) float32 scores alone "
+            f"take {benchlib.gib(size)} | | | | |"
+        )
     out.append("")
     if not info.get("smoke"):
         out += targets(results)
@@ -246,22 +300,30 @@ def targets(results: dict[tuple[str, str, int], dict[str, Any]]) -> list[str]:
             mine = results.get(("crop", impl, 255))
             if mine:
                 r = statistics.median(mine["times"]) / statistics.median(off["times"])
-                lines.append(f"| C = 255, one crop: {impl} time <= 0.6x official (fp32) | {r:.2f}x | "
-                             f"{'yes' if r <= 0.6 else '**no**'} |")  # fmt: skip
+                lines.append(
+                    f"| C = 255, one crop: {impl} time <= 0.6x official (fp32) | {r:.2f}x | "
+                    f"{'yes' if r <= 0.6 else '**no**'} |"
+                )
         mine = results.get(("crop", "zegclip", 255))
         if mine:
             r = mine["added"] / off["added"]
-            lines.append(f"| C = 255, one crop: memory the call adds <= 0.4x official | {r:.2f}x | {'yes' if r <= 0.4 else '**no**'} |")
+            lines.append(
+                f"| C = 255, one crop: memory the call adds <= 0.4x official | {r:.2f}x | {'yes' if r <= 0.4 else '**no**'} |"
+            )
     crop847 = results.get(("crop", "zegclip", 847))
     if crop847:
         gib = crop847["added"] / 2**30
-        lines.append(f"| C = 847, one crop adds <= 1.0 GiB | {gib:.2f} GiB | {'yes' if gib <= 1.0 else '**no**'} |")
+        lines.append(
+            f"| C = 847, one crop adds <= 1.0 GiB | {gib:.2f} GiB | {'yes' if gib <= 1.0 else '**no**'} |"
+        )
     for workload in ("image", "large"):
         small, big = results.get((workload, "zegclip", 20)), results.get((workload, "zegclip", 847))
         if small and big:
-            lines.append(f"| {WORKLOADS[workload]}, C = 847: bounded memory (C = 20 -> 847) | "
-                         f"{benchlib.gib(small['added'])} -> {benchlib.gib(big['added'])} | "
-                         f"{'yes' if big['added'] <= 1.5 * 2**30 else '**no**'} |")  # fmt: skip
+            lines.append(
+                f"| {WORKLOADS[workload]}, C = 847: bounded memory (C = 20 -> 847) | "
+                f"{benchlib.gib(small['added'])} -> {benchlib.gib(big['added'])} | "
+                f"{'yes' if big['added'] <= 1.5 * 2**30 else '**no**'} |"
+            )
     return [*lines, ""]
 
 
@@ -271,10 +333,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=benchlib.THREADS)
-    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16 (autocast) crop rows")
-    parser.add_argument("--smoke", action="store_true", help="tiny model, 1 repeat, C = 20 and 300, one memory process: checks the script")
+    parser.add_argument(
+        "--no-bf16", dest="bf16", action="store_false", help="skip the bf16 (autocast) crop rows"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny model, 1 repeat, C = 20 and 300, one memory process: checks the script",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=None, help="result file (default benchmarks/results/vocabulary_benchmark.md)")
+    parser.add_argument(
+        "--out", default=None, help="result file (default benchmarks/results/vocabulary_benchmark.md)"
+    )
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -287,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.repeats, args.classes, args.workloads = 1, [20, 300], ["crop", "image"]
     benchlib.set_threads(args.threads)
-    command = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
+    command = "python benchmarks/" + " ".join(
+        [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+    )
     results, info = run(args)
     info["smoke"] = args.smoke
     benchlib.write_result("vocabulary_benchmark", render(command, results, info), args.out)

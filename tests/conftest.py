@@ -19,6 +19,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest-xdist: each worker its share
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = Path(os.environ.get("ZEGCLIP_GOLDEN_DIR", REPO_ROOT.parent / "shared" / "golden"))
 
+
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
     if not (GOLDEN_DIR / "official_tiny.pth").is_file():
@@ -35,7 +36,14 @@ def golden(golden_dir: Path) -> dict[str, dict]:
     ``IGNORE_INDEX``; every other value as stored)."""
     from zegclip.common.constants import IGNORE_INDEX
 
-    names = ["inputs", "text_embeddings", "train_outputs", "eval_outputs", "transductive_outputs", "fully_outputs"]
+    names = [
+        "inputs",
+        "text_embeddings",
+        "train_outputs",
+        "eval_outputs",
+        "transductive_outputs",
+        "fully_outputs",
+    ]
     pack = {n: torch.load(golden_dir / f"{n}.pt", weights_only=True) for n in names}
     for part, key in GOLDEN_LABEL_MAPS:
         labels = pack[part][key]
@@ -46,10 +54,13 @@ def golden(golden_dir: Path) -> dict[str, dict]:
 
 OFFICIAL_IGNORE = 255
 GOLDEN_LABEL_MAPS = [
-    ("inputs", "gt_semantic_seg"), ("inputs", "gt_seen_mapped"), ("inputs", "gt_edge_case"),
-    ("transductive_outputs", "gt_mapped_before_pseudo"), ("transductive_outputs", "targets"),
+    ("inputs", "gt_semantic_seg"),
+    ("inputs", "gt_seen_mapped"),
+    ("inputs", "gt_edge_case"),
+    ("transductive_outputs", "gt_mapped_before_pseudo"),
+    ("transductive_outputs", "targets"),
     ("fully_outputs", "targets"),
-]  # fmt: skip
+]
 
 
 def _tiny_config():

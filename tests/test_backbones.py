@@ -34,8 +34,10 @@ BACKBONES = {  # config -> (open_clip architecture, pretrained tag)
 
 def model_config(name: str, *overrides: str) -> dict:
     """``conf/model/<name>.yaml`` as composed by ``python train.py dataset=voc model=<name> ...``."""
-    cfg = compose_config("train", ["dataset=voc", f"model={name}", "paths.root_dir=/unused", "paths.output_dir=/unused",
-                                   *overrides])  # fmt: skip
+    cfg = compose_config(
+        "train",
+        ["dataset=voc", f"model={name}", "paths.root_dir=/unused", "paths.output_dir=/unused", *overrides],
+    )
     return OmegaConf.to_container(cfg.model, resolve=True)
 
 
@@ -66,7 +68,8 @@ def random_clip_file(arch: str, path: Path, dtype: torch.dtype = torch.float16) 
 
 
 @pytest.mark.parametrize(
-    "name", ["vit_b16_datacomp", pytest.param("vit_b16_laion", marks=pytest.mark.slow)]  # 300 MB each
+    "name",
+    ["vit_b16_datacomp", pytest.param("vit_b16_laion", marks=pytest.mark.slow)],  # 300 MB each
 )
 def test_vit_b16_from_a_local_weights_file(name: str, tmp_path: Path) -> None:
     """The offline route: model.clip.weights=<file>; GELU blocks, the file's weights, one forward."""
@@ -93,7 +96,11 @@ def test_vit_l14_architecture_with_gelu(name: str) -> None:
     """ViT-L/14 (428M parameters) at reduced depth: the config's architecture, GELU, one forward."""
     config = model_config(name, "model.clip.weights=null", "dataset.crop_size=56")
     arch = copy.deepcopy(open_clip.get_model_config(config["clip"]["model_name"]))
-    assert (arch["vision_cfg"]["width"], arch["vision_cfg"]["patch_size"], arch["embed_dim"]) == (1024, 14, 768)
+    assert (arch["vision_cfg"]["width"], arch["vision_cfg"]["patch_size"], arch["embed_dim"]) == (
+        1024,
+        14,
+        768,
+    )
     arch["vision_cfg"]["layers"], arch["text_cfg"]["layers"] = 2, 1
     config["clip"]["arch"] = arch
     torch.manual_seed(0)
@@ -138,7 +145,9 @@ def test_tag_with_the_hub_offline_fails_clearly(monkeypatch: pytest.MonkeyPatch)
     import huggingface_hub.constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: the env alone is late
+    monkeypatch.setattr(
+        huggingface_hub.constants, "HF_HUB_OFFLINE", True
+    )  # read at import: the env alone is late
     built: list[object] = []
     create_model = open_clip.create_model
     monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: built.append(a) or create_model(*a, **k))
@@ -158,4 +167,3 @@ def test_missing_weights_file_is_named(tmp_path: Path) -> None:
     path = tmp_path / "absent" / "open_clip_model.safetensors"
     with pytest.raises(FileNotFoundError, match="model.clip.weights"):
         create_clip(CLIPConfig(model_name="ViT-B-16", weights=str(path), quick_gelu=False))
-

@@ -22,9 +22,14 @@ def run_script(name: str, *args: str, tmp_path: Path, official: bool = False) ->
     if not official:
         env.pop("ZEGCLIP_REF", None)
     return subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / name), *args], capture_output=True, text=True, env=env,
-        cwd=tmp_path, timeout=900, check=True,
-    )  # fmt: skip
+        [sys.executable, str(REPO / "benchmarks" / name), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=900,
+        check=True,
+    )
 
 
 def test_flop_counts_match_the_vit_b16_arithmetic():
@@ -49,12 +54,18 @@ def test_peak_rss_sees_an_allocation_after_reset():
 
 
 def test_gpu_benchmark_smoke_and_refusal_without_cuda(tmp_path):
-    result = run_script("gpu_benchmark.py", "--smoke", "--modes", "fp32", "bf16-mixed", "--scales", "voc", tmp_path=tmp_path)
+    result = run_script(
+        "gpu_benchmark.py", "--smoke", "--modes", "fp32", "bf16-mixed", "--scales", "voc", tmp_path=tmp_path
+    )
     assert "| voc | fp32 |" in result.stdout and "| voc | bf16-mixed |" in result.stdout
     assert "| VOC-sized image, slide (2 windows) | bf16 |" in result.stdout
     if not __import__("torch").cuda.is_available():
-        refused = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_benchmark.py")], capture_output=True,
-                                 text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))  # fmt: skip
+        refused = subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / "gpu_benchmark.py")],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+        )
         assert refused.returncode == 2 and "needs a CUDA GPU" in refused.stderr
 
 
@@ -118,11 +129,15 @@ def test_result_headers_name_the_cpu_capability_and_torch(tmp_path):
     env["PYTHONPATH"] = str(REPO)
     torch_version = __import__("torch").__version__
     for capability in ("native", "avx2"):
-        run = subprocess.run([sys.executable, str(script), capability], capture_output=True, text=True, env=env, check=True)
+        run = subprocess.run(
+            [sys.executable, str(script), capability], capture_output=True, text=True, env=env, check=True
+        )
         header = run.stdout
         assert f"CPU: {benchlib.cpu_name()}" in header and f"torch {torch_version}" in header
         if capability == "avx2":
-            assert "capability AVX2 (lowered by ONEDNN_MAX_CPU_ISA=AVX2" in header and "no native bf16" in header
+            assert (
+                "capability AVX2 (lowered by ONEDNN_MAX_CPU_ISA=AVX2" in header and "no native bf16" in header
+            )
             assert "LABEL bf16-mixed (emulated: no native bf16) | fp32" in header
         else:
             from zegclip.model.precision import cpu_info

@@ -13,9 +13,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize(("module", "command"), [("zegclip.apps.export", "zegclip.export"),
-                                                ("zegclip.data.prepare", "zegclip.data.prepare"),
-                                                ("zegclip.apps.demo", "zegclip.demo")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("module", "command"),
+    [
+        ("zegclip.apps.export", "zegclip.export"),
+        ("zegclip.data.prepare", "zegclip.data.prepare"),
+        ("zegclip.apps.demo", "zegclip.demo"),
+    ],
+)
 def test_command_line_tools_have_help(module, command, capsys):
     """The program's --help names the command users type (``python -m zegclip.demo``, not its module)."""
     main = importlib.import_module(module).main
@@ -29,7 +34,14 @@ def test_command_line_tools_have_help(module, command, capsys):
 @pytest.mark.parametrize(("module", "word"), [("zegclip.export", "--onnx"), ("zegclip.demo", "ckpt_path")])
 def test_help_runs_as_a_command(module, word):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0 and word in run.stdout, run.stderr
 
 
@@ -47,5 +59,7 @@ def test_help_runs_as_a_command(module, word):
 )
 def test_scripts_answer_help(command, word):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = subprocess.run([sys.executable, *command, "--help"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, *command, "--help"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0 and word in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]

@@ -44,7 +44,9 @@ def test_segmenter_matches_predict_and_reports_bad_input(model, tmp_path):
     image = np.asarray(Image.new("RGB", (80, 64), (200, 30, 30)))
     Image.fromarray(image).save(tmp_path / "red.png")
     segment = Segmenter(model)
-    overlay, table = segment(str(tmp_path / "red.png"), "red circle, blue square", "blue square", 0.2, "slide")
+    overlay, table = segment(
+        str(tmp_path / "red.png"), "red circle, blue square", "blue square", 0.2, "slide"
+    )
     expected = model.predict(tmp_path / "red.png", ["red circle", "blue square"], seen=[1], seen_bias=0.2)
     assert np.array_equal(np.asarray(overlay), np.asarray(expected.overlay()))
     assert table == shares_table(expected)

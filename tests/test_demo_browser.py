@@ -31,14 +31,23 @@ from zegclip.data.shapes import ShapesWorld
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--window-size=1280,1100",
-]  # fmt: skip
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1100",
+]
 
 
 def _browser_paths() -> tuple[str, str]:
-    browser = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    browser = next(
+        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
+    )
     driver = shutil.which("chromedriver")
     if browser and driver:
         return browser, driver
@@ -62,13 +71,21 @@ def demo_url(tmp_path_factory):
     port = _free_port()
     folder = tmp_path_factory.mktemp("demo")
     log = folder / "demo.log"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-           "GRADIO_TEMP_DIR": str(folder / "gradio")}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "GRADIO_TEMP_DIR": str(folder / "gradio"),
+    }
     with open(log, "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "zegclip.demo", "ckpt_path=shapes", f"--port={port}"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 180
@@ -146,7 +163,9 @@ return {count: Number(table.dataset.count), rows: rows, src: img.src};
 """
 
 
-def _page_result(browser, wait, previous: tuple[dict[str, float], str] | None) -> tuple[dict[str, float], str]:
+def _page_result(
+    browser, wait, previous: tuple[dict[str, float], str] | None
+) -> tuple[dict[str, float], str]:
     """Click Segment; wait until the page shows a complete share table and an overlay, both new
     (read in one script, so atomically); return the shares and the overlay's URL."""
     from selenium.webdriver.common.by import By
@@ -184,7 +203,9 @@ def test_demo_in_a_browser_gives_what_predict_gives(demo_url, browser, tmp_path)
 
     wait = WebDriverWait(browser, 90)
     browser.get(demo_url)
-    file_input = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#zegclip-image input[type=file]")))
+    file_input = wait.until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, "#zegclip-image input[type=file]"))
+    )
     file_input.send_keys(str(upload))
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#zegclip-image img")))
     _type(browser, "#zegclip-classes textarea", ", ".join(classes))

@@ -16,8 +16,18 @@ def run_browser_test(ci: bool) -> subprocess.CompletedProcess:
     env["PATH"] = str(Path(sys.executable).parent)  # no chromium / chromedriver on it
     if ci:
         env["ZEGCLIP_CI"] = "1"
-    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-o", "addopts=",
-               "tests/test_demo_browser.py"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-rs",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "tests/test_demo_browser.py",
+    ]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -31,4 +41,6 @@ def test_without_a_browser_the_test_skips_and_says_what_to_install() -> None:
 def test_in_ci_a_missing_browser_fails() -> None:
     proc = run_browser_test(ci=True)
     assert proc.returncode == 1, proc.stdout[-3000:]
-    assert "ZEGCLIP_CI=1: CI runs every test" in proc.stdout and "1 error" in proc.stdout  # failed in its fixture
+    assert (
+        "ZEGCLIP_CI=1: CI runs every test" in proc.stdout and "1 error" in proc.stdout
+    )  # failed in its fixture

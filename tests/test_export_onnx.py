@@ -16,10 +16,25 @@ TOLERANCE = 1e-4  # max |onnxruntime - PyTorch| on calibrated scores in [-0.3, 1
 
 def test_onnx_export_matches_pytorch(tmp_path):
     import onnxruntime as ort  # the dev extra installs it
+
     out = tmp_path / "shapes.onnx"
     classes = ["red circle", "blue square", "yellow star", "green heart"]
-    assert export_main(["shapes", "--onnx", str(out), "--classes", ",".join(classes), "--seen", "blue square,0",
-                        "--seen-bias", "0.3"]) == 0  # fmt: skip
+    assert (
+        export_main(
+            [
+                "shapes",
+                "--onnx",
+                str(out),
+                "--classes",
+                ",".join(classes),
+                "--seen",
+                "blue square,0",
+                "--seen-bias",
+                "0.3",
+            ]
+        )
+        == 0
+    )
     assert out.is_file() and not (tmp_path / "shapes.onnx.data").exists()  # one file
 
     model = zegclip.load("shapes", precision="fp32")  # the graph is fp32
@@ -52,18 +67,24 @@ def export_error(capsys, argv: list[str]) -> str:
 def test_export_cli_errors(tmp_path, capsys):
     onnx = tmp_path / "a.onnx"
     assert export_error(capsys, ["shapes"]) == (
-        "python -m zegclip.export: error: give OUTPUT (a small zegclip file) or --onnx OUT.onnx")
+        "python -m zegclip.export: error: give OUTPUT (a small zegclip file) or --onnx OUT.onnx"
+    )
     assert export_error(capsys, ["shapes", str(tmp_path / "a.pt"), "--onnx", str(onnx)]) == (
-        "python -m zegclip.export: error: --onnx writes one file: give no OUTPUT and no --include-clip with it")
+        "python -m zegclip.export: error: --onnx writes one file: give no OUTPUT and no --include-clip with it"
+    )
     line = export_error(capsys, ["shapes", "--onnx", str(onnx), "--classes", "cat,dog", "--seen", "cow"])
     assert line.startswith("python -m zegclip.export: error: ") and "'cow'" in line and "'cat', 'dog'" in line
     existing = tmp_path / "old.pt"
     existing.write_bytes(b"keep me")
     assert export_error(capsys, ["shapes", str(existing)]) == (
-        f"python -m zegclip.export: error: {existing} exists; pass --overwrite to replace it")
+        f"python -m zegclip.export: error: {existing} exists; pass --overwrite to replace it"
+    )
     assert existing.read_bytes() == b"keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["old.pt"]
 
 
 def test_small_export_accepts_the_bundled_name(tmp_path):
     assert export_main(["shapes", str(tmp_path / "copy.pt")]) == 0
-    assert zegclip.load(tmp_path / "copy.pt").metadata["class_names"] == zegclip.load("shapes").metadata["class_names"]
+    assert (
+        zegclip.load(tmp_path / "copy.pt").metadata["class_names"]
+        == zegclip.load("shapes").metadata["class_names"]
+    )

@@ -15,15 +15,26 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 # entry point -> (a key of its config, a two-value sweep over a key it has)
-ENTRY_POINTS = {"train.py": ("task_name: train", "seed=0,1"), "eval.py": ("task_name: eval", "seed=0,1"),
-                "predict.py": ("task_name: predict", "alpha=0.3,0.6")}  # fmt: skip
+ENTRY_POINTS = {
+    "train.py": ("task_name: train", "seed=0,1"),
+    "eval.py": ("task_name: eval", "seed=0,1"),
+    "predict.py": ("task_name: predict", "alpha=0.3,0.6"),
+}
 
 
 def run(entry: str, *flags: str, cwd: Path) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([sys.executable, str(REPO / entry), *flags], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
-    assert proc.returncode == 0, f"python {entry} {' '.join(flags)}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / entry), *flags],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (
+        f"python {entry} {' '.join(flags)}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    )
     assert not list(cwd.iterdir()), "showing a config must not create run folders"
     return proc.stdout
 
@@ -37,7 +48,10 @@ def test_cfg_job_and_resolve(entry: str, tmp_path: Path) -> None:
     assert "${" not in resolved_text  # every interpolation resolved (the class-list resolvers included)
     resolved = yaml.safe_load(resolved_text)
     if entry != "predict.py":
-        assert resolved["dataset"]["class_names"][0] == "red circle" and len(resolved["dataset"]["class_names"]) == 16
+        assert (
+            resolved["dataset"]["class_names"][0] == "red circle"
+            and len(resolved["dataset"]["class_names"]) == 16
+        )
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
@@ -69,8 +83,12 @@ def test_multirun_cfg_job_shows_every_job(entry: str, tmp_path: Path) -> None:
 def test_multirun_cfg_job_expands_the_product_in_hydras_order(tmp_path: Path) -> None:
     text = run("train.py", "-m", "seed=0,1", "dataset=shapes,shapes_hard", "--cfg", "job", cwd=tmp_path)
     headers = re.findall(r"^# job \d+ of 4: (.*)$", text, flags=re.M)
-    assert headers == ["seed=0 dataset=shapes", "seed=0 dataset=shapes_hard", "seed=1 dataset=shapes",
-                       "seed=1 dataset=shapes_hard"]  # fmt: skip
+    assert headers == [
+        "seed=0 dataset=shapes",
+        "seed=0 dataset=shapes_hard",
+        "seed=1 dataset=shapes",
+        "seed=1 dataset=shapes_hard",
+    ]
 
 
 def test_multirun_cfg_job_of_a_search_shows_its_fixed_configuration(tmp_path: Path) -> None:

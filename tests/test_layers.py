@@ -62,7 +62,9 @@ def layer_files() -> list[Path]:
 def test_every_module_is_in_a_layer_folder() -> None:
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert top == sorted(["__init__.py", *COMMANDS]), f"modules outside a layer folder: {top}"
-    folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name not in ("__pycache__", "assets"))
+    folders = sorted(
+        p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name not in ("__pycache__", "assets")
+    )
     assert folders == sorted(LAYERS), f"zegclip/ holds folders that are no layer: {folders}"
 
 
@@ -79,8 +81,10 @@ def test_nothing_imports_the_apps() -> None:
     """The apps (predict, demo, export, the sweep report's command) are programs: only the entry
     points and the command names run them, and no app imports another (what two share lives below)."""
     importers = [*PACKAGE.rglob("*.py"), *REPO.glob("*.py"), *REPO.joinpath("hydra_plugins").rglob("*.py")]
-    bad = {str(p.relative_to(REPO)): sorted(m for m in imports(p) if layer_of(m) == "apps" and m != _module(p))
-           for p in importers}  # fmt: skip
+    bad = {
+        str(p.relative_to(REPO)): sorted(m for m in imports(p) if layer_of(m) == "apps" and m != _module(p))
+        for p in importers
+    }
     allowed_entry_points = {"predict.py": ["zegclip.apps.predict"]}
     bad = {k: v for k, v in bad.items() if v and allowed_entry_points.get(k) != v}
     assert not bad, f"the apps are imported by {bad}"
@@ -93,7 +97,9 @@ def _module(path: Path) -> str:
 @pytest.mark.parametrize("name", COMMANDS)
 def test_command_names_only_run_an_app(name: str) -> None:
     path = PACKAGE / name
-    assert not any(m.startswith("zegclip") for m in imports(path)), f"{name} imports code; it should only run an app"
+    assert not any(m.startswith("zegclip") for m in imports(path)), (
+        f"{name} imports code; it should only run an app"
+    )
     app = "sweep_report" if name == "report.py" else name.removesuffix(".py")
     assert f'"zegclip.apps.{app}"' in path.read_text() and (PACKAGE / "apps" / f"{app}.py").is_file()
 
@@ -109,7 +115,9 @@ def test_the_public_api_is_the_model_layer() -> None:
 def test_the_rules_catch_a_wrong_import(tmp_path: Path) -> None:
     """The check itself: an upward import and a forbidden library are found."""
     upward = tmp_path / "bad.py"
-    upward.write_text("def f():\n    from zegclip.training.module import ZegCLIPModule\n    import lightning\n")
+    upward.write_text(
+        "def f():\n    from zegclip.training.module import ZegCLIPModule\n    import lightning\n"
+    )
     found = imports(upward)
     assert {m for m in found if layer_of(m) not in LAYERS["model"] and m.startswith("zegclip.")} == {
         "zegclip.training.module"

@@ -23,9 +23,13 @@ GRAD_RTOL = 3e-2
 def test_bf16_mixed_loss_and_prompt_gradients_match_fp32(seed):
     torch.manual_seed(seed)
     config = ZegCLIPConfig(
-        clip=CLIPConfig(arch=TINY_ARCH), image_size=64, prompt_tokens=3, decoder_heads=4,
-        prompt_dropout=0.0, decoder_dropout=0.0,
-    )  # fmt: skip
+        clip=CLIPConfig(arch=TINY_ARCH),
+        image_size=64,
+        prompt_tokens=3,
+        decoder_heads=4,
+        prompt_dropout=0.0,
+        decoder_dropout=0.0,
+    )
     model = ZegCLIP(config).train()
     text = model.class_embeddings(["cat", "dog", "grass", "sky"])
     gen = torch.Generator().manual_seed(seed)
@@ -52,9 +56,13 @@ def test_bf16_mixed_loss_and_prompt_gradients_match_fp32(seed):
     (loss_fp32, grads_fp32), (loss_bf16, grads_bf16) = results
     assert abs(loss_bf16 - loss_fp32) <= LOSS_RTOL * abs(loss_fp32)
     assert set(grads_fp32) == {
-        "image_encoder.prompt_embeddings", "image_encoder.deep_prompt_embeddings", "image_encoder.prompt_proj.weight",
-        "image_encoder.prompt_proj.bias", "image_encoder.prompt_norm.weight", "image_encoder.prompt_norm.bias",
-    }  # fmt: skip
+        "image_encoder.prompt_embeddings",
+        "image_encoder.deep_prompt_embeddings",
+        "image_encoder.prompt_proj.weight",
+        "image_encoder.prompt_proj.bias",
+        "image_encoder.prompt_norm.weight",
+        "image_encoder.prompt_norm.bias",
+    }
     for name, ref in grads_fp32.items():
         assert grads_bf16[name].dtype == torch.float32
         err = torch.linalg.norm(grads_bf16[name] - ref) / torch.linalg.norm(ref)

@@ -21,9 +21,13 @@ from zegclip.model.blocks import (
 from zegclip.model.loss import FocalDiceLoss
 
 
-def make_block(width: int = 64, heads: int = 4, quick_gelu: bool = True, ls: float | None = None) -> nn.Module:
+def make_block(
+    width: int = 64, heads: int = 4, quick_gelu: bool = True, ls: float | None = None
+) -> nn.Module:
     torch.manual_seed(0)
-    block = ResidualAttentionBlock(width, heads, ls_init_value=ls, act_layer=QuickGELU if quick_gelu else nn.GELU)
+    block = ResidualAttentionBlock(
+        width, heads, ls_init_value=ls, act_layer=QuickGELU if quick_gelu else nn.GELU
+    )
     if ls is not None:  # layer scales away from their constant init
         with torch.no_grad():
             block.ls_1.gamma.uniform_(0.5, 1.5)
@@ -134,13 +138,19 @@ def test_grad_checkpointing_gives_the_same_loss_and_gradients(tiny_config, deep_
     for checkpointing in (False, True):
         torch.manual_seed(0)
         config = dataclasses.replace(
-            tiny_config, grad_checkpointing=checkpointing, deep_prompt_layers=deep_prompt_layers, prompt_dropout=0.5
+            tiny_config,
+            grad_checkpointing=checkpointing,
+            deep_prompt_layers=deep_prompt_layers,
+            prompt_dropout=0.5,
         )
         model = ZegCLIP(config).train()
         assert model.image_encoder.grad_checkpointing is checkpointing
         text = model.class_embeddings(["a", "b", "c"])
         gen = torch.Generator().manual_seed(3)
-        images, labels = torch.randn(2, 3, 64, 64, generator=gen), torch.randint(0, 3, (2, 64, 64), generator=gen)
+        images, labels = (
+            torch.randn(2, 3, 64, 64, generator=gen),
+            torch.randint(0, 3, (2, 64, 64), generator=gen),
+        )
         torch.manual_seed(5)  # the same prompt-dropout draws in both runs
         loss = FocalDiceLoss()(model(images, text).pred_masks, labels).total
         loss.backward()
@@ -149,7 +159,9 @@ def test_grad_checkpointing_gives_the_same_loss_and_gradients(tiny_config, deep_
     assert torch.equal(loss_a, loss_b)
     assert grads_a.keys() == grads_b.keys() and grads_a
     for name, grad in grads_a.items():
-        assert torch.allclose(grad, grads_b[name], rtol=0, atol=1e-7 * max(grad.abs().max().item(), 1e-30)), name
+        assert torch.allclose(grad, grads_b[name], rtol=0, atol=1e-7 * max(grad.abs().max().item(), 1e-30)), (
+            name
+        )
 
 
 def test_autocast_casts_frozen_weights_once_and_sees_weight_changes():
@@ -167,7 +179,9 @@ def test_autocast_casts_frozen_weights_once_and_sees_weight_changes():
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         run()
     weight_shapes = {tuple(p.shape) for p in block.parameters() if p.ndim == 2}
-    casts = [e for e in prof.events() if e.name == "aten::_to_copy" and tuple(e.input_shapes[0]) in weight_shapes]
+    casts = [
+        e for e in prof.events() if e.name == "aten::_to_copy" and tuple(e.input_shapes[0]) in weight_shapes
+    ]
     assert not casts, "frozen weights were cast again"
     with torch.no_grad():  # e.g. load_state_dict: the cached bf16 copies must follow
         block.mlp[0].weight.mul_(2)
@@ -184,7 +198,9 @@ def test_attention_backward_of_some_rows_equals_the_flash_kernels(dtype):
     gen = torch.Generator().manual_seed(0)
     q, k, v, grad_out = (torch.randn(2, 3, 37, 8, generator=gen).to(dtype) for _ in range(4))
     out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False)
-    full = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(grad_out, q, k, v, out, lse, 0.0, False)
+    full = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+        grad_out, q, k, v, out, lse, 0.0, False
+    )
     rows = slice(1, 5)
     part = _attention_backward_rows(grad_out, q, k, v, out, lse, rows)
     tol = 1e-6 if dtype == torch.float32 else 2e-2

@@ -28,7 +28,11 @@ def text(tiny_eval_model):
 
 def full_path(model, images, text, out_size, **kwargs):
     scores = model.segment(images, text_embeddings=text, **kwargs)
-    return scores if out_size is None else F.interpolate(scores, size=out_size, mode="bilinear", align_corners=False)
+    return (
+        scores
+        if out_size is None
+        else F.interpolate(scores, size=out_size, mode="bilinear", align_corners=False)
+    )
 
 
 CASES = [
@@ -44,24 +48,42 @@ CASES = [
 
 @pytest.mark.parametrize(("batch", "height", "width", "mode", "scales", "flip", "out_size"), CASES)
 @pytest.mark.parametrize("max_bytes", [2**16, 2**30])  # small chunks / one chunk of all classes
-def test_chunks_are_the_full_scores_bit_for_bit(tiny_eval_model, text, batch, height, width, mode, scales, flip,
-                                                out_size, max_bytes, threads=1):  # fmt: skip
+def test_chunks_are_the_full_scores_bit_for_bit(
+    tiny_eval_model, text, batch, height, width, mode, scales, flip, out_size, max_bytes, threads=1
+):
     torch.set_num_threads(threads)
     torch.manual_seed(2)
     images = torch.randn(batch, 3, height, width)
-    kwargs = {"seen": [0, 5, 64, 130], "seen_bias": 0.1, "mode": mode, "crop": 64, "stride": 43,
-              "scales": scales, "flip": flip}  # fmt: skip
+    kwargs = {
+        "seen": [0, 5, 64, 130],
+        "seen_bias": 0.1,
+        "mode": mode,
+        "crop": 64,
+        "stride": 43,
+        "scales": scales,
+        "flip": flip,
+    }
     full = full_path(tiny_eval_model, images, text, out_size, **kwargs)
-    chunks = list(tiny_eval_model.segment_chunks(images, text_embeddings=text, out_size=out_size, max_bytes=max_bytes,
-                                                 **kwargs))  # fmt: skip
-    assert len(chunks) == (1 if max_bytes == 2**30 else 2)  # small maps: chunks of 64 (the last 3 join the 2nd)
+    chunks = list(
+        tiny_eval_model.segment_chunks(
+            images, text_embeddings=text, out_size=out_size, max_bytes=max_bytes, **kwargs
+        )
+    )
+    assert len(chunks) == (
+        1 if max_bytes == 2**30 else 2
+    )  # small maps: chunks of 64 (the last 3 join the 2nd)
     assert torch.equal(torch.cat([c[2] for c in chunks], dim=1), full)
     # evaluation's variant: each chunk written into buffers the next chunk reuses (taken at once here)
-    reused = [s.clone() for _, _, s in tiny_eval_model.segment_chunks(
-        images, text_embeddings=text, out_size=out_size, max_bytes=max_bytes, _reuse=True, **kwargs)]  # fmt: skip
+    reused = [
+        s.clone()
+        for _, _, s in tiny_eval_model.segment_chunks(
+            images, text_embeddings=text, out_size=out_size, max_bytes=max_bytes, _reuse=True, **kwargs
+        )
+    ]
     assert torch.equal(torch.cat(reused, dim=1), full)
-    labels = tiny_eval_model.segment_labels(images, text_embeddings=text, out_size=out_size, max_bytes=max_bytes,
-                                            **kwargs)  # fmt: skip
+    labels = tiny_eval_model.segment_labels(
+        images, text_embeddings=text, out_size=out_size, max_bytes=max_bytes, **kwargs
+    )
     assert torch.equal(labels, full.argmax(1))
 
 
@@ -78,10 +100,15 @@ def test_chunks_are_the_full_scores_under_bf16_autocast(tiny_eval_model, text, m
     kwargs = {"seen": [1, 70], "seen_bias": 0.1, "mode": mode, "crop": 64, "stride": 43}
     with torch.autocast("cpu", dtype=torch.bfloat16):
         full = full_path(tiny_eval_model, images, text, (90, 150), **kwargs)
-        reused = [s.clone() for _, _, s in tiny_eval_model.segment_chunks(
-            images, text_embeddings=text, out_size=(90, 150), max_bytes=2**16, _reuse=True, **kwargs)]  # fmt: skip
-        labels = tiny_eval_model.segment_labels(images, text_embeddings=text, out_size=(90, 150), max_bytes=2**16,
-                                                **kwargs)  # fmt: skip
+        reused = [
+            s.clone()
+            for _, _, s in tiny_eval_model.segment_chunks(
+                images, text_embeddings=text, out_size=(90, 150), max_bytes=2**16, _reuse=True, **kwargs
+            )
+        ]
+        labels = tiny_eval_model.segment_labels(
+            images, text_embeddings=text, out_size=(90, 150), max_bytes=2**16, **kwargs
+        )
     assert full.dtype == reused[0].dtype
     assert torch.equal(torch.cat(reused, dim=1), full)
     assert torch.equal(labels, full.argmax(1))
@@ -110,7 +137,9 @@ def test_memory_stays_within_the_chunk_budget(monkeypatch):
     from zegclip.model import CLIPConfig, ZegCLIP, ZegCLIPConfig
 
     torch.manual_seed(3)
-    model = ZegCLIP(ZegCLIPConfig(clip=CLIPConfig(arch=TINY_ARCH), image_size=128, prompt_tokens=3, decoder_heads=4)).eval()
+    model = ZegCLIP(
+        ZegCLIPConfig(clip=CLIPConfig(arch=TINY_ARCH), image_size=128, prompt_tokens=3, decoder_heads=4)
+    ).eval()
     text = F.normalize(torch.randn(847, model.embed_dim), dim=-1)
     shapes: list[tuple[int, ...]] = []
     original = chunked.chunk_scores
@@ -122,8 +151,9 @@ def test_memory_stays_within_the_chunk_budget(monkeypatch):
 
     monkeypatch.setattr(chunked, "chunk_scores", spy)
     budget = 2**21
-    labels = model.segment_labels(torch.randn(1, 3, 128, 213), text_embeddings=text, out_size=(240, 400),
-                                  max_bytes=budget)  # fmt: skip
+    labels = model.segment_labels(
+        torch.randn(1, 3, 128, 213), text_embeddings=text, out_size=(240, 400), max_bytes=budget
+    )
     assert labels.shape == (1, 240, 400) and int(labels.max()) < 847
     assert sum(s[1] for s in shapes) == 847 and len(shapes) > 10
     per_class = 4 * (128 * 128 + 2 * 128 * 213 + 240 * 400)  # mask, window view, input and output sizes

@@ -157,16 +157,25 @@ def test_unknown_config_key(model, tmp_path):
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("prompt_tokens", -1), ("decoder_layers", 0), ("decoder_heads", 0), ("prompt_dropout", 1.5),
-     ("image_size", 0), ("deep_prompt_layers", -2), ("prompt_tokens", 2.5)],
-)  # fmt: skip
+    [
+        ("prompt_tokens", -1),
+        ("decoder_layers", 0),
+        ("decoder_heads", 0),
+        ("prompt_dropout", 1.5),
+        ("image_size", 0),
+        ("deep_prompt_layers", -2),
+        ("prompt_tokens", 2.5),
+    ],
+)
 def test_invalid_architecture_values_are_refused(key, value):
     with pytest.raises(ValueError, match=rf"model\.{key}={value!r}: expected"):
         ZegCLIPConfig(**{key: value})
 
 
 def test_uint8_pixels_are_refused_with_the_normalisation_to_use(model):
-    with pytest.raises(ValueError, match=r"dtype torch\.uint8: segment\(\) takes float pixels normalised with the ImageNet"):
+    with pytest.raises(
+        ValueError, match=r"dtype torch\.uint8: segment\(\) takes float pixels normalised with the ImageNet"
+    ):
         model.segment(torch.zeros(1, 3, 64, 64, dtype=torch.uint8), NAMES)
 
 
@@ -197,7 +206,10 @@ def test_a_checkpoint_whose_config_does_not_match_its_weights_names_the_file(mod
         zegclip.load(path)
     message = str(info.value)
     assert message.startswith(f"{path}: ") and "do not fit the architecture" in message
-    assert "prompt_tokens=7" in message and "image_encoder.prompt_embeddings (1, 3, 64) (model: (1, 7, 64))" in message
+    assert (
+        "prompt_tokens=7" in message
+        and "image_encoder.prompt_embeddings (1, 3, 64) (model: (1, 7, 64))" in message
+    )
     assert message.count("\n") == 0 and len(message) < 1000  # one line, not a page of size mismatches
 
 

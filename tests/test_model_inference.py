@@ -91,7 +91,9 @@ def test_sliding_window_rejects_stride_larger_than_crop():
     both values; a stride equal to the crop (windows that touch) still covers every pixel."""
     score, _ = fake_score_fn(2)
     assert window_starts(90, 32, 43) == [0, 43, 58]  # what it would run: columns 32-42 in no window
-    with pytest.raises(ValueError, match=r"^stride \(43\) larger than crop \(32\) would leave pixels no window covers$"):
+    with pytest.raises(
+        ValueError, match=r"^stride \(43\) larger than crop \(32\) would leave pixels no window covers$"
+    ):
         sliding_window(score, torch.randn(1, 3, 32, 90), 2, crop=32, stride=43)
     out = sliding_window(score, torch.randn(1, 3, 32, 90), 2, crop=32, stride=32)
     assert out.shape == (1, 2, 32, 90) and torch.isfinite(out).all()

@@ -36,7 +36,11 @@ def test_scores_skip_resizing_to_the_same_size_exactly(tiny_config, monkeypatch)
         return interpolate(x, size=size, **kwargs)
 
     monkeypatch.setattr(F, "interpolate", spy)
-    for shape, resizes in [((64, 64), [(64, 64)]), ((64, 96), [(64, 64), (64, 96)]), ((96, 64), [(64, 64), (96, 64)])]:
+    for shape, resizes in [
+        ((64, 64), [(64, 64)]),
+        ((64, 96), [(64, 64), (64, 96)]),
+        ((96, 64), [(64, 64), (96, 64)]),
+    ]:
         with torch.no_grad():
             out = model(torch.randn(1, 3, *shape), text)
             sizes.clear()  # (the forward resizes the positional embedding for other sizes)

@@ -213,7 +213,10 @@ def test_synonyms_average_is_catseg_rule(encoder):
     emb = encoder.class_embeddings(SYNONYM_NAMES, "multi", synonyms="average")
     per_template = []
     for t in MULTI_TEMPLATES:
-        rows = [F.normalize(normalized_prompts(encoder, t, split_synonyms(n)).mean(0), dim=-1) for n in SYNONYM_NAMES]
+        rows = [
+            F.normalize(normalized_prompts(encoder, t, split_synonyms(n)).mean(0), dim=-1)
+            for n in SYNONYM_NAMES
+        ]
         per_template.append(torch.stack(rows))
     expected = F.normalize(torch.stack(per_template).mean(0), dim=-1)
     assert emb.shape == (3, 32) and torch.allclose(emb, expected, atol=1e-6)
@@ -221,14 +224,20 @@ def test_synonyms_average_is_catseg_rule(encoder):
     assert torch.allclose(emb[1], encoder.class_embeddings(["cat"], "multi")[0], atol=1e-7)
     # one template: the synonyms' average alone
     single = encoder.class_embeddings(SYNONYM_NAMES, synonyms="average")
-    sofa = F.normalize(normalized_prompts(encoder, "a photo of a {}", ["sofa", "couch", "lounge"]).mean(0), dim=-1)
+    sofa = F.normalize(
+        normalized_prompts(encoder, "a photo of a {}", ["sofa", "couch", "lounge"]).mean(0), dim=-1
+    )
     assert torch.allclose(single[0], sofa, atol=1e-6)
     # the rule changes the embedding: not the whole string, not the first synonym
     whole = encoder.class_embeddings(SYNONYM_NAMES)
     first = encoder.class_embeddings(SYNONYM_NAMES, synonyms="first")
-    assert not torch.allclose(single[0], whole[0], atol=1e-3) and not torch.allclose(single[0], first[0], atol=1e-3)
+    assert not torch.allclose(single[0], whole[0], atol=1e-3) and not torch.allclose(
+        single[0], first[0], atol=1e-3
+    )
     assert torch.allclose(first[0], normalized_prompts(encoder, "a photo of a {}", ["sofa"])[0], atol=1e-6)
-    assert torch.allclose(whole[0], normalized_prompts(encoder, "a photo of a {}", ["sofa, couch, lounge"])[0], atol=1e-6)
+    assert torch.allclose(
+        whole[0], normalized_prompts(encoder, "a photo of a {}", ["sofa, couch, lounge"])[0], atol=1e-6
+    )
 
 
 def test_synonym_rule_is_part_of_the_caches(monkeypatch, clip, tmp_path):
@@ -242,7 +251,9 @@ def test_synonym_rule_is_part_of_the_caches(monkeypatch, clip, tmp_path):
     again = TextEncoder(clip, cache_dir=tmp_path, cache_key="tiny")
     calls = count_tower_calls(monkeypatch, again)
     assert torch.equal(again.class_embeddings(SYNONYM_NAMES, synonyms="average"), averaged) and calls == []
-    with pytest.raises(ValueError, match=r"synonyms must be null or one of \['average', 'first'\], got 'mean'"):
+    with pytest.raises(
+        ValueError, match=r"synonyms must be null or one of \['average', 'first'\], got 'mean'"
+    ):
         encoder.class_embeddings(SYNONYM_NAMES, synonyms="mean")
 
 

@@ -110,7 +110,9 @@ def test_segment_scales_below_one_give_images_smaller_than_the_crop(model):
     slide = model.segment(images, NAMES, seen=[0], scales=[0.5], crop=64)
     small = torch.nn.functional.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False)
     whole_small = model.segment(small, NAMES, seen=[0], mode="whole")
-    expected = torch.nn.functional.interpolate(whole_small, size=(64, 64), mode="bilinear", align_corners=False)
+    expected = torch.nn.functional.interpolate(
+        whole_small, size=(64, 64), mode="bilinear", align_corners=False
+    )
     assert slide.shape == (2, 3, 64, 64)
     assert torch.allclose(slide, expected, atol=1e-6)
 
@@ -126,7 +128,9 @@ def test_segment_averages_the_views(model):
         for mirrored in (False, True):
             v = model.segment(scaled.flip(-1) if mirrored else scaled, NAMES, mode="whole")
             v = v.flip(-1) if mirrored else v
-            views.append(torch.nn.functional.interpolate(v, size=(64, 64), mode="bilinear", align_corners=False))
+            views.append(
+                torch.nn.functional.interpolate(v, size=(64, 64), mode="bilinear", align_corners=False)
+            )
     assert torch.allclose(got, torch.stack(views).mean(0), atol=1e-6)
 
 
@@ -135,13 +139,21 @@ def test_module_predict_scores_passes_the_evaluation_options(model):
 
     evaluation = {"mode": "whole", "scales": [0.5, 1.0], "flip": True, "seen_bias": 0.1}
     module = ZegCLIPModule(
-        model_config=model.config.to_dict(), class_names=NAMES, seen=[0, 1], unseen=[2],
-        evaluation=evaluation, model=model,
-    )  # fmt: skip
+        model_config=model.config.to_dict(),
+        class_names=NAMES,
+        seen=[0, 1],
+        unseen=[2],
+        evaluation=evaluation,
+        model=model,
+    )
     images = torch.randn(1, 3, 64, 64)
     got = module.predict_scores(images, (64, 64))
-    expected = model.segment(images, NAMES, seen=[0, 1], seen_bias=0.1, mode="whole", scales=[0.5, 1.0], flip=True)
+    expected = model.segment(
+        images, NAMES, seen=[0, 1], seen_bias=0.1, mode="whole", scales=[0.5, 1.0], flip=True
+    )
     assert torch.allclose(got, expected, atol=1e-6)
-    plain = ZegCLIPModule(model_config=model.config.to_dict(), class_names=NAMES, seen=[0, 1], unseen=[2], model=model)
+    plain = ZegCLIPModule(
+        model_config=model.config.to_dict(), class_names=NAMES, seen=[0, 1], unseen=[2], model=model
+    )
     assert plain.evaluation["scales"] is None and plain.evaluation["flip"] is False
     assert not torch.allclose(plain.predict_scores(images, (64, 64)), got)

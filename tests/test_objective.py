@@ -41,7 +41,11 @@ def test_the_loud_override_and_the_fully_supervised_setting_allow_it(capsys) -> 
     assert "not zero-shot" in capsys.readouterr().out
     check_objective(cfg("setting=fully", "optimized_metric=test/hIoU"))  # nothing unseen to protect
     fully = cfg("setting=fully", "optimized_metric=test/hIoU")
-    assert objective_record(fully, {"hIoU": 0.5, "split": "test"}) == {"name": "test/hIoU", "value": 0.5, "fair": True}
+    assert objective_record(fully, {"hIoU": 0.5, "split": "test"}) == {
+        "name": "test/hIoU",
+        "value": 0.5,
+        "fair": True,
+    }
     unfair = cfg("optimized_metric=test/hIoU", "allow_unfair_objective=true")
     assert objective_record(unfair, {"hIoU": 0.5, "split": "test"})["fair"] is False
 
@@ -74,7 +78,9 @@ def test_default_returns_nothing_and_an_optimising_sweeper_needs_an_objective() 
 def test_objective_value_reads_its_own_split() -> None:
     tuning = cfg("tuning=pseudo_unseen")
     assert objective_value(tuning, {"hIoU": 0.25, "split": "tune"}) == 0.25
-    assert math.isnan(objective_value(tuning, {"hIoU": math.nan, "split": "tune"}))  # a failed trial for Optuna
+    assert math.isnan(
+        objective_value(tuning, {"hIoU": math.nan, "split": "tune"})
+    )  # a failed trial for Optuna
     with pytest.raises(ObjectiveError, match="evaluated on the test split"):
         objective_value(tuning, {"hIoU": 0.25, "split": "test"})
 
@@ -104,7 +110,9 @@ def test_every_search_config_is_a_fair_study(search: str) -> None:
     for key in sweeper.params:  # every searched key exists in the config (++ adds a loss argument)
         if not key.startswith("++"):
             assert OmegaConf.select(config, key, default=ABSENT) is not ABSENT, key
-    assert {"optimizer.lr", "optimizer.weight_decay", "model.prompt_tokens", "evaluation.seen_bias"} <= set(sweeper.params)
+    assert {"optimizer.lr", "optimizer.weight_decay", "model.prompt_tokens", "evaluation.seen_bias"} <= set(
+        sweeper.params
+    )
 
 
 def test_search_configs_refuse_a_test_split_objective() -> None:

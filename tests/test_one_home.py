@@ -46,10 +46,14 @@ def code_constants(tree: ast.Module) -> list[ast.Constant]:
         id(node.body[0].value)
         for node in ast.walk(tree)
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
-    }  # fmt: skip
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
     # attribute docstrings (a string statement after an assignment) count as docstrings too
-    docstrings |= {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+    docstrings |= {
+        id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
+    }
     return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and id(n) not in docstrings]
 
 
@@ -66,27 +70,40 @@ def atomic_write_copies(tree: ast.Module) -> list[str]:
         if isinstance(node, ast.Call):
             name = dotted(node.func)
             attr = node.func.attr if isinstance(node.func, ast.Attribute) else ""
-            if name in ("os.replace", "os.rename", "os.renames", "os.link", "shutil.move") or attr in ("fsync", "rename"):
+            if name in ("os.replace", "os.rename", "os.renames", "os.link", "shutil.move") or attr in (
+                "fsync",
+                "rename",
+            ):
                 found.append(f"line {node.lineno}: {name or attr}()")
-            elif attr == "replace" and len(node.args) == 1 and not node.keywords:  # Path.replace (str.replace takes 2)
+            elif (
+                attr == "replace" and len(node.args) == 1 and not node.keywords
+            ):  # Path.replace (str.replace takes 2)
                 found.append(f"line {node.lineno}: .replace(target)")
             elif name.startswith("tempfile.") and name != "tempfile.gettempdir":
                 found.append(f"line {node.lineno}: {name}()")
         elif isinstance(node, ast.ImportFrom) and node.module == "tempfile":
             found.append(f"line {node.lineno}: from tempfile import ...")
         elif isinstance(node, ast.JoinedStr):  # f".{name}.{os.getpid()}..." : a temporary name
-            literal = "".join(v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str))
+            literal = "".join(
+                v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)
+            )
             calls = {dotted(c.func).rsplit(".", 1)[-1] for c in ast.walk(node) if isinstance(c, ast.Call)}
             if (calls & set(IDENTITY_CALLS) and "." in literal) or TEMP_NAME.search(literal):
                 found.append(f"line {node.lineno}: temporary name f-string")
-    found += [f"line {c.lineno}: {c.value!r}" for c in code_constants(tree)
-              if isinstance(c.value, str) and TEMP_NAME.search(c.value)]  # fmt: skip
+    found += [
+        f"line {c.lineno}: {c.value!r}"
+        for c in code_constants(tree)
+        if isinstance(c.value, str) and TEMP_NAME.search(c.value)
+    ]
     return found
 
 
 def test_only_common_atomic_renames_fsyncs_or_names_temporary_files():
-    bad = {str(p.relative_to(REPO)): found for p, tree in sources(PACKAGE).items()
-           if p != ATOMIC and (found := atomic_write_copies(tree))}  # fmt: skip
+    bad = {
+        str(p.relative_to(REPO)): found
+        for p, tree in sources(PACKAGE).items()
+        if p != ATOMIC and (found := atomic_write_copies(tree))
+    }
     assert not bad, f"atomic writing outside zegclip/common/atomic.py (use write_file / write_text): {bad}"
 
 
@@ -103,7 +120,9 @@ def test_the_scan_finds_each_kind_of_copy():
     }
     for code, what in copies.items():
         assert any(what in f for f in atomic_write_copies(ast.parse(code))), code
-    assert not atomic_write_copies(ast.parse("s = 'a.b'.replace('.', '/')\nd = tempfile.gettempdir()\nrun = f'{x}_{token_hex(3)}'"))
+    assert not atomic_write_copies(
+        ast.parse("s = 'a.b'.replace('.', '/')\nd = tempfile.gettempdir()\nrun = f'{x}_{token_hex(3)}'")
+    )
 
 
 WRITERS = {
@@ -121,10 +140,19 @@ WRITERS = {
 @pytest.mark.parametrize("module", WRITERS.values(), ids=list(WRITERS))
 def test_each_writer_writes_through_common_atomic(module):
     tree = ast.parse((PACKAGE / module).read_text())
-    helpers = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "zegclip.common.atomic"
-               for a in n.names}  # fmt: skip
-    helpers |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "zegclip.data.prepare"
-                for a in n.names if a.name.startswith("write_")}  # prepare_openvocab writes with prepare's writers
+    helpers = {
+        a.name
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module == "zegclip.common.atomic"
+        for a in n.names
+    }
+    helpers |= {
+        a.name
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module == "zegclip.data.prepare"
+        for a in n.names
+        if a.name.startswith("write_")
+    }  # prepare_openvocab writes with prepare's writers
     called = {dotted(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     assert helpers & called, f"{module} writes no file through zegclip.common.atomic"
 
@@ -208,11 +236,16 @@ def test_one_image_reader_and_one_image_read_error():
             if name in defs:
                 classes.append(f"{rel}: def {name}")
     assert not bad, f"images decoded outside zegclip/common/images.py: {bad}"
-    assert sorted(classes) == sorted([
-        "zegclip/common/errors.py", "zegclip/common/images.py: def read_image",
-        "zegclip/common/images.py: def short_side_size", "zegclip/common/class_names.py: def split_names",
-        "zegclip/common/class_names.py: def resolve_seen", "zegclip/model/inference.py: def calibration",
-    ])  # fmt: skip
+    assert sorted(classes) == sorted(
+        [
+            "zegclip/common/errors.py",
+            "zegclip/common/images.py: def read_image",
+            "zegclip/common/images.py: def short_side_size",
+            "zegclip/common/class_names.py: def split_names",
+            "zegclip/common/class_names.py: def resolve_seen",
+            "zegclip/model/inference.py: def calibration",
+        ]
+    )
 
 
 def test_the_datasets_and_the_predictor_share_the_reader_and_its_error(tmp_path):
@@ -270,13 +303,19 @@ def test_no_second_calibration_rule():
         text = path.read_text()
         lines = text.splitlines()
         tenths = {id(c) for c in code_constants(tree) if c.value == 0.1}
-        for scope in [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))]:
+        for scope in [
+            tree,
+            *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))),
+        ]:
             where = scope.name if isinstance(scope, ast.FunctionDef) else ""
             for c in ast.walk(scope):  # 0.1 in a function about calibration, or on a line about it
                 if id(c) in tenths and re.search(r"seen|calibrat", where + lines[c.lineno - 1]):
                     bad.append(f"{path.relative_to(REPO)}:{c.lineno}")
-        bad += [f"{path.relative_to(REPO)}:{i}" for i, line in enumerate(lines, 1)
-                if re.search(r"meta\w*(\.get\(|\[)[\"']seen_bias", line)]  # fmt: skip
+        bad += [
+            f"{path.relative_to(REPO)}:{i}"
+            for i, line in enumerate(lines, 1)
+            if re.search(r"meta\w*(\.get\(|\[)[\"']seen_bias", line)
+        ]
     assert not bad, f"calibration outside zegclip.model.inference.calibration / own_seen_bias: {bad}"
 
 
@@ -295,8 +334,12 @@ def test_metric_keys_and_labels_live_in_common_metric_names():
                 if len(set(keys) & set(LABELS)) >= 2:
                     bad.append(f"{path.relative_to(REPO)}:{node.lineno} {keys}")
         labels = {v for k, v in LABELS.items() if k != v}  # a label as a value or as a table column
-        bad += [f"{path.relative_to(REPO)}:{c.lineno} {c.value!r}" for c in code_constants(tree)
-                if isinstance(c.value, str) and any(c.value == label or f" {label} |" in c.value for label in labels)]  # fmt: skip
+        bad += [
+            f"{path.relative_to(REPO)}:{c.lineno} {c.value!r}"
+            for c in code_constants(tree)
+            if isinstance(c.value, str)
+            and any(c.value == label or f" {label} |" in c.value for label in labels)
+        ]
     assert not bad, f"metric keys or labels written out again (import zegclip.common.metric_names): {bad}"
 
 

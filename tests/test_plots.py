@@ -56,7 +56,12 @@ def test_plots_of_an_847_class_vocabulary_name_ids_and_present_classes() -> None
     fig = plots.confusion_matrix_figure(counts, names, list(range(847)), [])
     ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert ticks == [str(t) for t in range(0, 847, 50)] and "class id" in fig.axes[0].get_xlabel()
-    iou = {name: None for name in names} | {"class 0": 1.0, "class 300": 1.0, "class 846": 0.0, "class 5": 0.0}
+    iou = {name: None for name in names} | {
+        "class 0": 1.0,
+        "class 300": 1.0,
+        "class 846": 0.0,
+        "class 5": 0.0,
+    }
     bars = plots.per_class_iou_figure(iou, list(range(847)), [])
     ax = bars.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["class 0", "class 300", "class 5", "class 846"]
@@ -91,7 +96,12 @@ def sample(seed: int) -> dict:
     image = (pixels - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
     label = torch.randint(0, 6, (48, 64), generator=g)
     label[:4] = IGNORE_INDEX
-    return {"image": image, "label": label, "pred": torch.randint(0, 6, (48, 64), generator=g), "name": f"im{seed}"}
+    return {
+        "image": image,
+        "label": label,
+        "pred": torch.randint(0, 6, (48, 64), generator=g),
+        "name": f"im{seed}",
+    }
 
 
 def test_colour_mask_uses_the_palette_and_black_for_ignore() -> None:
@@ -111,7 +121,9 @@ def test_sample_panels_show_image_truth_prediction_and_legend() -> None:
     full = plots.colour_mask(samples[0]["pred"].numpy(), palette(6))
     ignored = samples[0]["label"].numpy() == IGNORE_INDEX
     assert np.array_equal(shown_pred[~ignored], full[~ignored])
-    assert (shown_pred[ignored] <= full[ignored]).all() and (shown_pred[ignored] < full[ignored]).any()  # dimmed
+    assert (shown_pred[ignored] <= full[ignored]).all() and (
+        shown_pred[ignored] < full[ignored]
+    ).any()  # dimmed
     legend = fig.axes[3].get_legend()
     texts = [t.get_text() for t in legend.get_texts()]
     assert "bird * (unseen)" in texts and "cat" in texts

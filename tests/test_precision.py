@@ -26,13 +26,18 @@ WARNING = "bf16 on a CPU without native bf16"
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
-                                                               "DNNL_MAX_CPU_ISA", "PYTHONWARNINGS")}  # fmt: skip
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "PYTHONWARNINGS")
+    }
     return {**env, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **extra}
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess:
-    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(**env), capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=_env(**env), capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return run
 
@@ -102,8 +107,13 @@ def test_auto_picks_bf16_only_where_the_cpu_computes_it_natively(cpu, flags, ate
 def test_explicit_precisions_and_errors(cpu):
     cpu(BF16)
     assert P.choose("fp32").precision == "fp32" and P.choose(torch.float16).precision == "fp16"
-    assert P.choose("bf16").dtype == torch.bfloat16 and P.choose("bf16").autocast_dtype is None  # weights cast
-    assert P.choose("bf16-mixed").dtype == torch.float32 and P.choose("bf16-mixed").autocast_dtype == torch.bfloat16
+    assert (
+        P.choose("bf16").dtype == torch.bfloat16 and P.choose("bf16").autocast_dtype is None
+    )  # weights cast
+    assert (
+        P.choose("bf16-mixed").dtype == torch.float32
+        and P.choose("bf16-mixed").autocast_dtype == torch.bfloat16
+    )
     assert P.choose(None).dtype is None  # as saved
     same = P.choose("auto")
     assert P.choose(same) is same  # a choice already made passes through
@@ -130,7 +140,9 @@ def test_the_warning_is_one_line_once_and_names_the_slowdown(cpu):
     assert "(trainer.precision=bf16-mixed;" in messages[2]
     for message in messages:
         assert message.startswith(WARNING) and "\n" not in message
-        assert f"about {P.EMULATED_BF16_SLOWDOWN['AVX2']:g}x slower than fp32" in message and "AVX2" in message
+        assert (
+            f"about {P.EMULATED_BF16_SLOWDOWN['AVX2']:g}x slower than fp32" in message and "AVX2" in message
+        )
         assert "precision=auto picks fp32" in message and "PYTHONWARNINGS='ignore:bf16 on a CPU'" in message
 
 
@@ -175,7 +187,9 @@ def test_lowered_cpu_auto_is_fp32_and_bf16_warns_once_in_one_line():
     run = _python(code, **AVX2)
     out = json.loads(run.stdout.splitlines()[-1])
     assert out["auto"]["precision"] == "fp32" and out["auto_dtype"] == "torch.float32"
-    assert out["auto"]["capability"] == "AVX2" and "ONEDNN_MAX_CPU_ISA=AVX2" in out["auto"]["capability_limits"]
+    assert (
+        out["auto"]["capability"] == "AVX2" and "ONEDNN_MAX_CPU_ISA=AVX2" in out["auto"]["capability_limits"]
+    )
     assert out["bf16_dtype"] == "torch.bfloat16"  # still honoured
     lines = _warning_lines(run.stderr)
     assert len(lines) == 2, run.stderr  # precision=bf16 once (two loads), trainer.precision once
@@ -208,12 +222,20 @@ def test_predict_command_on_a_cpu_without_native_bf16(tmp_path, precision):
     image = _shapes_image(tmp_path / "in")
     out = tmp_path / "run"
     args = [f"inputs={image}", f"hydra.run.dir={out}", *([f"precision={precision}"] if precision else [])]
-    run = subprocess.run([sys.executable, "predict.py", *args], cwd=REPO, env=_env(**AVX2), capture_output=True,
-                         text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "predict.py", *args],
+        cwd=REPO,
+        env=_env(**AVX2),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     record = json.loads((out / "predictions.json").read_text().splitlines()[0])["precision"]
     if precision is None:  # the default, auto
-        assert record["requested"] == "auto" and record["precision"] == "fp32" and record["capability"] == "AVX2"
+        assert (
+            record["requested"] == "auto" and record["precision"] == "fp32" and record["capability"] == "AVX2"
+        )
         assert not _warning_lines(run.stdout + run.stderr)
         assert "precision: fp32 (auto: the CPU has no native bf16" in run.stdout
     else:
@@ -223,10 +245,21 @@ def test_predict_command_on_a_cpu_without_native_bf16(tmp_path, precision):
 
 def test_eval_command_on_a_cpu_without_native_bf16(tmp_path):
     out = tmp_path / "run"
-    args = ["precision=bf16", "dataset.layout.test_size=50", f"hydra.run.dir={out}", f"paths.log_dir={tmp_path}",
-            "trainer=cpu"]  # fmt: skip
-    run = subprocess.run([sys.executable, "eval.py", *args], cwd=REPO, env=_env(**AVX2), capture_output=True,
-                         text=True, timeout=300)  # fmt: skip
+    args = [
+        "precision=bf16",
+        "dataset.layout.test_size=50",
+        f"hydra.run.dir={out}",
+        f"paths.log_dir={tmp_path}",
+        "trainer=cpu",
+    ]
+    run = subprocess.run(
+        [sys.executable, "eval.py", *args],
+        cwd=REPO,
+        env=_env(**AVX2),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert len(_warning_lines(run.stdout + run.stderr)) == 1
     metrics = json.loads((out / "metrics.json").read_text())
@@ -250,7 +283,9 @@ def test_eval_auto_is_recorded(tmp_path):
 def test_python_api_default_is_auto():
     model = zegclip.load("shapes")
     native, _ = P.native_bf16("cpu")
-    assert model.precision.requested == "auto" and model.precision.precision == ("bf16-mixed" if native else "fp32")
+    assert model.precision.requested == "auto" and model.precision.precision == (
+        "bf16-mixed" if native else "fp32"
+    )
     assert next(model.parameters()).dtype == torch.float32
     assert next(zegclip.load("shapes", precision="fp32").parameters()).dtype == torch.float32
     assert next(zegclip.load("shapes", precision=None).parameters()).dtype == torch.float32  # as saved
@@ -284,7 +319,9 @@ def test_bf16_mixed_inference_runs_bf16_products_and_keeps_fp32_scores():
     names = fp32.metadata["class_names"]
     ref, got = fp32.segment(x, names, mode="slide"), mixed.segment(x, names, mode="slide")
     hook.remove()
-    assert seen and all(dtype == torch.bfloat16 for dtype in seen)  # the decoder's logits came out of bf16 GEMMs
+    assert seen and all(
+        dtype == torch.bfloat16 for dtype in seen
+    )  # the decoder's logits came out of bf16 GEMMs
     assert next(mixed.parameters()).dtype == torch.float32 and got.dtype == torch.float32
     assert 0 < (got - ref).abs().max() < 0.05
     assert (got.argmax(1) == ref.argmax(1)).float().mean() > 0.99
@@ -306,16 +343,29 @@ def test_trainer_precision_auto_is_resolved_and_recorded(tmp_path, monkeypatch):
 
     monkeypatch.setattr(L.Trainer, "__init__", init)
     torch.set_num_threads(1)
-    cfg = compose_config("train", [
-        "trainer.precision=auto", "trainer.max_steps=2", "trainer.val_check_interval=2", "dataset.layout.train_size=16",
-        "dataset.layout.val_size=4", "dataset.layout.test_size=8", "dataset.batch_size=4",
-    ], tmp_path)  # fmt: skip
+    cfg = compose_config(
+        "train",
+        [
+            "trainer.precision=auto",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            "dataset.layout.train_size=16",
+            "dataset.layout.val_size=4",
+            "dataset.layout.test_size=8",
+            "dataset.batch_size=4",
+        ],
+        tmp_path,
+    )
     train(cfg)
     native, _ = P.native_bf16(P.accelerator_device(cfg.trainer.accelerator))
     expected = "bf16-mixed" if native else "32-true"
     assert used == [expected]
     record = json.loads((tmp_path / "metrics.json").read_text())["precision"]
-    assert record["requested"] == "auto" and record["precision"] == expected and record["reason"].startswith("auto: ")
+    assert (
+        record["requested"] == "auto"
+        and record["precision"] == expected
+        and record["reason"].startswith("auto: ")
+    )
 
 
 def test_demo_defaults_to_auto_and_prints_the_choice(monkeypatch, capsys):

@@ -56,7 +56,9 @@ def test_read_image_modes(tmp_path):
         assert out.shape == (6, 9, 3) and out.dtype == np.uint8, name
         if expected is not None:
             assert np.array_equal(out, expected), name
-    assert np.array_equal(read_image(tmp_path / "palette.png"), np.asarray(Image.open(tmp_path / "palette.png").convert("RGB")))
+    assert np.array_equal(
+        read_image(tmp_path / "palette.png"), np.asarray(Image.open(tmp_path / "palette.png").convert("RGB"))
+    )
 
 
 def test_read_image_16bit_rgb_png(tmp_path):
@@ -133,9 +135,19 @@ def test_predict_is_evaluation_slide_inference_at_the_image_size(model, scene):
     image, _ = scene
     names = model.metadata["class_names"]
     pred = model.predict(image, names, seen=[1, 2], seen_bias=0.2, return_scores=True)
-    x = torch.from_numpy(build_test_transform(short_side=64)(image, image[..., 0])["image"]).permute(2, 0, 1)[None]
-    scores = model.segment(x, names, seen=[1, 2], seen_bias=0.2, mode="slide", crop=64, stride=53,
-                           templates=model.metadata["templates"])  # fmt: skip
+    x = torch.from_numpy(build_test_transform(short_side=64)(image, image[..., 0])["image"]).permute(2, 0, 1)[
+        None
+    ]
+    scores = model.segment(
+        x,
+        names,
+        seen=[1, 2],
+        seen_bias=0.2,
+        mode="slide",
+        crop=64,
+        stride=53,
+        templates=model.metadata["templates"],
+    )
     expected = F.interpolate(scores, size=(320, 320), mode="bilinear", align_corners=False)[0]
     assert pred.scores.shape == (16, 320, 320)
     assert torch.allclose(pred.scores, expected, atol=1e-5)
@@ -184,7 +196,9 @@ def _prediction(num_classes=5):
     label = np.zeros((30, 40), np.int64)
     label[:, 10:] = 3
     label[20:, 30:] = num_classes - 1
-    return Prediction(image=_rgb(30, 40), label=label, class_names=[f"c{i}" for i in range(num_classes)], source="x.png")
+    return Prediction(
+        image=_rgb(30, 40), label=label, class_names=[f"c{i}" for i in range(num_classes)], source="x.png"
+    )
 
 
 def test_result_shares_dict_and_files(tmp_path):

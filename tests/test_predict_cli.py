@@ -57,15 +57,22 @@ def photos(tmp_path_factory) -> Path:
 def test_predict_command_end_to_end(photos, tmp_path, model):
     run = subprocess.run(
         [sys.executable, "predict.py", f"inputs={photos}", f"hydra.run.dir={tmp_path}"],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     output = run.stdout + run.stderr
     assert run.returncode == 1, output  # one file could not be read
     assert "broken.png" in output and "could not be read" in output and "segmented 5 image(s)" in output
     failures = [json.loads(line) for line in (tmp_path / "failures.json").read_text().splitlines()]
     assert [Path(f["file"]).name for f in failures] == ["broken.png"]
 
-    records = {Path(r["file"]).name: r for r in map(json.loads, (tmp_path / "predictions.json").read_text().splitlines())}
+    records = {
+        Path(r["file"]).name: r
+        for r in map(json.loads, (tmp_path / "predictions.json").read_text().splitlines())
+    }
     assert set(records) == {"wide.png", "grey.png", "alpha.png", "grey16.png", "phone.jpg"}
     assert (records["wide.png"]["height"], records["wide.png"]["width"]) == (192, 256)
     assert (records["phone.jpg"]["height"], records["phone.jpg"]["width"]) == (48, 64)  # EXIF applied
@@ -84,9 +91,25 @@ def test_predict_command_end_to_end(photos, tmp_path, model):
 
 
 def test_predict_help_documents_the_keys():
-    run = subprocess.run([sys.executable, "predict.py", "--help"], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "predict.py", "--help"],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
-    for key in ("inputs", "ckpt_path", "classes", "seen_bias", "mode", "precision", "device", "predictions.json"):
+    for key in (
+        "inputs",
+        "ckpt_path",
+        "classes",
+        "seen_bias",
+        "mode",
+        "precision",
+        "device",
+        "predictions.json",
+    ):
         assert key in run.stdout
 
 
@@ -95,11 +118,21 @@ def _compose(tmp_path: Path, *overrides: str):
 
 
 def test_predict_with_own_classes_seen_names_and_a_glob(photos, tmp_path, model):
-    cfg = _compose(tmp_path, f"inputs={photos}/*.png", "classes='red circle, blue square, yellow star'",
-                   "seen=[blue square]", "seen_bias=0.3", "mode=whole")  # fmt: skip
+    cfg = _compose(
+        tmp_path,
+        f"inputs={photos}/*.png",
+        "classes='red circle, blue square, yellow star'",
+        "seen=[blue square]",
+        "seen_bias=0.3",
+        "mode=whole",
+    )
     summary = predict(cfg)
     assert summary.exit_code == 1 and list(summary.failed) == [str(photos / "broken.png")]
-    assert sorted(Path(f).name for f in summary.written) == ["alpha.png", "grey.png", "wide.png"]  # no recursion
+    assert sorted(Path(f).name for f in summary.written) == [
+        "alpha.png",
+        "grey.png",
+        "wide.png",
+    ]  # no recursion
     classes = ["red circle", "blue square", "yellow star"]
     expected = model.predict(photos / "wide.png", classes, seen=[1], seen_bias=0.3, mode="whole")
     assert np.array_equal(np.asarray(Image.open(tmp_path / "labels" / "wide.png")), expected.label)
@@ -114,8 +147,17 @@ def test_predict_without_inputs_says_how(tmp_path):
 
 def test_collect_inputs(photos, tmp_path):
     everything = collect_inputs(str(photos))  # recursive, image suffixes only
-    assert sorted(p.name for p in everything) == ["alpha.png", "broken.png", "grey.png", "grey16.png", "phone.jpg", "wide.png"]
-    assert collect_inputs([str(photos / "wide.png"), str(photos / "wide.png")]) == [(photos / "wide.png").resolve()]
+    assert sorted(p.name for p in everything) == [
+        "alpha.png",
+        "broken.png",
+        "grey.png",
+        "grey16.png",
+        "phone.jpg",
+        "wide.png",
+    ]
+    assert collect_inputs([str(photos / "wide.png"), str(photos / "wide.png")]) == [
+        (photos / "wide.png").resolve()
+    ]
     assert {p.name for p in collect_inputs(f"{photos}/**/*16.png")} == {"grey16.png"}
     with pytest.raises(ValueError, match="matches no file"):
         collect_inputs(f"{photos}/*.bmp")
@@ -133,7 +175,10 @@ def test_output_names_are_unique():
 
 def test_calibration_follows_eval(model):
     names = model.metadata["class_names"]
-    assert calibration(model.metadata, names, None, None) == (model.metadata["seen"], model.metadata["seen_bias"])
+    assert calibration(model.metadata, names, None, None) == (
+        model.metadata["seen"],
+        model.metadata["seen_bias"],
+    )
     assert calibration(model.metadata, ["cat", "dog"], None, None) == (None, 0.0)  # another vocabulary: none
     assert calibration(model.metadata, ["cat", "dog"], ["dog"], None) == ([1], 0.1)
     assert resolve_seen("cat, 1", ["cat", "dog"]) == [0, 1]

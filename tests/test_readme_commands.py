@@ -35,9 +35,14 @@ REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 ENTRY_POINTS = {"train.py": "train", "eval.py": "eval", "predict.py": "predict"}
 SHORTEN = {
-    "train": ["trainer.max_steps=4", "trainer.val_check_interval=2", "dataset.batch_size=8",
-              "dataset.layout.train_size=64", "dataset.layout.val_size=16",
-              "dataset.layout.test_size=16"],  # fmt: skip
+    "train": [
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "dataset.batch_size=8",
+        "dataset.layout.train_size=64",
+        "dataset.layout.val_size=16",
+        "dataset.layout.test_size=16",
+    ],
     "eval": ["dataset.layout.test_size=16"],
     "predict": [],
 }
@@ -71,14 +76,21 @@ COMMANDS = readme_commands()
 def test_the_readme_documents_the_main_commands() -> None:
     assert ("train.py", []) in COMMANDS  # the main job
     assert ("eval.py", []) in COMMANDS
-    assert any(e == "train.py" and "-m" in a and all(x.startswith("seed=") for x in a if x != "-m") for e, a in COMMANDS)
+    assert any(
+        e == "train.py" and "-m" in a and all(x.startswith("seed=") for x in a if x != "-m")
+        for e, a in COMMANDS
+    )
 
 
 def sweep_jobs(args: list[str]) -> list[list[str]]:
     """The override lists of every job (``-m`` with ``a=1,2`` sweeps expands to the product)."""
     args = [a for a in args if a != "-m"]
-    choices = [[f"{a.split('=', 1)[0]}={v}" for v in a.split("=", 1)[1].split(",")] if "=" in a and "," in a.split("=", 1)[1]
-               and not a.split("=", 1)[1].startswith("[") else [a] for a in args]  # fmt: skip
+    choices = [
+        [f"{a.split('=', 1)[0]}={v}" for v in a.split("=", 1)[1].split(",")]
+        if "=" in a and "," in a.split("=", 1)[1] and not a.split("=", 1)[1].startswith("[")
+        else [a]
+        for a in args
+    ]
     return [list(job) for job in itertools.product(*choices)]
 
 
@@ -92,7 +104,9 @@ STUDY = "train.py -m hparams_search=shapes_optuna"  # writes logs/train/optuna/s
 def needs_no_download(entry: str, args: list[str], tmp_path: Path) -> bool:
     if any("$" in a for a in args):  # a placeholder for the user's own path
         return False
-    if any(a.startswith(FROM_FILE) and not a.startswith(f"{FROM_FILE}logs/train/optuna/shapes_") for a in args):
+    if any(
+        a.startswith(FROM_FILE) and not a.startswith(f"{FROM_FILE}logs/train/optuna/shapes_") for a in args
+    ):
         return False  # overrides from a file only the shapes study (a documented command) writes
     for job in sweep_jobs(placeholders_filled(args)):
         cfg = compose_job(entry, job, tmp_path)
@@ -142,7 +156,9 @@ def environment() -> dict[str, str]:
 
 
 def run(command: list[str], workdir: Path, timeout: float = 900) -> str:
-    proc = subprocess.run(command, cwd=workdir, env=environment(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        command, cwd=workdir, env=environment(), capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, f"{' '.join(command)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
 
@@ -162,8 +178,15 @@ class DocumentedRuns:
     def _run(self, key: str, entry: str, args: list[str]) -> Done:
         if any(a.startswith(FROM_FILE) for a in args):  # `$(cat FILE)`: the study's folder, the file's words
             workdir = self.get(*_split(STUDY)).workdir
-            args = [w for a in args for w in (shlex.split((workdir / a[len(FROM_FILE):]).read_text())
-                                              if a.startswith(FROM_FILE) else [a])]  # fmt: skip
+            args = [
+                w
+                for a in args
+                for w in (
+                    shlex.split((workdir / a[len(FROM_FILE) :]).read_text())
+                    if a.startswith(FROM_FILE)
+                    else [a]
+                )
+            ]
         else:
             workdir = self.root / f"user{len(self.done)}"  # a fresh folder: logs go to <cwd>/logs
             workdir.mkdir()
@@ -230,8 +253,9 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def check_test_output(stdout: str, run_dir: Path, workdir: Path, roles: set[str] = UNSEEN,
-                      role: str = "unseen") -> dict[str, Any]:
+def check_test_output(
+    stdout: str, run_dir: Path, workdir: Path, roles: set[str] = UNSEEN, role: str = "unseen"
+) -> dict[str, Any]:
     """The per-class table (``roles``: the classes of that ``role``, the others seen), the summary
     line and the `tested:` / `metrics:` lines of a test, as the README shows them, carry
     metrics.json's numbers; returns metrics.json."""
@@ -241,10 +265,17 @@ def check_test_output(stdout: str, run_dir: Path, workdir: Path, roles: set[str]
     assert shape(summary) == shape(README_SUMMARY) and summary in lines
     title = next(line for line in README_OUTPUT if "IoU per class" in line)
     assert title.replace("shapes (inductive)", f"{metrics['dataset']} ({metrics['setting']})") in lines
-    rows = {cells[1]: (cells[2], cells[3]) for line in lines
-            if len(cells := [c.strip() for c in line.split("│")]) == 5 and cells[1] in metrics["IoU_per_class"]}  # fmt: skip
-    assert {name: iou for name, (_, iou) in rows.items()} == {n: percent(v) for n, v in metrics["IoU_per_class"].items()}
-    assert {n: r for n, (r, _) in rows.items()} == {n: role if n in roles else "seen" for n in metrics["IoU_per_class"]}
+    rows = {
+        cells[1]: (cells[2], cells[3])
+        for line in lines
+        if len(cells := [c.strip() for c in line.split("│")]) == 5 and cells[1] in metrics["IoU_per_class"]
+    }
+    assert {name: iou for name, (_, iou) in rows.items()} == {
+        n: percent(v) for n, v in metrics["IoU_per_class"].items()
+    }
+    assert {n: r for n, (r, _) in rows.items()} == {
+        n: role if n in roles else "seen" for n in metrics["IoU_per_class"]
+    }
     weights = metrics["weights"]
     assert f"tested: {weights['checkpoint']} ({weights['selection']}, step {weights['step']})" in lines
     if weights["checkpoint"] != "shapes":  # a training run: its own final weights, as the README shows
@@ -260,14 +291,26 @@ def check_test_output(stdout: str, run_dir: Path, workdir: Path, roles: set[str]
 def check_validation_lines(stdout: str, run_dir: Path, steps: list[int]) -> None:
     """One console line per validation, as the README shows it, with the CSV log's numbers."""
     readme = next(line for line in README_OUTPUT if line.startswith("validation at step"))
-    printed = [re.sub(r" \((inductive|transductive) stage\)", "", line.strip()) for line in stdout.splitlines()
-               if line.startswith("validation at step")]  # fmt: skip
+    printed = [
+        re.sub(r" \((inductive|transductive) stage\)", "", line.strip())
+        for line in stdout.splitlines()
+        if line.startswith("validation at step")
+    ]
     assert [shape(line) for line in printed] == [shape(readme)] * len(steps)
     rows = [r for r in csv.DictReader((run_dir / "csv" / "metrics.csv").open()) if r.get("val/mIoU_seen")]
-    expected = [f"validation at step {step}/{steps[-1]}: " + "  ".join(
-        f"{label} {percent(float(row[f'val/{key}']) if row[f'val/{key}'] else None)}"
-        for label, key in (("mIoU(S)", "mIoU_seen"), ("mIoU(U)", "mIoU_unseen"), ("hIoU", "hIoU"), ("mIoU", "mIoU")))
-        for step, row in zip(steps, rows)]  # fmt: skip
+    expected = [
+        f"validation at step {step}/{steps[-1]}: "
+        + "  ".join(
+            f"{label} {percent(float(row[f'val/{key}']) if row[f'val/{key}'] else None)}"
+            for label, key in (
+                ("mIoU(S)", "mIoU_seen"),
+                ("mIoU(U)", "mIoU_unseen"),
+                ("hIoU", "hIoU"),
+                ("mIoU", "mIoU"),
+            )
+        )
+        for step, row in zip(steps, rows)
+    ]
     assert printed == expected
 
 
@@ -275,10 +318,19 @@ def check_train(done: Done, documented: DocumentedRuns) -> None:
     (run_dir,) = done.folders("runs")
     check_validation_lines(done.stdout, run_dir, [2, 4])
     metrics = check_test_output(done.stdout, run_dir, done.workdir)
-    assert (metrics["dataset"], metrics["setting"], metrics["seed"], metrics["split"]) == ("shapes", "inductive", 0, "test")
+    assert (metrics["dataset"], metrics["setting"], metrics["seed"], metrics["split"]) == (
+        "shapes",
+        "inductive",
+        0,
+        "test",
+    )
     assert metrics["weights"]["step"] == 4
     assert read_json(run_dir / "run.json")["status"] == "finished"
-    assert {p.name for p in (run_dir / "plots").iterdir()} == {"confusion_matrix.png", "iou_per_class.png", "samples.png"}
+    assert {p.name for p in (run_dir / "plots").iterdir()} == {
+        "confusion_matrix.png",
+        "iou_per_class.png",
+        "samples.png",
+    }
 
 
 def check_eval(done: Done, documented: DocumentedRuns) -> None:
@@ -301,12 +353,23 @@ def check_transductive(done: Done, documented: DocumentedRuns) -> None:
     assert metrics["weights"]["step"] == transductive["last_step"] == 2 * inductive["last_step"]
     stage_lines = [line for line in done.stdout.splitlines() if line.startswith("validation at step")]
     stages = [re.search(r"\((\w+) stage\)", line).group(1) for line in stage_lines]
-    assert stages == ["inductive", "inductive", "transductive", "transductive"]  # the stage the weights are in
+    assert stages == [
+        "inductive",
+        "inductive",
+        "transductive",
+        "transductive",
+    ]  # the stage the weights are in
     check_validation_lines(done.stdout, run_dir, [2, 4, 6, 8])  # (4 inductive + 4 transductive steps)
     check_test_output(done.stdout, run_dir, done.workdir)
 
 
-REPORT_COLUMNS = {"mIoU(S)": "mIoU_seen", "mIoU(U)": "mIoU_unseen", "hIoU": "hIoU", "mIoU": "mIoU", "pAcc": "pAcc"}
+REPORT_COLUMNS = {
+    "mIoU(S)": "mIoU_seen",
+    "mIoU(U)": "mIoU_unseen",
+    "hIoU": "hIoU",
+    "mIoU": "mIoU",
+    "pAcc": "pAcc",
+}
 
 
 def report_rows(report: str) -> list[dict[str, str]]:
@@ -314,8 +377,11 @@ def report_rows(report: str) -> list[dict[str, str]]:
     lines = [line for line in report.splitlines() if line.startswith("| ")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header == ["group", "n", "seeds", *REPORT_COLUMNS]
-    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[1:]
-            if not line.startswith("| job ")]  # fmt: skip
+    return [
+        dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+        for line in lines[1:]
+        if not line.startswith("| job ")
+    ]
 
 
 def mean_std(jobs: list[dict[str, Any]], key: str) -> str:
@@ -335,7 +401,8 @@ def check_seed_group(sweep: Path, report_dir: Path | None = None) -> list[dict[s
     (row,) = report_rows(report)
     assert (row["n"], row["seeds"]) == ("3", "0,1,2")
     assert {label: row[label] for label in REPORT_COLUMNS} == {
-        label: mean_std(jobs, key) for label, key in REPORT_COLUMNS.items()}
+        label: mean_std(jobs, key) for label, key in REPORT_COLUMNS.items()
+    }
     (line,) = csv.DictReader((report_dir / "report.csv").open())
     for key in (*REPORT_COLUMNS.values(), "mAcc"):
         values = [j[key] for j in jobs]
@@ -376,7 +443,9 @@ def check_predict(done: Done, documented: DocumentedRuns) -> None:
     assert np.array_equal(label, model.predict(photo).label)  # the API's labels, as the command saved them
     counts = np.bincount(label.ravel(), minlength=len(names))
     shares = {c["name"]: c["share"] for c in record["classes"]}
-    assert shares == {names[i]: pytest.approx(counts[i] / label.size, abs=1e-6) for i in np.flatnonzero(counts)}
+    assert shares == {
+        names[i]: pytest.approx(counts[i] / label.size, abs=1e-6) for i in np.flatnonzero(counts)
+    }
     assert [c["index"] for c in record["classes"]] == [names.index(c["name"]) for c in record["classes"]]
     assert f"1 image(s), {len(names)} classes" in done.stdout
     assert record["precision"]["requested"] == "auto"
@@ -388,7 +457,9 @@ def check_tuning(done: Done, documented: DocumentedRuns) -> None:
     (run_dir,) = done.folders("runs")
     pseudo = {line.split("│")[1].strip() for line in done.stdout.splitlines() if "│ pseudo-unseen │" in line}
     assert len(pseudo) == 3 and not pseudo & UNSEEN
-    metrics = check_test_output(done.stdout.replace(", tuning split)", ")"), run_dir, done.workdir, pseudo, "pseudo-unseen")
+    metrics = check_test_output(
+        done.stdout.replace(", tuning split)", ")"), run_dir, done.workdir, pseudo, "pseudo-unseen"
+    )
     assert metrics["split"] == "tune"
     assert metrics["objective"] == {"name": "tune/hIoU", "value": metrics["hIoU"], "fair": True}
     assert set(metrics["IoU_per_class"]).isdisjoint(UNSEEN) and len(metrics["IoU_per_class"]) == 12
@@ -404,14 +475,21 @@ def check_study(done: Done, documented: DocumentedRuns) -> None:
     trial_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in trial_dirs] == ["0", "1"] and (folder / "optuna.db").is_file()
     trials = [read_json(j / "metrics.json") for j in trial_dirs]
-    assert all(t["split"] == "tune" and t["objective"]["name"] == "tune/hIoU" and t["objective"]["fair"] for t in trials)
+    assert all(
+        t["split"] == "tune" and t["objective"]["name"] == "tune/hIoU" and t["objective"]["fair"]
+        for t in trials
+    )
     report = (folder / "report.md").read_text()
     assert "| 0 | complete |" in report and "| 1 | complete |" in report
     best = max(range(2), key=lambda i: trials[i]["objective"]["value"])
     assert f"**Best trial: #{best}" in report
     overrides = (folder / "best_overrides.txt").read_text().split()
-    assert not any(o.startswith(("tuning=", "seed=", "optimized_metric=", "hparams_search=")) for o in overrides)
-    assert {o for o in trials[best]["overrides"] if o.startswith(("optimizer.", "model.", "evaluation."))} <= set(overrides)
+    assert not any(
+        o.startswith(("tuning=", "seed=", "optimized_metric=", "hparams_search=")) for o in overrides
+    )
+    assert {
+        o for o in trials[best]["overrides"] if o.startswith(("optimizer.", "model.", "evaluation."))
+    } <= set(overrides)
 
 
 def check_best_retrain(done: Done, documented: DocumentedRuns) -> None:
@@ -441,7 +519,9 @@ CHECKS: dict[str, Callable[[Done, DocumentedRuns], None]] = {
 def tta_rows() -> list[tuple[str, list[str]]]:
     """``(command, [mIoU(S), mIoU(U), hIoU])`` of the README's test-time augmentation table."""
     text = README.read_text()
-    rows = re.findall(r"^\| `python (eval\.py[^`]*)` \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", text, flags=re.M)
+    rows = re.findall(
+        r"^\| `python (eval\.py[^`]*)` \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", text, flags=re.M
+    )
     assert len(rows) == 4, "the README's test-time augmentation table"
     return [(command, list(values)) for command, *values in rows]
 
@@ -449,9 +529,15 @@ def tta_rows() -> list[tuple[str, list[str]]]:
 TTA = tta_rows()
 
 
-@pytest.mark.parametrize(("command", "stated"), [
-    pytest.param(c, v, marks=[pytest.mark.slow] if "scales=" in c else []) for c, v in TTA if c != "eval.py"],
-    ids=[c for c, _ in TTA if c != "eval.py"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("command", "stated"),
+    [
+        pytest.param(c, v, marks=[pytest.mark.slow] if "scales=" in c else [])
+        for c, v in TTA
+        if c != "eval.py"
+    ],
+    ids=[c for c, _ in TTA if c != "eval.py"],
+)
 def test_tta_table_rows(command: str, stated: list[str], tmp_path: Path) -> None:
     """Each row of the TTA table, run as written (the bundled model, the full test set): the printed
     mIoU(S) / mIoU(U) / hIoU are the table's (`python eval.py`'s row: test_documented_command). The
@@ -465,7 +551,9 @@ def test_tta_table_rows(command: str, stated: list[str], tmp_path: Path) -> None
 def test_palette_command_prints_the_stated_distances(tmp_path: Path) -> None:
     text = README.read_text()
     command = re.search(r'`python -c "(from zegclip\.common\.palette import [^"]*)"`', text)
-    stated = re.search(r"CIE76 delta E\s+([\d.]+) apart at 20 classes, ([\d.]+) at 59 and ([\d.]+) at 171", text)
+    stated = re.search(
+        r"CIE76 delta E\s+([\d.]+) apart at 20 classes, ([\d.]+) at 59 and ([\d.]+) at 171", text
+    )
     assert command and stated, "the README's palette distances and the command that prints them"
     printed = run([sys.executable, "-c", command.group(1)], tmp_path).strip()
     assert printed == "[" + ", ".join(stated.groups()) + "]"
@@ -474,8 +562,12 @@ def test_palette_command_prints_the_stated_distances(tmp_path: Path) -> None:
 def readme_shell_commands(prefix: str) -> list[list[str]]:
     """The words of each README code-block line that starts with ``prefix`` (comments removed)."""
     text = README.read_text()
-    return [shlex.split(line.split("#", 1)[0]) for block in re.findall(r"```(?:bash|sh)\n(.*?)```", text, flags=re.S)
-            for line in block.splitlines() if line.strip().startswith(prefix)]  # fmt: skip
+    return [
+        shlex.split(line.split("#", 1)[0])
+        for block in re.findall(r"```(?:bash|sh)\n(.*?)```", text, flags=re.S)
+        for line in block.splitlines()
+        if line.strip().startswith(prefix)
+    ]
 
 
 def test_export_onnx_command_of_the_bundled_model(tmp_path: Path) -> None:
@@ -491,8 +583,10 @@ def test_export_onnx_command_of_the_bundled_model(tmp_path: Path) -> None:
     meta = {p.key: p.value for p in onnx.load(str(out), load_external_data=False).metadata_props}
     assert json.loads(meta["class_names"]) == classes and json.loads(meta["seen"]) == [classes.index(seen)]
     assert float(meta["seen_bias"]) == 0.1  # the default offset with --seen
-    assert re.search(rf"wrote {re.escape(out.name)} \([\d.]+ MiB\): {len(classes)} classes, seen offset -0\.1 on 1 classes",
-                     stdout.replace("\n", " "))  # fmt: skip
+    assert re.search(
+        rf"wrote {re.escape(out.name)} \([\d.]+ MiB\): {len(classes)} classes, seen offset -0\.1 on 1 classes",
+        stdout.replace("\n", " "),
+    )
 
 
 def test_report_commands_on_documented_runs(documented: DocumentedRuns, tmp_path: Path) -> None:
@@ -521,16 +615,21 @@ def test_report_commands_on_documented_runs(documented: DocumentedRuns, tmp_path
     assert [(r["n"], r["seeds"]) for r in rows] == [("1", "0"), ("1", "0")]
     metrics = [read_json(runs / name / "metrics.json") for name in ("A", "B")]
     cells = sorted(tuple(r[label] for label in REPORT_COLUMNS) for r in rows)
-    assert cells == sorted(tuple(f"{100 * m[key]:.1f} ± -" for key in REPORT_COLUMNS.values()) for m in metrics)
+    assert cells == sorted(
+        tuple(f"{100 * m[key]:.1f} ± -" for key in REPORT_COLUMNS.values()) for m in metrics
+    )
     per_class = report.split("## IoU per class (%)")[1]
     assert all(f"| {name} |" in per_class for name in metrics[0]["IoU_per_class"])
     lines = list(csv.DictReader((out / "report.csv").open()))
     assert sorted(float(r["IoU/red circle_mean"]) for r in lines) == pytest.approx(
-        sorted(m["IoU_per_class"]["red circle"] for m in metrics), rel=1e-6)
+        sorted(m["IoU_per_class"]["red circle"] for m in metrics), rel=1e-6
+    )
 
 
-SWEEP_SPREAD = re.search(r"mIoU\(S\) ([\d.]+) ± ([\d.]+), mIoU\(U\) ([\d.]+) ± ([\d.]+), hIoU ([\d.]+) ± ([\d.]+)",
-                         README.read_text())  # fmt: skip
+SWEEP_SPREAD = re.search(
+    r"mIoU\(S\) ([\d.]+) ± ([\d.]+), mIoU\(U\) ([\d.]+) ± ([\d.]+), hIoU ([\d.]+) ± ([\d.]+)",
+    README.read_text(),
+)
 
 
 @pytest.mark.slow

@@ -28,10 +28,14 @@ COMMON_TASK = ["model=tiny", "hydra.job.chdir=false", "paths.data_dir=/data"]  #
 COMMON = ["model=tiny", "hydra.job.chdir=False", "paths.data_dir=/data"]  # as Hydra's sweeper writes them
 
 
-def write_job(folder: Path, overrides: list[str], seed: int, metrics: dict | None, in_json: bool = True) -> None:
+def write_job(
+    folder: Path, overrides: list[str], seed: int, metrics: dict | None, in_json: bool = True
+) -> None:
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
-    (folder / "config_resolved.yaml").write_text(OmegaConf.to_yaml({"seed": seed, "model": {"prompt_tokens": 3}}))
+    (folder / "config_resolved.yaml").write_text(
+        OmegaConf.to_yaml({"seed": seed, "model": {"prompt_tokens": 3}})
+    )
     if metrics is not None:
         payload = {**metrics, "dataset": "voc", "setting": "inductive", "checkpoint": "x.ckpt"}
         if in_json:  # what metrics.json records (older files lack seed / overrides: read from .hydra)
@@ -53,11 +57,21 @@ def sweep(tmp_path: Path) -> dict:
     root.mkdir(parents=True)
     task = ["seed=0,1,2", "optimizer.lr=0.1,0.2", *COMMON_TASK]
     OmegaConf.save(
-        OmegaConf.create({"hydra": {"overrides": {"task": task}, "sweeper": {
-            "_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "max_batch_size": None,
-            "params": None}}, "seed": 0}),
+        OmegaConf.create(
+            {
+                "hydra": {
+                    "overrides": {"task": task},
+                    "sweeper": {
+                        "_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                        "max_batch_size": None,
+                        "params": None,
+                    },
+                },
+                "seed": 0,
+            }
+        ),
         root / "multirun.yaml",
-    )  # fmt: skip
+    )
     rng = np.random.default_rng(0)
     values: dict[str, list[dict]] = {"0.1": [], "0.2": []}
     number = 0
@@ -150,15 +164,27 @@ def test_run_folders_without_a_sweep(tmp_path: Path) -> None:
         runs.append(metrics)
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "zegclip.report", *(str(tmp_path / "runs" / f"run{s}") for s in range(3)),
-         "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "zegclip.report",
+            *(str(tmp_path / "runs" / f"run{s}") for s in range(3)),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Sweep report" in proc.stdout and "dataset=voc" in proc.stdout
     rows = read_csv(out / "report.csv")
     assert list(rows) == ["dataset=voc"] and rows["dataset=voc"]["n"] == "3"
-    assert float(rows["dataset=voc"]["mIoU_unseen_mean"]) == pytest.approx(np.mean([r["mIoU_unseen"] for r in runs]))
+    assert float(rows["dataset=voc"]["mIoU_unseen_mean"]) == pytest.approx(
+        np.mean([r["mIoU_unseen"] for r in runs])
+    )
     # a parent folder holding the runs gives the same groups
     assert [g.key for g in collect([tmp_path / "runs"]).groups] == [("dataset=voc",)]
 
@@ -168,8 +194,13 @@ def test_ignored_keys_do_not_split_groups(tmp_path: Path, capsys: pytest.Capture
     group; logger settings never split groups."""
     rng = np.random.default_rng(2)
     for seed in range(2):
-        overrides = [f"seed={seed}", "setting=transductive", f"init_from=/runs/ind{seed}/last.ckpt",
-                     f"logger.wandb.name=run{seed}", "+hydra/launcher=slurm"]  # fmt: skip
+        overrides = [
+            f"seed={seed}",
+            "setting=transductive",
+            f"init_from=/runs/ind{seed}/last.ckpt",
+            f"logger.wandb.name=run{seed}",
+            "+hydra/launcher=slurm",
+        ]
         write_job(tmp_path / f"run{seed}", overrides, seed, fake_metrics(rng))
     assert len(collect([tmp_path]).groups) == 2
     rep = collect([tmp_path], ignore=["init_from"])
@@ -212,7 +243,9 @@ def test_callback_never_raises(tmp_path: Path, capsys: pytest.CaptureFixture[str
     callback.on_multirun_end(bad)
     from hydra.types import RunMode
 
-    job = OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN, "runtime": {"output_dir": "${oc.env:ZEGCLIP_NO_SUCH_VARIABLE}"}}})
+    job = OmegaConf.create(
+        {"hydra": {"mode": RunMode.MULTIRUN, "runtime": {"output_dir": "${oc.env:ZEGCLIP_NO_SUCH_VARIABLE}"}}}
+    )
     callback.on_job_end(job, SimpleNamespace(status=None))
     err = capsys.readouterr().err
     assert "no multirun folder" in err and "sweep report failed" in err and "not updated" in err
@@ -224,7 +257,9 @@ def test_failure_reason_reads_the_runs_own_record(tmp_path):
     failed, killed = tmp_path / "failed", tmp_path / "killed"
     for folder in (failed, killed):
         folder.mkdir()
-    (failed / "run.json").write_text(json.dumps({"status": "failed", "error": "NonFiniteLossError: nan at step 3"}))
+    (failed / "run.json").write_text(
+        json.dumps({"status": "failed", "error": "NonFiniteLossError: nan at step 3"})
+    )
     (killed / "run.json").write_text(json.dumps({"status": "running", "pid": 4242, "host": "node1"}))
     assert failure_reason(failed) == "failed: NonFiniteLossError: nan at step 3"
     assert "running (pid 4242 on node1)" in failure_reason(killed)

@@ -11,7 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("shapes_ablation", REPO / "benchmarks" / "shapes_ablation.py")
+    spec = importlib.util.spec_from_file_location(
+        "shapes_ablation", REPO / "benchmarks" / "shapes_ablation.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -20,9 +22,12 @@ def load_script():
 def test_render_reports_mean_std_and_marks_partial_tables():
     ablation = load_script()
     results = {
-        "inductive": {0: {"mIoU_seen": 0.4, "mIoU_unseen": 0.3, "hIoU": 0.2}, 1: {"mIoU_seen": 0.6, "mIoU_unseen": 0.5, "hIoU": 0.4}},
+        "inductive": {
+            0: {"mIoU_seen": 0.4, "mIoU_unseen": 0.3, "hIoU": 0.2},
+            1: {"mIoU_seen": 0.6, "mIoU_unseen": 0.5, "hIoU": 0.4},
+        },
         "random_clip": {0: {"mIoU_seen": 0.1, "mIoU_unseen": 0.05, "hIoU": 0.07}},
-    }  # fmt: skip
+    }
     times = {"inductive": {0: 10.0, 1: 20.0}, "random_clip": {0: 12.0}}
     table = ablation.render(["inductive", "random_clip"], results, times, [0, 1], [])
     assert "PARTIAL" in table.splitlines()[0]
@@ -36,11 +41,26 @@ def test_ablation_runs_dependent_rows_after_the_inductive_run(tmp_path, monkeypa
     ablation = load_script()
     out = tmp_path / "table.md"
     tiny = [
-        "trainer.max_steps=4", "trainer.val_check_interval=2", "dataset.layout.train_size=64",
-        "dataset.layout.val_size=10", "dataset.layout.test_size=10", "dataset.batch_size=8",
-    ]  # fmt: skip
-    argv = ["shapes_ablation.py", "--seeds", "0", "--rows", "calibration", "transductive",
-            "--work-dir", str(tmp_path / "runs"), "--out", str(out), *tiny]  # fmt: skip
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "dataset.layout.train_size=64",
+        "dataset.layout.val_size=10",
+        "dataset.layout.test_size=10",
+        "dataset.batch_size=8",
+    ]
+    argv = [
+        "shapes_ablation.py",
+        "--seeds",
+        "0",
+        "--rows",
+        "calibration",
+        "transductive",
+        "--work-dir",
+        str(tmp_path / "runs"),
+        "--out",
+        str(out),
+        *tiny,
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     assert ablation.main() == 0
     table = out.read_text()
@@ -52,7 +72,10 @@ def test_ablation_runs_dependent_rows_after_the_inductive_run(tmp_path, monkeypa
         assert (tmp_path / "runs" / row / "seed0" / "metrics.json").is_file()
     # the transductive row is the one-command recipe: 2 inductive + 2 transductive steps (4, as the inductive row)
     staged = json.loads((tmp_path / "runs" / "transductive" / "seed0" / "metrics.json").read_text())
-    assert [(s["setting"], s["last_step"]) for s in staged["stages"]] == [("inductive", 2), ("transductive", 4)]
+    assert [(s["setting"], s["last_step"]) for s in staged["stages"]] == [
+        ("inductive", 2),
+        ("transductive", 4),
+    ]
     # the calibration row evaluates the inductive checkpoint on the same (reduced) test split
     evaluated = (tmp_path / "runs" / "calibration" / "seed0" / "config_resolved.yaml").read_text()
     assert "test_size: 10" in evaluated and "seen_bias: 0.1" in evaluated

@@ -24,7 +24,12 @@ def test_default_config_is_the_shapes_world(tmp_path):
     cfg = compose_train(tmp_path)
     assert cfg.dataset.name == "shapes" and cfg.setting == "inductive"
     assert cfg.model.clip.weights == "zegclip:shapes_clip" and cfg.model.image_size == 64
-    assert [cfg.dataset.class_names[i] for i in cfg.dataset.unseen] == ["red circle", "green square", "blue triangle", "yellow star"]
+    assert [cfg.dataset.class_names[i] for i in cfg.dataset.unseen] == [
+        "red circle",
+        "green square",
+        "blue triangle",
+        "yellow star",
+    ]
     assert cfg.trainer.max_steps == 1000
     # the documented deviations of the shapes recipe (README, conf/experiment/shapes_inductive.yaml)
     assert cfg.loss.name == "cross_entropy" and cfg.evaluation.seen_bias == 0.0
@@ -38,9 +43,14 @@ def test_paper_recipe_is_untouched_outside_the_shapes_world(tmp_path):
 def test_default_config_trains_a_few_steps(tmp_path):
     torch.set_num_threads(1)
     cfg = compose_train(
-        tmp_path, "trainer.max_steps=4", "trainer.val_check_interval=2", "dataset.layout.train_size=64",
-        "dataset.layout.val_size=20", "dataset.layout.test_size=20", "dataset.batch_size=8",
-    )  # fmt: skip
+        tmp_path,
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "dataset.layout.train_size=64",
+        "dataset.layout.val_size=20",
+        "dataset.layout.test_size=20",
+        "dataset.batch_size=8",
+    )
     summary = train(cfg)
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert set(summary["IoU_per_class"]) == set(cfg.dataset.class_names)
@@ -71,10 +81,17 @@ def test_quickstart_notebook_executes(tmp_path):
     from nbclient import NotebookClient
 
     notebook = nbformat.read(REPO / "notebooks" / "quickstart.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = "".join(
-        o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])
+        o.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for o in cell.get("outputs", [])
     )
     assert "mIoU(U)" in outputs and "unseen" in outputs
-    errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [
+        o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"
+    ]
     assert not errors

@@ -200,7 +200,9 @@ def test_datamodule_layout_splits_and_transforms():
     from zegclip.data.shapes import ShapesSegmentationDataset, build_shapes_dataset
 
     kwargs = {"vocabulary": "compositional", "world_seed": 3, "train_size": 30, "val_size": 5, "test_size": 7}
-    splits = {s: build_shapes_dataset("/unused", s, num_classes=16, **kwargs) for s in ("train", "val", "test")}
+    splits = {
+        s: build_shapes_dataset("/unused", s, num_classes=16, **kwargs) for s in ("train", "val", "test")
+    }
     assert [len(splits[s]) for s in ("train", "val", "test")] == [30, 5, 7]
     names = [splits[s][i]["meta"]["name"] for s in splits for i in range(len(splits[s]))]
     assert len(set(names)) == 42  # disjoint index ranges of one world

@@ -300,7 +300,9 @@ def library_versions() -> dict[str, str]:
 
 # -- main ---------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python tools/pretrain_shapes_clip.py")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], prog="python tools/pretrain_shapes_clip.py"
+    )
     p.add_argument("--steps", type=int, default=3000, help="training steps")
     p.add_argument("--seed", type=int, default=0, help="seed of the training world, init and captions")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="compact weights file (.pt)")
@@ -352,9 +354,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     extra = {"quick_gelu": QUICK_GELU, "normalisation": "imagenet", "context_length": CONTEXT_LENGTH}
     save_compact_clip(model, arch, args.out, token_ids, dtype=torch.float32, extra=extra)
     max_diff = reload_max_diff(model, args.out, tokenizer, args.seed)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.2f} MiB, {len(token_ids)} token rows); "
-          f"reload max |diff| {max_diff:.3g}")  # fmt: skip
-    manifest = build_manifest(args, argv, arch, world, steps_done, history, accuracies, len(token_ids), max_diff)
+    print(
+        f"wrote {args.out} ({args.out.stat().st_size / 2**20:.2f} MiB, {len(token_ids)} token rows); "
+        f"reload max |diff| {max_diff:.3g}"
+    )
+    manifest = build_manifest(
+        args, argv, arch, world, steps_done, history, accuracies, len(token_ids), max_diff
+    )
     manifest.update(train_wall_time_s=round(train_time, 1), total_wall_time_s=round(time.time() - t0, 1))
     manifest_path = args.manifest or args.out.with_suffix(".json")
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -362,13 +368,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return manifest
 
 
-def train(args: argparse.Namespace, model: CLIP, tokenizer: SimpleTokenizer, world: ShapesWorld) -> tuple[int, list]:
+def train(
+    args: argparse.Namespace, model: CLIP, tokenizer: SimpleTokenizer, world: ShapesWorld
+) -> tuple[int, list]:
     """The contrastive training loop (warm-up + cosine, optionally over a wall-time budget).
 
     Returns (steps done, zero-shot history).
     """
     rng = np.random.default_rng([args.seed, 0xC1F])
-    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.98), eps=1e-6
+    )
     max_log_scale = math.log(100.0)
     t0 = time.time()
     history: list[dict[str, Any]] = []
@@ -402,9 +412,12 @@ def train(args: argparse.Namespace, model: CLIP, tokenizer: SimpleTokenizer, wor
         if done % args.log_every == 0 or done == args.steps:
             n = args.log_every if done % args.log_every == 0 else done % args.log_every
             elapsed = time.time() - t0
-            print(f"step {done}/{args.steps} loss {running / n:.4f} lr {optimizer.param_groups[0]['lr']:.2e} "
-                  f"scale {model.logit_scale.exp().item():.1f} {elapsed / done:.2f}s/step "
-                  f"elapsed {elapsed / 60:.1f} min", flush=True)  # fmt: skip
+            print(
+                f"step {done}/{args.steps} loss {running / n:.4f} lr {optimizer.param_groups[0]['lr']:.2e} "
+                f"scale {model.logit_scale.exp().item():.1f} {elapsed / done:.2f}s/step "
+                f"elapsed {elapsed / 60:.1f} min",
+                flush=True,
+            )
             running = 0.0
         if args.eval_every and done % args.eval_every == 0 and done < args.steps:
             acc = evaluate(model, tokenizer, args.seed, 256)
@@ -414,9 +427,16 @@ def train(args: argparse.Namespace, model: CLIP, tokenizer: SimpleTokenizer, wor
 
 
 def build_manifest(
-    args: argparse.Namespace, argv: Sequence[str] | None, arch: dict[str, Any], world: ShapesWorld, steps_done: int,
-    history: list, accuracies: dict[str, dict[str, float]], token_rows: int, max_diff: float,
-) -> dict[str, Any]:  # fmt: skip
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+    arch: dict[str, Any],
+    world: ShapesWorld,
+    steps_done: int,
+    history: list,
+    accuracies: dict[str, dict[str, float]],
+    token_rows: int,
+    max_diff: float,
+) -> dict[str, Any]:
     """What the bundled weights' manifest (``zegclip/assets/shapes_clip.json``) records."""
     return {
         "command": "python tools/pretrain_shapes_clip.py " + " ".join(sys.argv[1:] if argv is None else argv),

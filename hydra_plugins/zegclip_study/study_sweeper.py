@@ -41,8 +41,10 @@ class ZegclipOptunaSweeper(Sweeper):
         except (SystemExit, KeyboardInterrupt):  # an interrupted trial: the study continues later
             from zegclip.training.console import announce
 
-            announce(f"search interrupted: continue study {self.impl.study_name} with the same command (the "
-                     "interrupted trial is recorded as failed and its parameters are tried again)")  # fmt: skip
+            announce(
+                f"search interrupted: continue study {self.impl.study_name} with the same command (the "
+                "interrupted trial is recorded as failed and its parameters are tried again)"
+            )
             raise
         except ValueError as err:  # the plugin's study.best_trial with no complete trial
             import optuna
@@ -65,6 +67,8 @@ class ZegclipOptunaSweeper(Sweeper):
                 folder = Path(str(self.config.hydra.sweep.dir))
                 study = optuna.load_study(study_name=self.impl.study_name, storage=self.impl.storage)
                 write_results(study, folder)
-                run([folder], quiet=True)  # the report with every trial's final state (also when the search failed)
+                run(
+                    [folder], quiet=True
+                )  # the report with every trial's final state (also when the search failed)
             except Exception:  # never hide the sweep's own outcome
                 pass

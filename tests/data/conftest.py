@@ -193,7 +193,9 @@ def make_ade_full(src: Path, objectnames: Sequence[str] | None = None) -> Path:
             write_image(src / folder / f"{name}.jpg", h, w, seed=60 + k)
             seg = ade_seg_png(stripes16(ids, h, w).astype(np.int64))
             Image.fromarray(seg).save(src / folder / f"{name}_seg.png")
-            (src / folder / f"{name}.json").write_text(json.dumps({"annotation": {"filename": f"{name}.jpg"}}))
+            (src / folder / f"{name}.json").write_text(
+                json.dumps({"annotation": {"filename": f"{name}.jpg"}})
+            )
             folders.append(folder)
             files.append(f"{name}.jpg")
             scenes.append(scene.split("/")[-1])

@@ -60,7 +60,9 @@ def test_context_and_coco_mapping(synth, context_root, coco_root):
     ctx = ContextDataset(context_root, "train")
     raw = synth.stripes(synth.CONTEXT["train"]["2008_000002"])  # [0, 1, 59]
     lab = ctx.load_sample(0)["label"]
-    assert (lab[raw == 0] == IGNORE_INDEX).all() and (lab[raw == 1] == 0).all() and (lab[raw == 59] == 58).all()
+    assert (
+        (lab[raw == 0] == IGNORE_INDEX).all() and (lab[raw == 1] == 0).all() and (lab[raw == 59] == 58).all()
+    )
     assert len(ContextDataset(context_root, "test")) == len(synth.CONTEXT["val"])
     coco = COCOStuffDataset(coco_root, "train")
     assert [x.name for x in coco.samples] == sorted(synth.COCO["train2017"])

@@ -29,7 +29,9 @@ LAB = np.repeat(np.array([0, 1, 2, IGNORE_INDEX], dtype=np.uint16), 15)[None].re
 
 
 def voc_dm(root, **kw) -> SegmentationDataModule:
-    args = dict(layout=VOCDataset, root=root, class_names=VOC_NAMES, unseen=[15, 16, 17, 18, 19], num_workers=0)
+    args = dict(
+        layout=VOCDataset, root=root, class_names=VOC_NAMES, unseen=[15, 16, 17, 18, 19], num_workers=0
+    )
     return SegmentationDataModule(**{**args, **kw})
 
 
@@ -59,7 +61,9 @@ def test_val_batch_of_different_sizes(synth, voc_root):
     assert batch["image"].shape == (2, 3, 853, 768)
     assert batch["label"].shape == (2, 50, 60)  # labels at original resolution
     assert (batch["image"][0, :, 512:] == 0).all() and (batch["image"][1, :, :, 512:] == 0).all()
-    assert (batch["label"][0, 40:] == IGNORE_INDEX).all() and (batch["label"][1, :, 30:] == IGNORE_INDEX).all()
+    assert (batch["label"][0, 40:] == IGNORE_INDEX).all() and (
+        batch["label"][1, :, 30:] == IGNORE_INDEX
+    ).all()
     assert batch["label"][1, 1:, :15].unique().tolist() == [0]  # raw 1 (aeroplane) -> 0
     assert batch["label"][1, 1:, 15:30].unique().tolist() == [14]  # raw 15 (person) -> 14
     dm2 = voc_dm(voc_root, val_limit=1)
@@ -141,9 +145,14 @@ def test_worker_streams_differ_and_reproduce():
         ds = SameSample(None, "train", transform=transform)
         gen = torch.Generator().manual_seed(derive_seed(0, rank, 0, 0))
         return DataLoader(
-            ds, batch_size=1, num_workers=2, collate_fn=collate_segmentation, worker_init_fn=init, generator=gen,
+            ds,
+            batch_size=1,
+            num_workers=2,
+            collate_fn=collate_segmentation,
+            worker_init_fn=init,
+            generator=gen,
             multiprocessing_context="fork",
-        )  # fmt: skip
+        )
 
     a = loader(0)
     e0, e1 = _epoch(a), _epoch(a)
@@ -161,9 +170,17 @@ def test_worker_streams_differ_and_reproduce():
 def test_datamodule_streams_with_callable_layout():
     def make(seed: int, workers: int) -> SegmentationDataModule:
         return SegmentationDataModule(
-            layout=SameSample, root=".", class_names=["a", "b", "c"], unseen=[2], crop_size=32, scale=(64, 24),
-            batch_size=1, num_workers=workers, seed=seed, persistent_workers=False,
-        )  # fmt: skip
+            layout=SameSample,
+            root=".",
+            class_names=["a", "b", "c"],
+            unseen=[2],
+            crop_size=32,
+            scale=(64, 24),
+            batch_size=1,
+            num_workers=workers,
+            seed=seed,
+            persistent_workers=False,
+        )
 
     dm = make(0, 0)
     first = _epoch(dm.train_dataloader())
@@ -196,10 +213,16 @@ def test_lightning_trainer_uses_the_datamodule(synth, voc_root):
     dm = voc_dm(voc_root, batch_size=1, crop_size=64, scale=(128, 32))
     model = _Recorder()
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=2, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
+        accelerator="cpu",
+        devices=1,
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
         num_sanity_val_steps=0,
-    )  # fmt: skip
+    )
     trainer.fit(model, datamodule=dm)
     assert len(model.shapes) == 2 * 3 and set(model.shapes) == {((1, 3, 64, 64), (1, 64, 64))}
     assert sorted(model.val_names) == sorted(list(synth.VOC_VAL) * 2)

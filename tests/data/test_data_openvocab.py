@@ -77,7 +77,11 @@ def test_vocabulary_resolver_and_errors(tmp_path):
     mine.write_text('["cat", " dog "]')  # a bare list, as CAT-Seg's files
     assert load_vocabulary(mine).classes == ("cat", "dog")
     cases = {"bad.json": "{not json", "empty.json": '{"classes": []}', "dup.json": '["cat", "cat"]'}
-    messages = {"bad.json": "not valid JSON", "empty.json": "non-empty list", "dup.json": r"\['cat'\] appear more than once"}
+    messages = {
+        "bad.json": "not valid JSON",
+        "empty.json": "non-empty list",
+        "dup.json": r"\['cat'\] appear more than once",
+    }
     for name, text in cases.items():
         (tmp_path / name).write_text(text)
         with pytest.raises(ClassSplitError, match=messages[name]):
@@ -102,12 +106,19 @@ def test_ade150_reads_the_release(synth, tmp_path):
     assert np.array_equal(lab, synth.as_ids(synth.stripes([255, 2, 149, 7])))
     bad = root / "ADEChallengeData2016/annotations/validation/ADE_val_00000002.png"
     synth.write_label(bad, synth.stripes([151, 1]))
-    with pytest.raises(LabelValueError, match=r"ADE_val_00000002\.png holds values \[151\] outside the expected ids 0\.\.150 and 255"):
+    with pytest.raises(
+        LabelValueError,
+        match=r"ADE_val_00000002\.png holds values \[151\] outside the expected ids 0\.\.150 and 255",
+    ):
         val.load_sample(1)
     (root / "ADEChallengeData2016/annotations/training/ADE_train_00000001.png").unlink()
-    with pytest.raises(MissingFileError, match=r"1 file\(s\) listed by ade150 train .*\n.*ADE_train_00000001\.png"):
+    with pytest.raises(
+        MissingFileError, match=r"1 file\(s\) listed by ade150 train .*\n.*ADE_train_00000001\.png"
+    ):
         ADE150Dataset(root, "train")
-    with pytest.raises(DataRootError, match=r"(?s)ADEChallengeData2016 folder not found.*annotations/validation/<id>\.png"):
+    with pytest.raises(
+        DataRootError, match=r"(?s)ADEChallengeData2016 folder not found.*annotations/validation/<id>\.png"
+    ):
         ADE150Dataset(tmp_path, "val")
 
 
@@ -118,7 +129,9 @@ def test_voc20b_keeps_the_background_as_class_20(synth, voc_root):
     lab = ds.load_sample(0)["label"]
     assert (lab[raw == 0] == 20).all() and (lab[raw == 16] == 15).all() and (lab[raw == 20] == 19).all()
     assert (lab[raw == 255] == IGNORE_INDEX).all()
-    assert (VOCDataset(voc_root, "val").load_sample(0)["label"][raw == 0] == IGNORE_INDEX).all()  # VOC-20 unchanged
+    assert (
+        VOCDataset(voc_root, "val").load_sample(0)["label"][raw == 0] == IGNORE_INDEX
+    ).all()  # VOC-20 unchanged
     with pytest.raises(ClassSplitError, match="labels encode 21 classes"):
         VOC20bDataset(voc_root, "val", num_classes=20)
 
@@ -152,7 +165,11 @@ def test_prepare_ade847_converts_resizes_and_is_idempotent(synth, tmp_path):
     assert Image.open(small).mode == "I;16"
     # wall 2978 -> 0, building 312 -> 1, id 5 (not an A-847 class) -> 65535, gear shift 1089 -> 844
     assert np.array_equal(read_label(small), synth.stripes16([0, 1, IGNORE_INDEX, 844]))
-    assert np.asarray(Image.open(out / "images_detectron2/validation/ADE_val_00000001.jpg")).shape == (40, 60, 3)
+    assert np.asarray(Image.open(out / "images_detectron2/validation/ADE_val_00000001.jpg")).shape == (
+        40,
+        60,
+        3,
+    )
     # 600 x 520: short side 520 > 512 -> 591 x 512, the class map by nearest neighbour (OpenCV, as the peers)
     big = read_label(out / "annotations_detectron2/validation/ADE_val_00000002.tif")
     ids = synth.stripes16([0, 3148, 2978], 600, 520).astype(np.int32)
@@ -186,11 +203,16 @@ def test_prepare_ade847_bad_inputs(synth, tmp_path):
     index = src / "ADE20K_2021_17_01/index_ade20k.pkl"
     seg = next((src / "ADE20K_2021_17_01/images/ADE/validation").rglob("ADE_val_00000002_seg.png"))
     seg.rename(seg.with_suffix(".bak"))
-    with pytest.raises(PreparationError, match=r"1 of the 2 validation images listed by .* are missing.*\n.*ADE_val_00000002\.jpg"):
+    with pytest.raises(
+        PreparationError,
+        match=r"1 of the 2 validation images listed by .* are missing.*\n.*ADE_val_00000002\.jpg",
+    ):
         prepare_ade847(src, tmp_path / "data")
     seg.with_suffix(".bak").rename(seg)
     Image.fromarray(synth.ade_seg_png(np.zeros((10, 10), np.int64))).save(seg)
-    with pytest.raises(PreparationError, match=r"ADE_val_00000002_seg\.png is 10x10 .* its image .* is 600x520"):
+    with pytest.raises(
+        PreparationError, match=r"ADE_val_00000002_seg\.png is 10x10 .* its image .* is 600x520"
+    ):
         prepare_ade847(src, tmp_path / "data")
     index.write_bytes(pickle.dumps(Counter(a=1)))  # an index holding something other than lists and arrays
     with pytest.raises(PreparationError, match=r"collections\.Counter is not expected in index_ade20k\.pkl"):
@@ -245,7 +267,9 @@ def test_prepare_context459_end_to_end(synth, tmp_path):
 def test_prepare_context459_bad_inputs(synth, tmp_path):
     src, dst = synth.make_context459_release(tmp_path / "ctx", tmp_path / "data")
     (src / "trainval/2008_000009.mat").unlink()
-    with pytest.raises(PreparationError, match=r"1 of the 2 ids of .*val\.txt have no \.mat .*2008_000009\.mat"):
+    with pytest.raises(
+        PreparationError, match=r"1 of the 2 ids of .*val\.txt have no \.mat .*2008_000009\.mat"
+    ):
         prepare_context459(src, dst)
     with pytest.raises(DataRootError, match=r"(?s)PC-459 label folder not found.*prepare context459"):
         Context459Dataset(dst, "val")
@@ -260,8 +284,12 @@ def test_prepare_check_reads_every_new_layout(synth, tmp_path, capsys):
     prepare_context459(*synth.make_context459_release(tmp_path / "ctx", root))
     synth.make_ade150(root)
     synth.make_voc(root)
-    for layout, summary in (("ade847", "val: 2 samples"), ("context459", "val: 2 samples"),
-                            ("ade150", "train: 2 samples"), ("voc20b", "val: 2 samples")):  # fmt: skip
+    for layout, summary in (
+        ("ade847", "val: 2 samples"),
+        ("context459", "val: 2 samples"),
+        ("ade150", "train: 2 samples"),
+        ("voc20b", "val: 2 samples"),
+    ):
         assert main(["check", layout, "--root", str(root)]) == 0, layout
         assert summary in capsys.readouterr().out
     tif = root / "ADE20K_2021_17_01/annotations_detectron2/validation/ADE_val_00000001.tif"
@@ -277,7 +305,9 @@ def test_prepare_check_reads_every_new_layout(synth, tmp_path, capsys):
 
 
 def _dm(voc_root, **kw) -> SegmentationDataModule:
-    return SegmentationDataModule(layout=VOCDataset, root=voc_root, class_names=VOC_NAMES, num_workers=0, **kw)
+    return SegmentationDataModule(
+        layout=VOCDataset, root=voc_root, class_names=VOC_NAMES, num_workers=0, **kw
+    )
 
 
 def test_text_prompts_default_to_the_class_names(voc_root):
@@ -291,10 +321,22 @@ def test_text_prompts_default_to_the_class_names(voc_root):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"text_prompts": [*VOC_NAMES, "sky"]}, r"21 text prompts for 20 label classes: give `prompt_to_class`"),
-        ({"text_prompts": [*VOC_NAMES, "sky"], "prompt_to_class": list(range(20))}, r"has 20 entries but there are 21"),
-        ({"text_prompts": [*VOC_NAMES, "sky"], "prompt_to_class": [*range(20), 20]}, r"`prompt_to_class\[20\]` is 20: expected a class index 0\.\.19"),
-        ({"text_prompts": [*VOC_NAMES, "sky"], "prompt_to_class": [*range(19), 0, 0]}, r"label classes \[19\] \(\['tvmonitor'\]\) have no text prompt"),
+        (
+            {"text_prompts": [*VOC_NAMES, "sky"]},
+            r"21 text prompts for 20 label classes: give `prompt_to_class`",
+        ),
+        (
+            {"text_prompts": [*VOC_NAMES, "sky"], "prompt_to_class": list(range(20))},
+            r"has 20 entries but there are 21",
+        ),
+        (
+            {"text_prompts": [*VOC_NAMES, "sky"], "prompt_to_class": [*range(20), 20]},
+            r"`prompt_to_class\[20\]` is 20: expected a class index 0\.\.19",
+        ),
+        (
+            {"text_prompts": [*VOC_NAMES, "sky"], "prompt_to_class": [*range(19), 0, 0]},
+            r"label classes \[19\] \(\['tvmonitor'\]\) have no text prompt",
+        ),
         ({"text_prompts": [*VOC_NAMES[:19], "cat"]}, r"`text_prompts` lists \['cat'\] more than once"),
         ({"vocabulary": "voc20b"}, r"differ from vocabulary 'voc20b' .* at entry 20"),
         ({"text_synonyms": "mean"}, r"`text_synonyms` must be null or one of \['average', 'first'\]"),
@@ -321,10 +363,16 @@ def test_dataset_configs_build_the_benchmarks(synth, tmp_path):
     prepare_context459(*synth.make_context459_release(tmp_path / "ctx", root))
     synth.make_ade150(root)
     synth.make_voc(root)
-    expected = {"ade150": (150, 150, "ade150"), "ade847": (847, 847, "ade847"),
-                "context459": (459, 459, "pc459"), "voc20b": (21, 59, "voc20b")}  # fmt: skip
+    expected = {
+        "ade150": (150, 150, "ade150"),
+        "ade847": (847, 847, "ade847"),
+        "context459": (459, 459, "pc459"),
+        "voc20b": (21, 59, "voc20b"),
+    }
     for name, (classes, prompts, vocab) in expected.items():
-        cfg = compose_config("eval", [f"dataset={name}", f"paths.data_dir={root}", "dataset.num_workers=0"], tmp_path / name)
+        cfg = compose_config(
+            "eval", [f"dataset={name}", f"paths.data_dir={root}", "dataset.num_workers=0"], tmp_path / name
+        )
         dm = instantiate(cfg.dataset)
         assert dm.name == name and dm.num_classes == classes and len(dm.text_prompts) == prompts
         assert dm.vocabulary["name"] == vocab and dm.unseen == ()
@@ -334,7 +382,9 @@ def test_dataset_configs_build_the_benchmarks(synth, tmp_path):
         assert set(labels) <= set(range(classes)) | {IGNORE_INDEX}
         if name in ("ade847", "context459"):
             assert max(v for v in labels if v != IGNORE_INDEX) > 255  # ids above 255 reach the batch
-    voc20b = instantiate(compose_config("eval", ["dataset=voc20b", f"paths.data_dir={root}"], tmp_path / "b").dataset)
+    voc20b = instantiate(
+        compose_config("eval", ["dataset=voc20b", f"paths.data_dir={root}"], tmp_path / "b").dataset
+    )
     assert voc20b.class_names[20] == "background" and voc20b.text_prompts[:20] == tuple(VOC_NAMES)
     assert voc20b.prompt_to_class == (*range(20), *[20] * 39)
     ade847 = compose_config("eval", ["dataset=ade847", f"paths.data_dir={root}"], tmp_path / "c")

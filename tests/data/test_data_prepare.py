@@ -188,6 +188,7 @@ def test_cli(synth, tmp_path, capsys):
         dst / "VOCdevkit/VOC2012/SegmentationClass/2007_000042.png", synth.stripes([0, 40], 50, 30)
     )
     with pytest.raises(
-        PreparationError, match=r"1 of 2 voc val samples cannot be used:\n.*2007_000042\.png holds values \[40\]"
+        PreparationError,
+        match=r"1 of 2 voc val samples cannot be used:\n.*2007_000042\.png holds values \[40\]",
     ):
         check_dataset("voc", dst)

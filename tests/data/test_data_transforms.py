@@ -21,7 +21,9 @@ from zegclip.data.transforms import keep_ratio_size, short_side_size
 
 RNG = np.random.default_rng(0)
 IMG = RNG.integers(0, 256, (40, 60, 3), dtype=np.uint8)
-LAB = np.repeat(np.array([0, 3, 7, IGNORE_INDEX], dtype=np.uint16), 15)[None].repeat(40, 0)  # as datasets emit
+LAB = np.repeat(np.array([0, 3, 7, IGNORE_INDEX], dtype=np.uint16), 15)[None].repeat(
+    40, 0
+)  # as datasets emit
 
 
 def test_train_output_shapes_pads_and_label_values():

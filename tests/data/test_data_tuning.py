@@ -38,14 +38,18 @@ def test_pseudo_unseen_are_a_seeded_share_of_the_seen_classes() -> None:
     assert any(build_tuning_split(split, seed=s).pseudo_unseen != tuning.pseudo_unseen for s in range(1, 5))
     # the tuning vocabulary: the seen classes only, renumbered in order; pseudo-unseen play the unseen part
     cs = tuning.class_split
-    assert cs.class_names == tuple(split.class_names[i] for i in split.seen) and not set(cs.class_names) & set(split.unseen_names)
+    assert cs.class_names == tuple(split.class_names[i] for i in split.seen) and not set(
+        cs.class_names
+    ) & set(split.unseen_names)
     assert sorted(cs.unseen_names) == sorted(split.class_names[i] for i in tuning.pseudo_unseen)
     lut = tuning.label_lut()
     assert lut[torch.tensor(VOC_UNSEEN + [IGNORE])].tolist() == [IGNORE] * 6  # unseen pixels -> ignore
     assert lut[torch.tensor(list(split.seen))].tolist() == list(range(15))
 
 
-@pytest.mark.parametrize(("dataset", "unseen", "expected"), [("coco", None, 14), ("context", None, 8), ("shapes", None, 3)])
+@pytest.mark.parametrize(
+    ("dataset", "unseen", "expected"), [("coco", None, 14), ("context", None, 8), ("shapes", None, 3)]
+)
 def test_pseudo_unseen_count_follows_the_unseen_share(dataset: str, unseen, expected: int) -> None:
     from omegaconf import OmegaConf
 
@@ -99,10 +103,22 @@ class RecordingLayout:
 
 def shapes_module(layout, **kwargs) -> PseudoUnseenDataModule:
     return PseudoUnseenDataModule(
-        layout, class_names=class_names("shapes"), unseen=unseen_classes("shapes"), crop_size=64, scale=(64, 64),
-        ratio_range=(1.0, 1.0), cat_max_ratio=1.0, photometric=False, test_short_side=64, batch_size=8,
-        eval_batch_size=16, num_workers=0, pin_memory=False, persistent_workers=False, **kwargs,
-    )  # fmt: skip
+        layout,
+        class_names=class_names("shapes"),
+        unseen=unseen_classes("shapes"),
+        crop_size=64,
+        scale=(64, 64),
+        ratio_range=(1.0, 1.0),
+        cat_max_ratio=1.0,
+        photometric=False,
+        test_short_side=64,
+        batch_size=8,
+        eval_batch_size=16,
+        num_workers=0,
+        pin_memory=False,
+        persistent_workers=False,
+        **kwargs,
+    )
 
 
 def test_shapes_tuning_split_never_builds_val_or_test_and_drops_unseen() -> None:
@@ -110,7 +126,9 @@ def test_shapes_tuning_split_never_builds_val_or_test_and_drops_unseen() -> None
     layout = RecordingLayout(partial(build_shapes_dataset, train_size=80, val_size=0, test_size=0))
     dm = shapes_module(layout, holdout_fraction=0.25)
     source = build_class_split(class_names("shapes"), unseen_classes("shapes"))
-    assert dm.class_names == tuple(source.class_names[i] for i in source.seen)  # 12 classes; the 4 unseen are gone
+    assert dm.class_names == tuple(
+        source.class_names[i] for i in source.seen
+    )  # 12 classes; the 4 unseen are gone
     assert len(dm.unseen) == 3 and set(dm.seen) | set(dm.unseen) == set(range(12))
     assert dm.evaluation_name == "tune"
     dm.setup()
@@ -142,9 +160,20 @@ def test_voc_tuning_split_works_without_the_test_split_files(voc_root: Path) -> 
     with pytest.raises(FileNotFoundError):
         VOCDataset(voc_root, "val")  # the benchmark's test split is gone
     layout = RecordingLayout(VOCDataset)
-    dm = PseudoUnseenDataModule(layout, root=voc_root, class_names=class_names("voc"), unseen=VOC_UNSEEN,
-                                pseudo_unseen=[4, 5], crop_size=64, scale=(128, 64), batch_size=1, num_workers=0,
-                                persistent_workers=False, pin_memory=False, test_short_side=64)  # fmt: skip
+    dm = PseudoUnseenDataModule(
+        layout,
+        root=voc_root,
+        class_names=class_names("voc"),
+        unseen=VOC_UNSEEN,
+        pseudo_unseen=[4, 5],
+        crop_size=64,
+        scale=(128, 64),
+        batch_size=1,
+        num_workers=0,
+        persistent_workers=False,
+        pin_memory=False,
+        test_short_side=64,
+    )
     dm.verify_eval_splits(("val",))
     dm.setup()
     assert set(layout.splits) == {"train"}
@@ -161,9 +190,19 @@ def test_coco_tuning_split_works_without_val2017(coco_root: Path) -> None:
     shutil.rmtree(coco_root / "coco_stuff164k" / "images" / "val2017")
     shutil.rmtree(coco_root / "coco_stuff164k" / "annotations" / "val2017")
     conf_unseen = [19, 23, 28, 29, 36, 51, 76, 88, 94, 112, 133, 136, 137, 157, 160]
-    dm = PseudoUnseenDataModule(COCOStuffDataset, root=coco_root, class_names=class_names("coco"), unseen=conf_unseen,
-                                crop_size=32, scale=(64, 32), batch_size=1, num_workers=0, persistent_workers=False,
-                                pin_memory=False, test_short_side=32)  # fmt: skip
+    dm = PseudoUnseenDataModule(
+        COCOStuffDataset,
+        root=coco_root,
+        class_names=class_names("coco"),
+        unseen=conf_unseen,
+        crop_size=32,
+        scale=(64, 32),
+        batch_size=1,
+        num_workers=0,
+        persistent_workers=False,
+        pin_memory=False,
+        test_short_side=32,
+    )
     dm.setup()
     assert len(dm.class_names) == 156 and len(dm.unseen) == 14
     for ds in (dm.train_dataset, dm.test_dataset):
@@ -171,7 +210,11 @@ def test_coco_tuning_split_works_without_val2017(coco_root: Path) -> None:
             values = set(ds[i]["label"].unique().tolist())
             assert values <= set(range(156)) | {IGNORE}
     # synthetic train image 000000000009 holds raw 0, 19 (cow: unseen), 170 (wood): 19 must be ignored
-    sample = next(ds[i] for ds in (dm.train_dataset, dm.test_dataset) for i in range(len(ds))
-                  if ds[i]["meta"]["name"] == "000000000009")  # fmt: skip
+    sample = next(
+        ds[i]
+        for ds in (dm.train_dataset, dm.test_dataset)
+        for i in range(len(ds))
+        if ds[i]["meta"]["name"] == "000000000009"
+    )
     source_ids = [c for c in range(171) if c not in conf_unseen]
     assert set(sample["label"].unique().tolist()) == {source_ids.index(0), source_ids.index(170), IGNORE}

@@ -27,7 +27,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Run:
 @pytest.fixture(scope="session")
 def one_step(tmp_path_factory: pytest.TempPathFactory) -> Run:
     """A one-step run of the short recipe, not tested: a real last.ckpt (the same size at every step)."""
-    run = train(tmp_path_factory.mktemp("one_step") / "run", "trainer.max_steps=1", "test_after_training=false")
+    run = train(
+        tmp_path_factory.mktemp("one_step") / "run", "trainer.max_steps=1", "test_after_training=false"
+    )
     assert run.returncode == 0, run.output[-3000:]
     return run
 
@@ -39,7 +41,7 @@ REQUIRE_MOUNT = os.environ.get("ZEGCLIP_REQUIRE_MOUNT", "") == "1"
 
 
 def _cannot_mount(reason: str) -> None:
-    message = (f"needs a small filesystem of its own (mount -t tmpfs, as root or with CAP_SYS_ADMIN): {reason}")
+    message = f"needs a small filesystem of its own (mount -t tmpfs, as root or with CAP_SYS_ADMIN): {reason}"
     if REQUIRE_MOUNT:
         pytest.fail(f"{message}; ZEGCLIP_REQUIRE_MOUNT=1 makes this a failure")
     pytest.skip(message)
@@ -60,8 +62,9 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         if os.geteuid() != 0:
             _cannot_mount(f"this process is not root (uid {os.geteuid()})")
         options = f"size={int(size)}" + (",ro" if read_only else "")
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
-                              capture_output=True, text=True)  # fmt: skip
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True
+        )
         if proc.returncode != 0:
             _cannot_mount(f"mount failed: {proc.stderr.strip() or proc.returncode}")
         mounted.append(folder)

@@ -55,11 +55,19 @@ class Run:
         return self.folder / "checkpoints" / "last.ckpt"
 
     def step(self) -> int | None:
-        return int(torch.load(self.last, map_location="cpu", weights_only=True)["global_step"]) if self.last.is_file() else None
+        return (
+            int(torch.load(self.last, map_location="cpu", weights_only=True)["global_step"])
+            if self.last.is_file()
+            else None
+        )
 
     def weights(self) -> dict[str, torch.Tensor]:
         state = torch.load(self.last, map_location="cpu", weights_only=True)["state_dict"]
-        return {k: v for k, v in state.items() if not k.startswith(("model.text_encoder.", "model.image_encoder.vit."))}
+        return {
+            k: v
+            for k, v in state.items()
+            if not k.startswith(("model.text_encoder.", "model.image_encoder.vit."))
+        }
 
     def metrics(self) -> dict[str, Any] | None:
         path = self.folder / "metrics.json"
@@ -72,14 +80,21 @@ class Run:
 def environment(**extra: str) -> dict[str, str]:
     """The runs' environment; without ``HYDRA_FULL_ERROR``, which would add a traceback to the one-line
     errors the scenarios check (a bug keeps its traceback either way)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO_ROOT)}  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "WANDB_MODE": "disabled",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
     env.pop("HYDRA_FULL_ERROR", None)
     env.update(extra)
     return env
 
 
-def start(folder: Path, *overrides: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+def start(
+    folder: Path, *overrides: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen:
     """``python train.py <SHORT> <overrides> hydra.run.dir=<folder>`` in the background; with ``cwd``,
     ``python <repo>/train.py <SHORT> <overrides>`` from that folder instead (the default run folder
     under ``cwd/logs``, which ``folder`` names)."""
@@ -89,7 +104,9 @@ def start(folder: Path, *overrides: str, env: dict[str, str] | None = None, cwd:
         command = [sys.executable, "train.py", *SHORT, *overrides, f"hydra.run.dir={folder}"]
     else:
         command = [sys.executable, str(REPO_ROOT / "train.py"), *SHORT, *overrides]
-    return subprocess.Popen(command, cwd=cwd or REPO_ROOT, env=env or environment(), stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        command, cwd=cwd or REPO_ROOT, env=env or environment(), stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 def _log(folder: Path) -> Path:
@@ -112,14 +129,22 @@ def logged_step(folder: Path) -> int:
         return -1
     try:
         with open(files[0]) as f:
-            steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("step") and row.get("train/loss")]
+            steps = [
+                int(row["step"]) for row in csv.DictReader(f) if row.get("step") and row.get("train/loss")
+            ]
     except (OSError, ValueError, KeyError):
         return -1
     return max(steps, default=-1)
 
 
-def signal_at(folder: Path, signum: int, at_step: int, *overrides: str, env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> Run:
+def signal_at(
+    folder: Path,
+    signum: int,
+    at_step: int,
+    *overrides: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Run:
     """Start a run and send ``signum`` once its log shows step ``at_step`` (kill -9 included)."""
     proc = start(folder, *overrides, env=env, cwd=cwd)
     deadline = time.time() + 600

@@ -48,8 +48,14 @@ def not_a_checkpoint(good: Path, out: Path) -> Path:
 
 
 def other_model(good: Path, out: Path) -> Path:
-    trainer = L.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=out.parent, accelerator="cpu")  # fmt: skip
+    trainer = L.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=out.parent,
+        accelerator="cpu",
+    )
     trainer.fit(OtherModel())
     trainer.save_checkpoint(out)
     return out
@@ -72,33 +78,83 @@ def same_file(good: Path, out: Path) -> Path:
 
 # (name, how to make the file, extra overrides of the resumed run, the message expected after "ckpt_path=<file>")
 CASES: list[tuple[str, Callable[[Path, Path], Path], list[str], str]] = [
-    ("truncated", truncated, [], r"cannot resume from ckpt_path: Cannot read '{f}' \([\d,]+ bytes\) as a torch "
-     r"checkpoint: it is truncated or not a checkpoint \(RuntimeError: PytorchStreamReader failed reading zip "
-     r"archive: failed finding central directory\); use an intact copy"),
-    ("not a checkpoint", not_a_checkpoint, [], r"cannot resume from ckpt_path: Cannot read '{f}' \(\d+ bytes\) as a "
-     r"torch checkpoint: it is truncated or not a checkpoint \(UnpicklingError"),
-    ("another model's", other_model, [], r"ckpt_path={f} is a Lightning checkpoint of another model \(kwargs: hidden; "
-     r"no model_config\), not of a zegclip train.py run"),
-    ("another architecture", same_file, ["model.prompt_tokens=3"], r"ckpt_path={f} was trained with another "
-     r"architecture: model.prompt_tokens=4 in the checkpoint, 3 in this run. Resuming continues that run: give the "
-     r"checkpoint's values \(model.prompt_tokens=4\), or leave ckpt_path out to start a new run"),
-    ("another dataset's vocabulary", same_file, ["dataset=shapes_hard"], r"ckpt_path={f} was trained on another "
-     r"vocabulary: dataset 'shapes' \(16 classes: red circle, .*\), this run 'shapes_hard' \(8 classes: circle, "
-     r".*\); class 0 is 'red circle' there, 'circle' here. Resume with the checkpoint's dataset"),
-    ("another zero-shot split", same_file, ["dataset.unseen=[1,2]"], r"ckpt_path={f} was trained with another "
-     r"zero-shot split: seen classes \[1, 2, 3, 4, 6, .*\] in the checkpoint, \[0, 3, 4, .*\] in this run"),
-    ("a newer format", newer_format, [], rf"'{{f}}' was written by a newer zegclip \(checkpoint format {VERSION + 1}; "
-     rf"this version reads up to {VERSION}\): upgrade zegclip"),
-    ("an exported model file", exported, [], r"ckpt_path={f} is an exported zegclip model file: it has no optimizer "
-     r"or training-loop state to resume; start a new run from its weights with init_from=PATH"),
-    ("a missing file", lambda good, out: out, [], r"ckpt_path={f}: no such file; resume from the checkpoint the "
-     r"stopped run named"),
+    (
+        "truncated",
+        truncated,
+        [],
+        r"cannot resume from ckpt_path: Cannot read '{f}' \([\d,]+ bytes\) as a torch "
+        r"checkpoint: it is truncated or not a checkpoint \(RuntimeError: PytorchStreamReader failed reading zip "
+        r"archive: failed finding central directory\); use an intact copy",
+    ),
+    (
+        "not a checkpoint",
+        not_a_checkpoint,
+        [],
+        r"cannot resume from ckpt_path: Cannot read '{f}' \(\d+ bytes\) as a "
+        r"torch checkpoint: it is truncated or not a checkpoint \(UnpicklingError",
+    ),
+    (
+        "another model's",
+        other_model,
+        [],
+        r"ckpt_path={f} is a Lightning checkpoint of another model \(kwargs: hidden; "
+        r"no model_config\), not of a zegclip train.py run",
+    ),
+    (
+        "another architecture",
+        same_file,
+        ["model.prompt_tokens=3"],
+        r"ckpt_path={f} was trained with another "
+        r"architecture: model.prompt_tokens=4 in the checkpoint, 3 in this run. Resuming continues that run: give the "
+        r"checkpoint's values \(model.prompt_tokens=4\), or leave ckpt_path out to start a new run",
+    ),
+    (
+        "another dataset's vocabulary",
+        same_file,
+        ["dataset=shapes_hard"],
+        r"ckpt_path={f} was trained on another "
+        r"vocabulary: dataset 'shapes' \(16 classes: red circle, .*\), this run 'shapes_hard' \(8 classes: circle, "
+        r".*\); class 0 is 'red circle' there, 'circle' here. Resume with the checkpoint's dataset",
+    ),
+    (
+        "another zero-shot split",
+        same_file,
+        ["dataset.unseen=[1,2]"],
+        r"ckpt_path={f} was trained with another "
+        r"zero-shot split: seen classes \[1, 2, 3, 4, 6, .*\] in the checkpoint, \[0, 3, 4, .*\] in this run",
+    ),
+    (
+        "a newer format",
+        newer_format,
+        [],
+        rf"'{{f}}' was written by a newer zegclip \(checkpoint format {VERSION + 1}; "
+        rf"this version reads up to {VERSION}\): upgrade zegclip",
+    ),
+    (
+        "an exported model file",
+        exported,
+        [],
+        r"ckpt_path={f} is an exported zegclip model file: it has no optimizer "
+        r"or training-loop state to resume; start a new run from its weights with init_from=PATH",
+    ),
+    (
+        "a missing file",
+        lambda good, out: out,
+        [],
+        r"ckpt_path={f}: no such file; resume from the checkpoint the "
+        r"stopped run named",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "make", "extra", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_a_checkpoint_the_run_cannot_resume_fails_before_any_step(
-    name: str, make: Callable[[Path, Path], Path], extra: list[str], expected: str, one_step: Run, tmp_path: Path
+    name: str,
+    make: Callable[[Path, Path], Path],
+    extra: list[str],
+    expected: str,
+    one_step: Run,
+    tmp_path: Path,
 ) -> None:
     from zegclip.engine.train import train as run_train
 
@@ -129,10 +185,16 @@ def test_the_resumable_checkpoint_itself_passes_the_check(one_step: Run, tmp_pat
 def test_init_from_another_architecture_names_the_hyper_parameter(one_step: Run, tmp_path: Path) -> None:
     from zegclip.engine.train import train as run_train
 
-    cfg = compose_config("train", [*SHORT, "setting=transductive", f"init_from={one_step.last}", "model.prompt_tokens=3"],
-                         tmp_path / "run")  # fmt: skip
-    with pytest.raises(CheckpointError, match=rf"^init_from='{re.escape(str(one_step.last))}' does not fit this model: "
-                       r"model.prompt_tokens=4 in the checkpoint, 3 in this run"):  # fmt: skip
+    cfg = compose_config(
+        "train",
+        [*SHORT, "setting=transductive", f"init_from={one_step.last}", "model.prompt_tokens=3"],
+        tmp_path / "run",
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=rf"^init_from='{re.escape(str(one_step.last))}' does not fit this model: "
+        r"model.prompt_tokens=4 in the checkpoint, 3 in this run",
+    ):
         run_train(cfg)
 
 
@@ -142,12 +204,23 @@ def test_eval_and_load_refuse_a_newer_format(one_step: Run, tmp_path: Path) -> N
         zegclip.load(str(newer))
 
 
-@pytest.mark.parametrize(("probe", "expected"), [
-    ("truncated", r"CheckpointError: cannot resume from ckpt_path: Cannot read '{f}' .* it is truncated .*"),
-    ("model.prompt_tokens=3", r"CheckpointError: ckpt_path={f} was trained with another architecture: "
-     r"model.prompt_tokens=4 in the checkpoint, 3 in this run\..*"),
-])  # fmt: skip
-def test_the_issue_probes_end_in_one_line_with_exit_code_2(probe: str, expected: str, one_step: Run, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("probe", "expected"),
+    [
+        (
+            "truncated",
+            r"CheckpointError: cannot resume from ckpt_path: Cannot read '{f}' .* it is truncated .*",
+        ),
+        (
+            "model.prompt_tokens=3",
+            r"CheckpointError: ckpt_path={f} was trained with another architecture: "
+            r"model.prompt_tokens=4 in the checkpoint, 3 in this run\..*",
+        ),
+    ],
+)
+def test_the_issue_probes_end_in_one_line_with_exit_code_2(
+    probe: str, expected: str, one_step: Run, tmp_path: Path
+) -> None:
     ckpt = truncated(one_step.last, tmp_path / "last.ckpt") if probe == "truncated" else one_step.last
     extra = [] if probe == "truncated" else [probe]
     run = train(tmp_path / "run", f"ckpt_path={ckpt}", *extra)

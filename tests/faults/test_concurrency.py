@@ -18,11 +18,23 @@ N = 12
 
 def test_two_processes_filling_one_text_cache_at_once(tmp_path: Path) -> None:
     cache, go = tmp_path / "cache", tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(cache), str(go), str(N)], cwd=REPO_ROOT,
-                              env=environment(), stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(cache), str(go), str(N)],
+            cwd=REPO_ROOT,
+            env=environment(),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     expected = {tuple(vocabulary(i)): encoder(None).class_embeddings(vocabulary(i)) for i in range(N)}
     deadline = time.time() + 120
-    while len(list(tmp_path.glob("ready-*"))) < 2 and all(p.poll() is None for p in procs) and time.time() < deadline:
+    while (
+        len(list(tmp_path.glob("ready-*"))) < 2
+        and all(p.poll() is None for p in procs)
+        and time.time() < deadline
+    ):
         time.sleep(0.01)
     go.touch()  # both are ready: they start together
     torn: list[str] = []

@@ -68,8 +68,12 @@ def test_a_read_only_checkpoint_folder_fails_at_start_in_one_line(
     checkpoints = read_only_folder("run/checkpoints")
     run = train(folder, *EARLY)
     assert run.returncode == 1, run.output[-3000:]
-    assert re.search(rf"^CheckpointWriteError: cannot write checkpoints into {re.escape(str(checkpoints))}: "
-                     r"(Read-only file system|Permission denied)$", run.output, re.M), run.output[-3000:]  # fmt: skip
+    assert re.search(
+        rf"^CheckpointWriteError: cannot write checkpoints into {re.escape(str(checkpoints))}: "
+        r"(Read-only file system|Permission denied)$",
+        run.output,
+        re.M,
+    ), run.output[-3000:]
     assert "Traceback" not in run.output
     assert not list((folder / "csv").rglob("metrics.csv"))  # not one step was trained
     assert json.loads((folder / "run.json").read_text())["status"] == "failed"
@@ -78,7 +82,9 @@ def test_a_read_only_checkpoint_folder_fails_at_start_in_one_line(
 # -- the atomic-write helper on a real full / read-only filesystem -------------------------------
 
 
-def test_a_write_that_does_not_fit_keeps_the_old_file_and_says_what_it_needed(tmpfs: Callable[..., Path]) -> None:
+def test_a_write_that_does_not_fit_keeps_the_old_file_and_says_what_it_needed(
+    tmpfs: Callable[..., Path],
+) -> None:
     disk = tmpfs("disk", 1 << 20)
     path = disk / "metrics.json"
     atomic.write_text(path, "old")
@@ -90,15 +96,22 @@ def test_a_write_that_does_not_fit_keeps_the_old_file_and_says_what_it_needed(tm
     assert f"free on {disk}; free some space or write to another disk" in message
     assert path.read_text() == "old" and temporaries(disk) == []
     # a torch checkpoint: torch's own error ("unexpected pos") is traced back to the full disk
-    with pytest.raises(WriteError, match=r"could not write checkpoint .*: No space left on device; it needs 4\.\d MB"):
-        atomic.write_file(disk / "last.ckpt", lambda f: torch.save(torch.zeros(1_000_000), f), what="checkpoint")
+    with pytest.raises(
+        WriteError, match=r"could not write checkpoint .*: No space left on device; it needs 4\.\d MB"
+    ):
+        atomic.write_file(
+            disk / "last.ckpt", lambda f: torch.save(torch.zeros(1_000_000), f), what="checkpoint"
+        )
     assert not (disk / "last.ckpt").exists() and temporaries(disk) == []
 
 
 def test_a_write_into_a_read_only_folder_names_the_file(read_only_folder: Callable[[str], Path]) -> None:
     folder = read_only_folder("ro")
-    with pytest.raises(WriteError, match=rf"could not write run record {re.escape(str(folder))}/run.json: "
-                       r"(Read-only file system|Permission denied); choose a folder this process can write"):  # fmt: skip
+    with pytest.raises(
+        WriteError,
+        match=rf"could not write run record {re.escape(str(folder))}/run.json: "
+        r"(Read-only file system|Permission denied); choose a folder this process can write",
+    ):
         atomic.write_text(folder / "run.json", "{}", what="run record")
 
 

@@ -22,7 +22,9 @@ from zegclip.training.checkpointing import AtomicCheckpointIO
 
 
 def test_nan_loss_stops_training_naming_the_step_and_saves_no_nan_model(tmp_path: Path) -> None:
-    run = train(tmp_path / "nan", "optimizer.lr=1e4", "optimizer.warmup_steps=0", "checkpoint_every_n_steps=1")
+    run = train(
+        tmp_path / "nan", "optimizer.lr=1e4", "optimizer.warmup_steps=0", "checkpoint_every_n_steps=1"
+    )
     assert run.returncode == 1, run.output[-3000:]
     match = re.search(r"NonFiniteLossError: the training loss is (nan|inf|-inf) at step (\d+)", run.output)
     assert match, run.output[-3000:]
@@ -47,7 +49,9 @@ def test_unwritable_checkpoint_folder_fails_at_start(tmp_path: Path) -> None:
     assert run.status()["status"] == "failed" and "CheckpointWriteError" in run.status()["error"]
 
 
-def test_a_failed_checkpoint_write_raises_and_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
+def test_a_failed_checkpoint_write_raises_and_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch
+) -> None:
     io = AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"
     io.save_checkpoint({"step": 1}, path)
@@ -57,7 +61,9 @@ def test_a_failed_checkpoint_write_raises_and_keeps_the_previous_checkpoint(tmp_
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(CheckpointWriteError, match=f"could not write checkpoint {path}: No space left on device"):
+    with pytest.raises(
+        CheckpointWriteError, match=f"could not write checkpoint {path}: No space left on device"
+    ):
         io.save_checkpoint({"step": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"step": 1}  # the good checkpoint is untouched
@@ -74,10 +80,20 @@ def test_run_ids_differ_within_one_second_and_a_folder_has_one_owner(tmp_path: P
 
 def test_two_runs_started_together_get_their_own_folders(tmp_path: Path) -> None:
     env = environment()
-    command = [sys.executable, "train.py", *SHORT, "trainer.max_steps=2", "test_after_training=false",
-               f"paths.log_dir={tmp_path}"]  # fmt: skip
-    procs = [subprocess.Popen([*command, f"seed={s}"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE) for s in (1, 2)]  # fmt: skip
+    command = [
+        sys.executable,
+        "train.py",
+        *SHORT,
+        "trainer.max_steps=2",
+        "test_after_training=false",
+        f"paths.log_dir={tmp_path}",
+    ]
+    procs = [
+        subprocess.Popen(
+            [*command, f"seed={s}"], cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for s in (1, 2)
+    ]
     for p in procs:
         assert p.wait(timeout=600) == 0, p.stderr.read().decode()[-3000:] if p.stderr else ""
     folders = sorted((tmp_path / "train" / "runs").iterdir())
@@ -101,7 +117,9 @@ def voc_tree(tmp_path: Path) -> Path:
     return synthetic.make_voc(tmp_path / "data")
 
 
-def test_a_bad_validation_file_fails_before_the_first_step(voc_tree: Path, tmp_path: Path, monkeypatch) -> None:
+def test_a_bad_validation_file_fails_before_the_first_step(
+    voc_tree: Path, tmp_path: Path, monkeypatch
+) -> None:
     from integration.helpers import compose_config, train_overrides
 
     from zegclip.data.errors import DataError
@@ -112,14 +130,18 @@ def test_a_bad_validation_file_fails_before_the_first_step(voc_tree: Path, tmp_p
     label = np.array(Image.open(bad))
     label[5, 5] = 99  # not a VOC class id
     Image.fromarray(label).save(bad)
-    cfg = compose_config("train", train_overrides("voc", "inductive", voc_tree, "trainer.max_steps=50"), tmp_path / "run")
+    cfg = compose_config(
+        "train", train_overrides("voc", "inductive", voc_tree, "trainer.max_steps=50"), tmp_path / "run"
+    )
     with pytest.raises(DataError, match=r"1 of 2 voc val samples cannot be used:\n.*2007_000042.png"):
         run_train(cfg)
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()  # not one step was trained
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "failed"
 
 
-def test_the_validation_check_is_cached_and_notices_changed_files(voc_tree: Path, tmp_path: Path, monkeypatch) -> None:
+def test_the_validation_check_is_cached_and_notices_changed_files(
+    voc_tree: Path, tmp_path: Path, monkeypatch
+) -> None:
     from zegclip.data import SegmentationDataModule, VOCDataset
     from zegclip.data.verify import verify_samples
 

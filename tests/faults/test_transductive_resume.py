@@ -12,13 +12,21 @@ import torch
 from scenarios import Run, same_metrics, same_weights, signal_at, train
 
 STAGE = 12  # inductive steps; as many transductive steps follow (24 in all)
-STAGED = ["setting=transductive", f"trainer.max_steps={STAGE}", "trainer.val_check_interval=12",
-          "checkpoint_every_n_steps=5"]  # fmt: skip
+STAGED = [
+    "setting=transductive",
+    f"trainer.max_steps={STAGE}",
+    "trainer.val_check_interval=12",
+    "checkpoint_every_n_steps=5",
+]
 
 
 def stage_weights(path: Path) -> dict[str, torch.Tensor]:
     state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    return {k: v for k, v in state.items() if not k.startswith(("model.text_encoder.", "model.image_encoder.vit."))}
+    return {
+        k: v
+        for k, v in state.items()
+        if not k.startswith(("model.text_encoder.", "model.image_encoder.vit."))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +54,22 @@ def test_sigterm_in_the_inductive_stage_then_resume_is_exact(staged_reference: R
     assert same_metrics(resumed.metrics(), staged_reference.metrics())
     stage_ckpt = Path(resumed.metrics()["stages"][0]["checkpoint"])
     assert stage_ckpt == resumed.folder / "checkpoints" / "inductive_stage.ckpt"
-    assert same_weights(stage_weights(stage_ckpt), stage_weights(Path(staged_reference.metrics()["stages"][0]["checkpoint"])))
+    assert same_weights(
+        stage_weights(stage_ckpt), stage_weights(Path(staged_reference.metrics()["stages"][0]["checkpoint"]))
+    )
 
 
 def test_kill_9_in_the_transductive_stage_then_resume_is_exact(staged_reference: Run, tmp_path: Path) -> None:
     killed = signal_at(tmp_path / "killed", signal.SIGKILL, 19, *STAGED)
     assert killed.returncode == -signal.SIGKILL
     saved = killed.step()
-    assert saved is not None and STAGE < saved < 2 * STAGE  # a stage-2 checkpoint: stage 2's optimiser state travels
+    assert (
+        saved is not None and STAGE < saved < 2 * STAGE
+    )  # a stage-2 checkpoint: stage 2's optimiser state travels
     resumed = resume(killed, tmp_path / "resumed")
     assert same_weights(resumed.weights(), staged_reference.weights())
     assert same_metrics(resumed.metrics(), staged_reference.metrics())
     # the inductive stage ended in the killed run: its checkpoint there is still the one reported
-    assert resumed.metrics()["stages"][0]["checkpoint"] == str(killed.folder / "checkpoints" / "inductive_stage.ckpt")
+    assert resumed.metrics()["stages"][0]["checkpoint"] == str(
+        killed.folder / "checkpoints" / "inductive_stage.ckpt"
+    )

@@ -134,7 +134,9 @@ def test_every_callback_instantiates(tmp_path: Path) -> None:
     cfg = compose_train(tmp_path, "dataset=voc", "model=tiny")
     names = {type(instantiate(node)).__name__ for node in cfg.callbacks.values() if node is not None}
     assert names == {"LearningRateMonitor", "StepProgressBar", "ValidationReport"}
-    assert cfg.callbacks.best_checkpoint is None and cfg.test_weights == "last"  # the fair protocol by default
+    assert (
+        cfg.callbacks.best_checkpoint is None and cfg.test_weights == "last"
+    )  # the fair protocol by default
 
 
 def test_best_checkpoint_selection_is_opt_in_and_seen_only(tmp_path: Path) -> None:

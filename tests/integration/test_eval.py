@@ -14,8 +14,19 @@ from zegclip.engine.evaluate import evaluate
 
 from .helpers import REPO_ROOT, SUMMARY_KEYS, check_metric_values, eval_overrides, read_metrics
 
-METRICS_KEYS = {*SUMMARY_KEYS, "IoU_per_class", "dataset", "setting", "weights", "seen_bias", "seed", "overrides", "run_dir",
-                "split", "precision"}  # fmt: skip
+METRICS_KEYS = {
+    *SUMMARY_KEYS,
+    "IoU_per_class",
+    "dataset",
+    "setting",
+    "weights",
+    "seen_bias",
+    "seed",
+    "overrides",
+    "run_dir",
+    "split",
+    "precision",
+}
 
 
 def _nan_mean(values: list[float | None]) -> float | None:

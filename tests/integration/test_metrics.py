@@ -99,15 +99,21 @@ def detectron2_metrics(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignor
     [prediction, ground truth], the extra row/column for ignored ground truth."""
     gt = gt.copy()
     gt[gt == ignore] = num_classes
-    conf = np.bincount((num_classes + 1) * pred.reshape(-1) + gt.reshape(-1), minlength=(num_classes + 1) ** 2)
+    conf = np.bincount(
+        (num_classes + 1) * pred.reshape(-1) + gt.reshape(-1), minlength=(num_classes + 1) ** 2
+    )
     conf = conf.reshape(num_classes + 1, num_classes + 1)
     tp = conf.diagonal()[:-1].astype(np.float64)
     pos_gt = conf[:-1, :-1].sum(axis=0).astype(np.float64)
     pos_pred = conf[:-1, :-1].sum(axis=1).astype(np.float64)
     valid = pos_gt > 0
     iou = tp[valid] / (pos_gt + pos_pred - tp)[valid]
-    return {"mIoU": iou.mean(), "fwIoU": (iou * pos_gt[valid] / pos_gt.sum()).sum(),
-            "mACC": (tp[valid] / pos_gt[valid]).mean(), "pACC": tp.sum() / pos_gt.sum()}  # fmt: skip
+    return {
+        "mIoU": iou.mean(),
+        "fwIoU": (iou * pos_gt[valid] / pos_gt.sum()).sum(),
+        "mACC": (tp[valid] / pos_gt[valid]).mean(),
+        "pACC": tp.sum() / pos_gt.sum(),
+    }
 
 
 def test_fwiou_matches_detectron2_on_pixels() -> None:
@@ -117,8 +123,11 @@ def test_fwiou_matches_detectron2_on_pixels() -> None:
     num_classes = 7
     gt = torch.randint(0, num_classes - 1, (3, 20, 30), generator=gen)  # class 6 never in the ground truth
     gt[:, :2] = IGNORE_INDEX
-    pred = torch.where(torch.rand(gt.shape, generator=gen) < 0.6, gt.clamp(max=num_classes - 1),
-                       torch.randint(0, num_classes, gt.shape, generator=gen))  # fmt: skip
+    pred = torch.where(
+        torch.rand(gt.shape, generator=gen) < 0.6,
+        gt.clamp(max=num_classes - 1),
+        torch.randint(0, num_classes, gt.shape, generator=gen),
+    )
     metric = ZeroShotSegmentationMetrics([str(i) for i in range(num_classes)], list(range(num_classes)), [])
     metric.update(pred, gt)
     ours = metric.summary()

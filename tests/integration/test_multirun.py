@@ -16,8 +16,7 @@ from .helpers import REPO_ROOT, read_metrics, train_overrides
 
 def test_multirun_writes_one_folder_per_job(data_dir: Path, tmp_path: Path) -> None:
     overrides = train_overrides("voc", "inductive", data_dir)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
-           "PYTHONPATH": str(REPO_ROOT)}  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run(
         [sys.executable, str(REPO_ROOT / "train.py"), "-m", "seed=0,1", *overrides],
         cwd=tmp_path,  # the default folders: <cwd>/logs/train/multiruns/<run id>/<job>

@@ -30,8 +30,9 @@ EXTRA_CLASS = [0, 14, 0]  # aeroplane, person, aeroplane
 def with_prompts(datamodule, prompts: list[str], mapping: list[int]):
     """The datamodule, with ``text_prompts`` / ``prompt_to_class`` as a VOC-20b datamodule has them."""
     cls = type(datamodule)
-    datamodule.__class__ = type(f"Prompted{cls.__name__}", (cls,), {"text_prompts": tuple(prompts),
-                                                                     "prompt_to_class": tuple(mapping)})  # fmt: skip
+    datamodule.__class__ = type(
+        f"Prompted{cls.__name__}", (cls,), {"text_prompts": tuple(prompts), "prompt_to_class": tuple(mapping)}
+    )
     return datamodule
 
 
@@ -48,7 +49,9 @@ def reference_confusion(model, datamodule, prompts: list[str], mapping: list[int
         h, w = item["meta"]["img_size"]
         height, width = item["meta"]["ori_size"]
         scores = model.segment(item["image"][None, :, :h, :w], text_embeddings=text, seen=[], seen_bias=0.0)
-        prompt = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False).argmax(1)[0]
+        prompt = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False).argmax(1)[
+            0
+        ]
         label = item["label"][:height, :width].long()
         keep = label != datamodule.ignore_index
         pairs = label[keep] * num_classes + lookup[prompt[keep]]
@@ -82,7 +85,9 @@ def test_eval_maps_extra_prompts_to_their_classes(runs, cfg_eval, monkeypatch) -
     for key in ("mIoU", "mIoU_gt", "fwIoU", "pAcc", "mAcc"):
         assert metrics[key] == pytest.approx(expected[key], rel=1e-6), key  # logged as float32
     # the mapping mattered: without it, the extra prompts' pixels would count for no class
-    unmapped = reference_confusion(model, built[0], prompts, [*range(len(names)), *[len(names) - 1] * len(EXTRA)])
+    unmapped = reference_confusion(
+        model, built[0], prompts, [*range(len(names)), *[len(names) - 1] * len(EXTRA)]
+    )
     assert not torch.equal(unmapped, confmat)
 
 
@@ -91,8 +96,17 @@ def test_module_scores_every_prompt_and_maps_the_argmax(tiny_eval_model) -> None
 
     names = ["cat", "dog", "grass"]
     prompts, mapping = [*names, "lawn", "kitten", "meadow"], [0, 1, 2, 2, 0, 2]
-    module = ZegCLIPModule(tiny_eval_model.config.to_dict(), names, [0, 1, 2], [], setting="fully", model=tiny_eval_model,
-                           text_prompts=prompts, prompt_to_class=mapping, evaluation={"crop": 64, "stride": 43})  # fmt: skip
+    module = ZegCLIPModule(
+        tiny_eval_model.config.to_dict(),
+        names,
+        [0, 1, 2],
+        [],
+        setting="fully",
+        model=tiny_eval_model,
+        text_prompts=prompts,
+        prompt_to_class=mapping,
+        evaluation={"crop": 64, "stride": 43},
+    )
     torch.manual_seed(0)
     images = torch.randn(2, 3, 64, 107)
     scores = module.predict_scores(images, (70, 120))
@@ -101,16 +115,34 @@ def test_module_scores_every_prompt_and_maps_the_argmax(tiny_eval_model) -> None
     assert (best >= len(names)).any()  # some pixels' best prompt is an extra one
     assert torch.equal(module.predict_labels(images, (70, 120)), torch.tensor(mapping)[best])
     with pytest.raises(ValueError, match="prompt_to_class"):
-        ZegCLIPModule(tiny_eval_model.config.to_dict(), names, [0], [], setting="fully", model=tiny_eval_model,
-                      text_prompts=prompts, prompt_to_class=[0, 1, 2, 3, 0, 0])  # fmt: skip
+        ZegCLIPModule(
+            tiny_eval_model.config.to_dict(),
+            names,
+            [0],
+            [],
+            setting="fully",
+            model=tiny_eval_model,
+            text_prompts=prompts,
+            prompt_to_class=[0, 1, 2, 3, 0, 0],
+        )
 
 
-def eval_multirun(sweep: Path, tmp_path: Path, data_dir: Path, ckpts: str, datasets: str) -> subprocess.CompletedProcess:
-    overrides = eval_overrides("voc", ckpts, data_dir, f"hydra.sweep.dir={sweep}", f"paths.log_dir={tmp_path}")
+def eval_multirun(
+    sweep: Path, tmp_path: Path, data_dir: Path, ckpts: str, datasets: str
+) -> subprocess.CompletedProcess:
+    overrides = eval_overrides(
+        "voc", ckpts, data_dir, f"hydra.sweep.dir={sweep}", f"paths.log_dir={tmp_path}"
+    )
     overrides = [f"dataset={datasets}" if o.startswith("dataset=") else o for o in overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "eval.py", "-m", *overrides], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "eval.py", "-m", *overrides],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_eval_multirun_writes_the_benchmark_table(runs, data_dir: Path, tmp_path: Path) -> None:
@@ -132,9 +164,15 @@ def test_eval_multirun_writes_the_benchmark_table(runs, data_dir: Path, tmp_path
     assert "setting=fully" in recipe["model"] and "seed=" not in recipe["model"]
     assert recipe["n"] == "2" and recipe["seeds"] == "0,1"
     for dataset, column in (("voc", "VOC-20"), ("context", "PC-59")):
-        values = np.array([j["mIoU_gt"] for j in jobs if j["dataset"] == dataset
-                           and j["weights"]["checkpoint"] in (str(seed0 / "checkpoints" / "last.ckpt"),
-                                                               str(seed1 / "checkpoints" / "last.ckpt"))])  # fmt: skip
+        values = np.array(
+            [
+                j["mIoU_gt"]
+                for j in jobs
+                if j["dataset"] == dataset
+                and j["weights"]["checkpoint"]
+                in (str(seed0 / "checkpoints" / "last.ckpt"), str(seed1 / "checkpoints" / "last.ckpt"))
+            ]
+        )
         assert len(values) == 2
         assert float(recipe[f"{column}_mean"]) == pytest.approx(values.mean(), abs=1e-12)
         assert float(recipe[f"{column}_std"]) == pytest.approx(values.std(ddof=1), abs=1e-12)
@@ -154,11 +192,22 @@ def test_text_embeddings_of_a_large_vocabulary_are_computed_once(tiny_eval_model
     names = [f"class number {i}" for i in range(847)]
     calls = []
     encode = tiny_eval_model.text_encoder.encode_tokens
-    monkeypatch.setattr(tiny_eval_model.text_encoder, "encode_tokens", lambda tokens: calls.append(len(tokens)) or encode(tokens))
+    monkeypatch.setattr(
+        tiny_eval_model.text_encoder,
+        "encode_tokens",
+        lambda tokens: calls.append(len(tokens)) or encode(tokens),
+    )
     tiny_eval_model.text_encoder.clear_cache()
-    module = ZegCLIPModule(tiny_eval_model.config.to_dict(), names, list(range(847)), [], setting="fully",
-                           model=tiny_eval_model, templates=["a photo of a {}.", "a {} in the scene."],
-                           evaluation={"mode": "whole"})  # fmt: skip
+    module = ZegCLIPModule(
+        tiny_eval_model.config.to_dict(),
+        names,
+        list(range(847)),
+        [],
+        setting="fully",
+        model=tiny_eval_model,
+        templates=["a photo of a {}.", "a {} in the scene."],
+        evaluation={"mode": "whole"},
+    )
     images = torch.randn(1, 3, 64, 64)
     first = module.predict_labels(images, (64, 64))
     assert sum(calls) == 847 * 2  # every prompt once
@@ -173,4 +222,6 @@ def test_eval_keeps_text_embeddings_in_text_cache_dir(runs, cfg_eval, tmp_path: 
     cfg = cfg_eval("context", runs.last_ckpt("voc", "fully"), f"text.cache_dir={cache}")
     evaluate(cfg)
     files = list(cache.glob("text_*.pt"))
-    assert len(files) == 1 and torch.load(files[0], weights_only=True).shape[0] == len(cfg.dataset.class_names)
+    assert len(files) == 1 and torch.load(files[0], weights_only=True).shape[0] == len(
+        cfg.dataset.class_names
+    )

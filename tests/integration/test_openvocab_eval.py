@@ -21,8 +21,14 @@ from zegclip.model.text import TextEncoder
 
 from .helpers import REPO_ROOT, check_metric_values, compose_config, read_metrics, synthetic
 
-EVAL = ["ckpt_path=shapes", "trainer=cpu", "dataset.test_short_side=64", "dataset.num_workers=0",
-        "dataset.persistent_workers=false", "dataset.pin_memory=false"]  # fmt: skip
+EVAL = [
+    "ckpt_path=shapes",
+    "trainer=cpu",
+    "dataset.test_short_side=64",
+    "dataset.num_workers=0",
+    "dataset.persistent_workers=false",
+    "dataset.pin_memory=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +55,28 @@ def _present_classes(paths: list[Path], ignore: int = 65535) -> set[int]:
 def test_eval_cli_on_ade847(benchmarks: Path, tmp_path: Path) -> None:
     """``python eval.py ckpt_path=... dataset=ade847``: 847 classes, ids above 255 in the metrics."""
     out = tmp_path / "cli"
-    overrides = ["dataset=ade847", f"paths.data_dir={benchmarks}", *EVAL, f"hydra.run.dir={out}",
-                 f"paths.log_dir={tmp_path / 'logs'}"]  # fmt: skip
+    overrides = [
+        "dataset=ade847",
+        f"paths.data_dir={benchmarks}",
+        *EVAL,
+        f"hydra.run.dir={out}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ZEGCLIP_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "eval.py", *overrides], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "eval.py", *overrides],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = read_metrics(out)
     recorded = yaml.safe_load((out / ".hydra" / "config.yaml").read_text())["dataset"]
-    assert recorded["vocabulary"] == "ade847" and recorded["text_synonyms"] == "average"  # the list the result used
+    assert (
+        recorded["vocabulary"] == "ade847" and recorded["text_synonyms"] == "average"
+    )  # the list the result used
     assert metrics["dataset"] == "ade847" and metrics["seen_bias"] == 0.0  # cross-dataset: no seen offset
     check_metric_values(metrics, list(load_vocabulary("ade847").classes))
     iou = list(metrics["IoU_per_class"].values())
@@ -68,9 +87,12 @@ def test_eval_cli_on_ade847(benchmarks: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("dataset", "num_classes", "synonyms"), [("context459", 459, None), ("ade150", 150, None), ("voc20b", 21, None)]
+    ("dataset", "num_classes", "synonyms"),
+    [("context459", 459, None), ("ade150", 150, None), ("voc20b", 21, None)],
 )
-def test_eval_on_the_other_benchmarks(benchmarks, tmp_path, monkeypatch, dataset, num_classes, synonyms) -> None:
+def test_eval_on_the_other_benchmarks(
+    benchmarks, tmp_path, monkeypatch, dataset, num_classes, synonyms
+) -> None:
     rules: list[str | None] = []
     original = TextEncoder.class_embeddings
 
@@ -79,7 +101,9 @@ def test_eval_on_the_other_benchmarks(benchmarks, tmp_path, monkeypatch, dataset
         return original(self, class_names, templates, synonyms)
 
     monkeypatch.setattr(TextEncoder, "class_embeddings", recording)
-    cfg = compose_config("eval", [f"dataset={dataset}", f"paths.data_dir={benchmarks}", *EVAL], tmp_path / "eval")
+    cfg = compose_config(
+        "eval", [f"dataset={dataset}", f"paths.data_dir={benchmarks}", *EVAL], tmp_path / "eval"
+    )
     evaluate(cfg)
     metrics = read_metrics(Path(cfg.paths.output_dir))
     assert metrics["dataset"] == dataset and len(metrics["IoU_per_class"]) == num_classes
@@ -96,7 +120,9 @@ def test_eval_on_the_other_benchmarks(benchmarks, tmp_path, monkeypatch, dataset
         assert metrics["IoU_per_class"]["background"] is not None  # background is a scored class
 
 
-def test_the_synonym_rule_of_the_dataset_config_reaches_the_text_tower(benchmarks, tmp_path, monkeypatch) -> None:
+def test_the_synonym_rule_of_the_dataset_config_reaches_the_text_tower(
+    benchmarks, tmp_path, monkeypatch
+) -> None:
     """``dataset.text_synonyms`` is what the evaluation module embeds with (and records)."""
     import zegclip
     from zegclip.engine.builders import evaluation_module as _evaluation_module
@@ -110,7 +136,9 @@ def test_the_synonym_rule_of_the_dataset_config_reaches_the_text_tower(benchmark
 
     monkeypatch.setattr(TextEncoder, "class_embeddings", recording)
     cfg = compose_config(
-        "eval", ["dataset=ade847", f"paths.data_dir={benchmarks}", *EVAL, "dataset.text_synonyms=first"], tmp_path / "e"
+        "eval",
+        ["dataset=ade847", f"paths.data_dir={benchmarks}", *EVAL, "dataset.text_synonyms=first"],
+        tmp_path / "e",
     )
     module = _evaluation_module(cfg, zegclip.load("shapes"), instantiate(cfg.dataset))
     assert module.text_embeddings().shape[0] == 847

@@ -74,7 +74,11 @@ def test_norm_decay_exempt_puts_layernorms_at_zero_decay(cfg_train) -> None:
 
 def test_backbone_lr_scale_applies_to_the_fine_tuned_tower_only(cfg_train) -> None:
     cfg = cfg_train(
-        "voc", "inductive", "model.ft_backbone=true", "model.prompt_tokens=0", "optimizer.backbone_lr_scale=0.1"
+        "voc",
+        "inductive",
+        "model.ft_backbone=true",
+        "model.prompt_tokens=0",
+        "optimizer.backbone_lr_scale=0.1",
     )
     module, optimizer, _ = configured(cfg)
     groups = {g["name"]: g for g in optimizer.param_groups}
@@ -120,7 +124,9 @@ def test_transductive_in_one_run_restarts_the_schedule(cfg_train) -> None:
         assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12, abs=1e-20), t
         optimizer.step()
         scheduler.step()
-    stage_two = cfg_train("voc", "transductive", "trainer.max_steps=6", "optimizer.warmup_steps=2", "init_from=x.ckpt")
+    stage_two = cfg_train(
+        "voc", "transductive", "trainer.max_steps=6", "optimizer.warmup_steps=2", "init_from=x.ckpt"
+    )
     assert total_steps(stage_two) == 6 and total_steps(cfg) == 12  # init_from: stage two only
 
 

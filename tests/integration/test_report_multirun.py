@@ -14,18 +14,23 @@ import pytest
 
 from .helpers import REPO_ROOT, read_metrics, train_overrides
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
-       "COLUMNS": "200"}  # fmt: skip
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "COLUMNS": "200"}
 
 
-def multirun(sweep: Path, tmp_path: Path, data_dir: Path, setting: str, *extra: str) -> subprocess.CompletedProcess:
+def multirun(
+    sweep: Path, tmp_path: Path, data_dir: Path, setting: str, *extra: str
+) -> subprocess.CompletedProcess:
     overrides = train_overrides(
         "voc", setting, data_dir, f"hydra.sweep.dir={sweep}", f"paths.log_dir={tmp_path}", *extra
     )
     return subprocess.run(
         [sys.executable, "train.py", "-m", *overrides],
-        cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=420,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
 
 
 def test_multirun_writes_the_sweep_report(data_dir: Path, tmp_path: Path) -> None:

@@ -45,7 +45,9 @@ class Recorder(L.Callback):
 
 def run_with(monkeypatch: pytest.MonkeyPatch, cfg, recorder: Recorder) -> Recorder:
     build = train_task.build_callbacks
-    monkeypatch.setattr(train_task, "build_callbacks", lambda c, has_unseen, **kw: [*build(c, has_unseen, **kw), recorder])
+    monkeypatch.setattr(
+        train_task, "build_callbacks", lambda c, has_unseen, **kw: [*build(c, has_unseen, **kw), recorder]
+    )
     train_task.train(cfg)
     monkeypatch.setattr(train_task, "build_callbacks", build)
     return recorder
@@ -100,23 +102,43 @@ def test_last_checkpoint_holds_the_final_step(cfg_train, monkeypatch, max_steps:
     """last.ckpt holds the final weights whatever the validation interval: max_steps not a multiple
     of it (the issue's `trainer.max_steps=3`), or a run too short to validate at all."""
     cfg = cfg_train(
-        "voc", "inductive", f"trainer.max_steps={max_steps}", f"trainer.val_check_interval={val_every}",
-        "dataset.batch_size=1", "checkpoint_every_n_steps=0", "test_after_training=false",
-    )  # fmt: skip
+        "voc",
+        "inductive",
+        f"trainer.max_steps={max_steps}",
+        f"trainer.val_check_interval={val_every}",
+        "dataset.batch_size=1",
+        "checkpoint_every_n_steps=0",
+        "test_after_training=false",
+    )
     recorder = run_with(monkeypatch, cfg, Recorder())
     assert recorder.step == max_steps
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == max_steps
-    saved = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.removeprefix("model.") in recorder.weights}
+    saved = {
+        k.removeprefix("model."): v
+        for k, v in ckpt["state_dict"].items()
+        if k.removeprefix("model.") in recorder.weights
+    }
     assert_same_weights(saved, recorder.weights)
 
 
 def test_resumed_run_is_independent_of_loader_workers(cfg_train, monkeypatch) -> None:
     """The training stream (order and augmentation) is a function of (seed, epoch, position) only."""
     runs = [
-        run_with(monkeypatch, cfg_train("voc", "inductive", *RESUME_OVERRIDES, *NO_DROPOUT, f"dataset.num_workers={w}",
-                                        f"dataset.persistent_workers={w > 0}", name=f"w{w}"), Recorder())
+        run_with(
+            monkeypatch,
+            cfg_train(
+                "voc",
+                "inductive",
+                *RESUME_OVERRIDES,
+                *NO_DROPOUT,
+                f"dataset.num_workers={w}",
+                f"dataset.persistent_workers={w > 0}",
+                name=f"w{w}",
+            ),
+            Recorder(),
+        )
         for w in (0, 2)
-    ]  # fmt: skip
+    ]
     assert_same_weights(runs[0].weights, runs[1].weights)

@@ -47,7 +47,11 @@ def test_train_writes_checkpoints(runs, dataset: str, setting: str) -> None:
     # test after training: metrics.json of the final weights, saying which weights and how chosen
     metrics = read_metrics(run["dir"])
     assert metrics["dataset"] == dataset and metrics["setting"] == setting
-    assert metrics["weights"] == {"checkpoint": str(last), "step": 2, "selection": "final weights (last step)"}
+    assert metrics["weights"] == {
+        "checkpoint": str(last),
+        "step": 2,
+        "selection": "final weights (last step)",
+    }
     assert metrics["seed"] == 0 and f"dataset={dataset}" in metrics["overrides"]
     check_metric_values(metrics, classes)
     for key in ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc"):
@@ -76,7 +80,9 @@ def test_selection_with_unseen_labels_is_refused(cfg_train, monitor: str) -> Non
 
 
 def test_test_weights_best_needs_a_selection(cfg_train) -> None:
-    with pytest.raises(ValueError, match="test_weights=best needs a checkpoint selection: add callbacks=best"):
+    with pytest.raises(
+        ValueError, match="test_weights=best needs a checkpoint selection: add callbacks=best"
+    ):
         train(cfg_train("voc", "inductive", "test_weights=best"))
 
 
@@ -151,7 +157,9 @@ def test_compile_and_bf16_mixed_precision(cfg_train, monkeypatch) -> None:
 
         def forward(*a, **k):
             out = compiled(*a, **k)
-            calls.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), out.logits.dtype))
+            calls.append(
+                (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), out.logits.dtype)
+            )
             return out
 
         return forward
@@ -161,7 +169,10 @@ def test_compile_and_bf16_mixed_precision(cfg_train, monkeypatch) -> None:
     cfg = cfg_train("voc", "inductive", "compile=true", "trainer.precision=bf16-mixed")
     summary = train(cfg)
     out = Path(cfg.paths.output_dir)
-    assert torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 2
+    assert (
+        torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
+        == 2
+    )
     assert 0.0 <= summary["pAcc"] <= 1.0
     # both training steps went through the compiled function (evaluation runs the model's own
     # sliding window), which dynamo captured into graphs, with bf16 autocast on: bf16 mask logits

@@ -117,22 +117,35 @@ def test_transductive_in_one_command_runs_both_stages(cfg_train, monkeypatch) ->
     run = Path(cfg.paths.output_dir)
     n_seen, n_all = 15, 20
     assert [(s, setting, classes) for s, setting, classes, _ in steps] == [
-        (0, "inductive", n_seen), (1, "inductive", n_seen), (2, "transductive", n_all), (3, "transductive", n_all)
+        (0, "inductive", n_seen),
+        (1, "inductive", n_seen),
+        (2, "transductive", n_all),
+        (3, "transductive", n_all),
     ]
     assert steps[1][3] > 0 and steps[2][3] == 0  # the optimiser starts stage 2 fresh (official load_from)
-    stage_ckpt = torch.load(run / "checkpoints" / "inductive_stage.ckpt", map_location="cpu", weights_only=True)
+    stage_ckpt = torch.load(
+        run / "checkpoints" / "inductive_stage.ckpt", map_location="cpu", weights_only=True
+    )
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert (stage_ckpt["global_step"], last["global_step"]) == (2, 4)
     meta = stage_ckpt["hyper_parameters"]["metadata"]
-    assert (meta["setting"], meta["seen_bias"]) == ("inductive", 0.1)  # loads and evaluates as an inductive model
+    assert (meta["setting"], meta["seen_bias"]) == (
+        "inductive",
+        0.1,
+    )  # loads and evaluates as an inductive model
     assert last["hyper_parameters"]["metadata"]["setting"] == "transductive"
     metrics = read_metrics(run)
     assert metrics["setting"] == "transductive" and metrics["weights"]["step"] == 4
     assert metrics["stages"] == [
-        {"setting": "inductive", "first_step": 1, "last_step": 2, "schedule_steps": 4,
-         "checkpoint": str(run / "checkpoints" / "inductive_stage.ckpt")},
+        {
+            "setting": "inductive",
+            "first_step": 1,
+            "last_step": 2,
+            "schedule_steps": 4,
+            "checkpoint": str(run / "checkpoints" / "inductive_stage.ckpt"),
+        },
         {"setting": "transductive", "first_step": 3, "last_step": 4},
-    ]  # fmt: skip
+    ]
     assert summary["hIoU"] == metrics["hIoU"]
 
 
@@ -163,8 +176,14 @@ def test_headline_command_on_the_coco_layout(data_dir, tmp_path) -> None:
     data folder (a synthetic COCO-Stuff tree): both stages, then the test, from a fresh working folder."""
     workdir = tmp_path / "user"
     workdir.mkdir()
-    command = [sys.executable, str(REPO_ROOT / "train.py"), "setting=transductive", "dataset=coco",
-               f"paths.data_dir={data_dir}", *TINY_OVERRIDES]  # fmt: skip
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "train.py"),
+        "setting=transductive",
+        "dataset=coco",
+        f"paths.data_dir={data_dir}",
+        *TINY_OVERRIDES,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

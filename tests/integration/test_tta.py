@@ -13,7 +13,9 @@ from .helpers import SUMMARY_KEYS, check_metric_values, read_metrics
 
 def test_eval_one_scale_without_flip_equals_the_default(runs, cfg_eval) -> None:
     ckpt = runs.last_ckpt("voc", "inductive")
-    cfg = cfg_eval("voc", ckpt, "evaluation.scales=[1.0]", "evaluation.flip=false", "precision=fp32")  # as trained
+    cfg = cfg_eval(
+        "voc", ckpt, "evaluation.scales=[1.0]", "evaluation.flip=false", "precision=fp32"
+    )  # as trained
     assert list(cfg.evaluation.scales) == [1.0] and cfg.evaluation.flip is False
     evaluate(cfg)
     metrics = read_metrics(Path(cfg.paths.output_dir))

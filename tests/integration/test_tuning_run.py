@@ -12,9 +12,17 @@ from zegclip.engine.train import train
 
 from .helpers import compose_config, read_metrics, synthetic, train_overrides
 
-SHAPES_TINY = ["trainer=cpu", "trainer.max_steps=3", "trainer.val_check_interval=3", "trainer.num_sanity_val_steps=0",
-               "dataset.batch_size=8", "dataset.layout.train_size=48", "dataset.layout.val_size=0",
-               "dataset.layout.test_size=0", "optimizer.warmup_steps=1"]  # fmt: skip
+SHAPES_TINY = [
+    "trainer=cpu",
+    "trainer.max_steps=3",
+    "trainer.val_check_interval=3",
+    "trainer.num_sanity_val_steps=0",
+    "dataset.batch_size=8",
+    "dataset.layout.train_size=48",
+    "dataset.layout.val_size=0",
+    "dataset.layout.test_size=0",
+    "optimizer.warmup_steps=1",
+]
 
 
 def logged_keys(run: Path) -> set[str]:
@@ -28,7 +36,9 @@ def logged_keys(run: Path) -> set[str]:
 def test_shapes_tuning_run_never_reads_val_or_test(tmp_path: Path) -> None:
     # val_size=test_size=0: the shapes world's val and test splits are empty; a normal run could not test
     run = tmp_path / "run"
-    cfg = compose_config("train", ["tuning=pseudo_unseen", "dataset.holdout_fraction=0.25", *SHAPES_TINY], run)
+    cfg = compose_config(
+        "train", ["tuning=pseudo_unseen", "dataset.holdout_fraction=0.25", *SHAPES_TINY], run
+    )
     summary = train(cfg)
     assert summary["split"] == "tune"
     assert objective_value(cfg, summary) == summary["hIoU"] and 0.0 <= summary["hIoU"] <= 1.0
@@ -48,8 +58,11 @@ def test_voc_tuning_run_works_without_the_test_split_files(tmp_path: Path) -> No
         (base / "JPEGImages" / f"{name}.jpg").unlink()
         (base / "SegmentationClass" / f"{name}.png").unlink()
     run = tmp_path / "run"
-    cfg = compose_config("train", train_overrides("voc", "inductive", data, "tuning=pseudo_unseen",
-                                                  "dataset.batch_size=1"), run)  # fmt: skip
+    cfg = compose_config(
+        "train",
+        train_overrides("voc", "inductive", data, "tuning=pseudo_unseen", "dataset.batch_size=1"),
+        run,
+    )
     summary = train(cfg)
     metrics = read_metrics(run)
     assert metrics["split"] == "tune" and list(metrics["IoU_per_class"]) == synthetic_voc_seen()

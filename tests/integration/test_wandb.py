@@ -93,8 +93,15 @@ def test_wandb_offline_run_has_masks_and_config(cfg_train, wandb_offline, tmp_pa
     for path in images:
         assert np.asarray(Image.open(path).convert("RGB")).shape[2] == 3
     # config and metrics are in the run's record file, with this run's resolved config
-    record_with(run, b"warmup_steps", b"prompt_tokens", b"val/examples", b"val/hIoU", b"train/loss",
-                str(cfg.paths.data_dir).encode())  # fmt: skip
+    record_with(
+        run,
+        b"warmup_steps",
+        b"prompt_tokens",
+        b"val/examples",
+        b"val/hIoU",
+        b"train/loss",
+        str(cfg.paths.data_dir).encode(),
+    )
     assert wandb_offline == []  # no Python connection left the machine
     logs = "".join(p.read_text(errors="replace") for p in (run / "logs").glob("*.log"))
     assert "127.0.0.1:9" not in logs
@@ -138,8 +145,13 @@ def wandb_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
 def test_wandb_runs_are_named_grouped_and_tagged_by_what_differs(
     cfg_train, wandb_offline, wandb_calls, tmp_path: Path
 ) -> None:
-    cfg = cfg_train("voc", "inductive", *wandb_overrides(tmp_path / "w", seed=3), "optimizer.lr=1e-3",
-                    "trainer.max_steps=4")  # fmt: skip
+    cfg = cfg_train(
+        "voc",
+        "inductive",
+        *wandb_overrides(tmp_path / "w", seed=3),
+        "optimizer.lr=1e-3",
+        "trainer.max_steps=4",
+    )
     train(cfg)
     (init,) = wandb_calls["init"]
     assert init["name"].startswith("voc-inductive-seed3-") and "optimizer.lr=1e-3" in init["name"]
@@ -157,7 +169,9 @@ def test_wandb_runs_are_named_grouped_and_tagged_by_what_differs(
     assert all("train/loss_focal" in r and "train/loss_dice" in r for r in train_rows)  # focal + dice terms
 
 
-def test_wandb_cross_entropy_logs_no_empty_loss_terms(cfg_train, wandb_offline, wandb_calls, tmp_path: Path) -> None:
+def test_wandb_cross_entropy_logs_no_empty_loss_terms(
+    cfg_train, wandb_offline, wandb_calls, tmp_path: Path
+) -> None:
     train(cfg_train("voc", "inductive", *wandb_overrides(tmp_path / "w"), "loss.name=cross_entropy"))
     train_rows = [r for r in wandb_calls["log"] if "train/loss" in r]
     assert train_rows and not any("train/loss_focal" in r or "train/loss_dice" in r for r in train_rows)

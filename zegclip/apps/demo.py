@@ -54,7 +54,12 @@ class Segmenter:
         self.model = model
 
     def __call__(
-        self, image: str | np.ndarray | Image.Image | None, classes: str, seen: str, seen_bias: float, mode: str
+        self,
+        image: str | np.ndarray | Image.Image | None,
+        classes: str,
+        seen: str,
+        seen_bias: float,
+        mode: str,
     ) -> tuple[Image.Image, str]:
         import gradio as gr
 
@@ -65,7 +70,9 @@ class Segmenter:
             raise gr.Error("Type at least one class name (comma-separated).")
         try:
             seen_idx = resolve_seen(split_names(seen), names) if split_names(seen) else None
-            prediction = self.model.predict(image, names, seen=seen_idx, seen_bias=float(seen_bias), mode=mode)
+            prediction = self.model.predict(
+                image, names, seen=seen_idx, seen_bias=float(seen_bias), mode=mode
+            )
         except (ValueError, ImageReadError, FileNotFoundError) as err:
             raise gr.Error(str(err)) from err
         return prediction.overlay(), shares_table(prediction)
@@ -116,23 +123,45 @@ def build_demo(model: zegclip.ZegCLIP, examples: Sequence[str | Path] = (), titl
         )
         with gr.Row():
             with gr.Column():
-                image = gr.Image(label="image", type="filepath", image_mode=None, sources=["upload"], elem_id="zegclip-image")
-                classes = gr.Textbox(label="class names (comma-separated)", value=", ".join(names), elem_id="zegclip-classes")
+                image = gr.Image(
+                    label="image",
+                    type="filepath",
+                    image_mode=None,
+                    sources=["upload"],
+                    elem_id="zegclip-image",
+                )
+                classes = gr.Textbox(
+                    label="class names (comma-separated)", value=", ".join(names), elem_id="zegclip-classes"
+                )
                 with gr.Row():
-                    seen = gr.Textbox(label="seen classes (optional, comma-separated)", value=seen_default, elem_id="zegclip-seen")
-                    seen_bias = gr.Slider(0.0, 0.5, value=bias_default, step=0.01, label="seen bias", elem_id="zegclip-bias")
+                    seen = gr.Textbox(
+                        label="seen classes (optional, comma-separated)",
+                        value=seen_default,
+                        elem_id="zegclip-seen",
+                    )
+                    seen_bias = gr.Slider(
+                        0.0, 0.5, value=bias_default, step=0.01, label="seen bias", elem_id="zegclip-bias"
+                    )
                 mode = gr.Radio(["slide", "whole"], value="slide", label="inference", elem_id="zegclip-mode")
                 button = gr.Button("Segment", variant="primary", elem_id="zegclip-run")
             with gr.Column():
                 # no buttons: they would sit on the legend's first row (right-click saves the PNG)
-                result = gr.Image(label="segmentation (legend: class, pixel share)", type="pil", format="png",
-                                  interactive=False, buttons=[], elem_id="zegclip-overlay")  # fmt: skip
+                result = gr.Image(
+                    label="segmentation (legend: class, pixel share)",
+                    type="pil",
+                    format="png",
+                    interactive=False,
+                    buttons=[],
+                    elem_id="zegclip-overlay",
+                )
                 table = gr.HTML(elem_id="zegclip-table")
         inputs = [image, classes, seen, seen_bias, mode]
         button.click(segment, inputs=inputs, outputs=[result, table], api_name="segment")
         if examples:
             default_classes = ", ".join(names)
-            gr.Examples([[str(p), default_classes] for p in examples], inputs=[image, classes], label="examples")
+            gr.Examples(
+                [[str(p), default_classes] for p in examples], inputs=[image, classes], label="examples"
+            )
     return demo
 
 
@@ -154,16 +183,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Web demo: upload an image, type class names, see the segmentation with a legend and class shares.",
         epilog="Keys also work as key=value, e.g. `python -m zegclip.demo ckpt_path=ZegCLIP_voc_inductive.pth`.",
     )
-    parser.add_argument("--ckpt_path", "--ckpt-path", default="shapes",
-                        help="an official .pth, a converted file, a zegclip .ckpt, or 'shapes' (bundled, the default)")  # fmt: skip
-    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1; 0.0.0.0 for the network)")
+    parser.add_argument(
+        "--ckpt_path",
+        "--ckpt-path",
+        default="shapes",
+        help="an official .pth, a converted file, a zegclip .ckpt, or 'shapes' (bundled, the default)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1; 0.0.0.0 for the network)"
+    )
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
-    parser.add_argument("--precision", default="auto",
-                        help="auto (default: bf16-mixed where the device computes bf16 natively, else fp32) | fp32 | "
-                             "bf16-mixed | bf16 | fp16")  # fmt: skip
-    parser.add_argument("--examples", type=Path, default=None,
-                        help="a folder of example images (default: fresh shapes-world images for the shapes model)")  # fmt: skip
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="auto (default: bf16-mixed where the device computes bf16 natively, else fp32) | fp32 | "
+        "bf16-mixed | bf16 | fp16",
+    )
+    parser.add_argument(
+        "--examples",
+        type=Path,
+        default=None,
+        help="a folder of example images (default: fresh shapes-world images for the shapes model)",
+    )
     args = parser.parse_args(_argv_with_keys(sys.argv[1:] if argv is None else argv))
 
     import torch
@@ -172,16 +214,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = zegclip.load(args.ckpt_path, device=device, precision=args.precision)
     print(model.precision.line())
     if args.examples is not None:
-        examples: list[Path] = sorted(p for p in args.examples.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+        examples: list[Path] = sorted(
+            p for p in args.examples.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"}
+        )
     elif model.metadata.get("dataset") == "shapes":
-        examples = shapes_examples(Path(tempfile.gettempdir()) / "zegclip_demo_examples")  # same files each start
+        examples = shapes_examples(
+            Path(tempfile.gettempdir()) / "zegclip_demo_examples"
+        )  # same files each start
     else:
         examples = []
-    title = "ZegCLIP (bundled shapes-world model)" if args.ckpt_path == "shapes" else f"ZegCLIP ({Path(args.ckpt_path).name})"
+    title = (
+        "ZegCLIP (bundled shapes-world model)"
+        if args.ckpt_path == "shapes"
+        else f"ZegCLIP ({Path(args.ckpt_path).name})"
+    )
     demo = build_demo(model, examples, title=title)
     allowed = [str(p.parent) for p in examples]
-    demo.launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False, allowed_paths=allowed,
-                footer_links=[], show_error=True)  # fmt: skip
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=False,
+        ssr_mode=False,
+        allowed_paths=allowed,
+        footer_links=[],
+        show_error=True,
+    )
     return 0
 
 

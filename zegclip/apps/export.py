@@ -39,24 +39,40 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
         epilog="Checkpoint: a zegclip Lightning .ckpt, a converted or official file, or 'shapes' (bundled).",
     )
-    parser.add_argument("checkpoint", help="a zegclip Lightning .ckpt (or any file zegclip.load reads, or 'shapes')")
-    parser.add_argument("output", type=Path, nargs="?", help="the small zegclip file to write (not with --onnx)")
+    parser.add_argument(
+        "checkpoint", help="a zegclip Lightning .ckpt (or any file zegclip.load reads, or 'shapes')"
+    )
+    parser.add_argument(
+        "output", type=Path, nargs="?", help="the small zegclip file to write (not with --onnx)"
+    )
     parser.add_argument("--include-clip", action="store_true", help="store the frozen CLIP weights too")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument(
-        "--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
         help="weights of the written file: auto (default) = fp32, which the file keeps wherever it is loaded "
         "(zegclip.load then picks that machine's precision); bf16 / fp16 halve a checkpoint file (not --onnx)",
-    )  # fmt: skip
+    )
     onnx = parser.add_argument_group("ONNX export")
-    onnx.add_argument("--onnx", type=Path, metavar="OUT.onnx", help="write an ONNX graph of the whole-image scores")
+    onnx.add_argument(
+        "--onnx", type=Path, metavar="OUT.onnx", help="write an ONNX graph of the whole-image scores"
+    )
     onnx.add_argument("--classes", help="comma-separated class names (default: the checkpoint's vocabulary)")
     onnx.add_argument(
-        "--seen", help="comma-separated seen classes (names or indices) whose scores get -seen-bias "
+        "--seen",
+        help="comma-separated seen classes (names or indices) whose scores get -seen-bias "
         "(default: the checkpoint's own calibration on its own vocabulary, else none)",
-    )  # fmt: skip
-    onnx.add_argument("--seen-bias", type=float, default=None, help=f"seen-class offset (default: the checkpoint's, else {SEEN_BIAS:g})")
-    onnx.add_argument("--templates", default=None, help="single | multi (default: the checkpoint's templates)")
+    )
+    onnx.add_argument(
+        "--seen-bias",
+        type=float,
+        default=None,
+        help=f"seen-class offset (default: the checkpoint's, else {SEEN_BIAS:g})",
+    )
+    onnx.add_argument(
+        "--templates", default=None, help="single | multi (default: the checkpoint's templates)"
+    )
     onnx.add_argument("--opset", type=int, default=18, help="ONNX opset version (default 18)")
     args = parser.parse_args(argv)
 
@@ -72,12 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     print(model.precision.line())
     official = _official_checkpoint(args.checkpoint)
     include_clip = args.include_clip or official is not None  # an official file names no CLIP weights
-    save(model, args.output, include_clip=include_clip,
-         metadata={"exported_from": Path(args.checkpoint).name, "weights_precision": model.precision.precision})  # fmt: skip
+    save(
+        model,
+        args.output,
+        include_clip=include_clip,
+        metadata={
+            "exported_from": Path(args.checkpoint).name,
+            "weights_precision": model.precision.precision,
+        },
+    )
     if official is not None:
         _describe_conversion(model, official)
     size = args.output.stat().st_size
-    print(f"wrote {args.output} ({size / 2**20:.2f} MiB, CLIP {'included' if include_clip else 'referenced: ' + str(model.config.clip.weights)})")
+    print(
+        f"wrote {args.output} ({size / 2**20:.2f} MiB, CLIP {'included' if include_clip else 'referenced: ' + str(model.config.clip.weights)})"
+    )
     return 0
 
 
@@ -112,9 +137,13 @@ def _describe_conversion(model: Any, official: dict) -> None:
 
     config, _, metadata, dropped = convert_official(official)
     print(f"  architecture: {config.to_dict()}")
-    print(f"  classes: {len(metadata['class_names'])} ({len(metadata['unseen'])} unseen), setting: {metadata['setting']}")
+    print(
+        f"  classes: {len(metadata['class_names'])} ({len(metadata['unseen'])} unseen), setting: {metadata['setting']}"
+    )
     print(f"  learnable parameters: {sum(p.numel() for p in model.trainable_parameters()):,}")
-    print(f"  dropped {len(dropped)} unused official tensors ({sum(t.numel() for t in dropped.values()):,} values):")
+    print(
+        f"  dropped {len(dropped)} unused official tensors ({sum(t.numel() for t in dropped.values()):,} values):"
+    )
     for key in sorted(dropped):
         print(f"    {key}")
 
@@ -127,7 +156,9 @@ def _export_onnx(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     if args.onnx.exists() and not args.overwrite:
         parser.error(f"{args.onnx} exists; pass --overwrite to replace it")
     if args.precision not in ("auto", "fp32"):
-        parser.error(f"--precision {args.precision}: the ONNX graph is float32 (give --precision auto or fp32)")
+        parser.error(
+            f"--precision {args.precision}: the ONNX graph is float32 (give --precision auto or fp32)"
+        )
     model = load(args.checkpoint, precision=_precision(args.precision))
     print(model.precision.line())
     names = split_names(args.classes) if args.classes else model.metadata.get("class_names")
@@ -140,9 +171,11 @@ def _export_onnx(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     templates = args.templates or model.metadata.get("templates") or "single"
     export_onnx(model, args.onnx, names, seen, seen_bias, templates, opset=args.opset)
     size = sum(p.stat().st_size for p in args.onnx.parent.glob(args.onnx.name + "*"))
-    print(f"wrote {args.onnx} ({size / 2**20:.2f} MiB): {len(names)} classes, seen offset "
-          f"{'-' + format(seen_bias, 'g') + ' on ' + str(len(seen)) + ' classes' if seen and seen_bias else 'none'}; "
-          "input pixel_values (B, 3, H, W) normalised, output scores (B, C, H, W)")  # fmt: skip
+    print(
+        f"wrote {args.onnx} ({size / 2**20:.2f} MiB): {len(names)} classes, seen offset "
+        f"{'-' + format(seen_bias, 'g') + ' on ' + str(len(seen)) + ' classes' if seen and seen_bias else 'none'}; "
+        "input pixel_values (B, 3, H, W) normalised, output scores (B, C, H, W)"
+    )
     return 0
 
 

@@ -56,7 +56,9 @@ def collect_inputs(inputs: str | Sequence[str]) -> list[Path]:
         ValueError: ``inputs`` is empty, or one entry matches nothing (named in the message).
     """
     if inputs is None or (not isinstance(inputs, str) and len(inputs) == 0) or inputs == "":
-        raise InputError("inputs is empty: give inputs=IMAGE, inputs=FOLDER or inputs='GLOB' (e.g. 'photos/*.jpg')")
+        raise InputError(
+            "inputs is empty: give inputs=IMAGE, inputs=FOLDER or inputs='GLOB' (e.g. 'photos/*.jpg')"
+        )
     entries = [inputs] if isinstance(inputs, str) else [str(i) for i in inputs]
     found: list[Path] = []
     for entry in entries:
@@ -66,9 +68,13 @@ def collect_inputs(inputs: str | Sequence[str]) -> list[Path]:
         elif path.is_dir():
             matches = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not matches:
-                raise InputError(f"inputs: folder {entry!r} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise InputError(
+                    f"inputs: folder {entry!r} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                )
         elif any(c in entry for c in "*?["):
-            matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(entry), recursive=True) if Path(p).is_file())
+            matches = sorted(
+                Path(p) for p in glob.glob(os.path.expanduser(entry), recursive=True) if Path(p).is_file()
+            )
             if not matches:
                 raise InputNotFoundError(f"inputs: the pattern {entry!r} matches no file")
         else:
@@ -93,7 +99,8 @@ def output_names(files: Sequence[Path]) -> dict[Path, str]:
     for stem in stems.values():
         counts[stem] = counts.get(stem, 0) + 1
     return {
-        f: stem if counts[stem] == 1 else f"{stem}_{f.suffix.lstrip('.').lower()}" for f, stem in stems.items()
+        f: stem if counts[stem] == 1 else f"{stem}_{f.suffix.lstrip('.').lower()}"
+        for f, stem in stems.items()
     }
 
 
@@ -103,15 +110,19 @@ def _device(name: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-
 def predict(cfg: DictConfig) -> PredictSummary:
     """Segment every image of ``cfg.inputs``; write labels, overlays and ``predictions.json``."""
     out_dir = Path(cfg.paths.output_dir)
     files = collect_inputs(plain(cfg.get("inputs")))
-    write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml({k: plain(cfg[k]) for k in cfg if k != "hydra"}),
-               what="resolved config")  # fmt: skip
+    write_text(
+        out_dir / "config_resolved.yaml",
+        OmegaConf.to_yaml({k: plain(cfg[k]) for k in cfg if k != "hydra"}),
+        what="resolved config",
+    )
     console.print(f"[bold]run folder[/bold]: {out_dir}")
-    model = zegclip.load(cfg.ckpt_path, device=_device(cfg.get("device")), precision=cfg.get("precision", "auto"))
+    model = zegclip.load(
+        cfg.ckpt_path, device=_device(cfg.get("device")), precision=cfg.get("precision", "auto")
+    )
     console.print(model.precision.line(), markup=False, highlight=False)
     precision = model.precision.to_dict()
     class_names = split_names(plain(cfg.get("classes"))) or list(model.metadata.get("class_names") or [])
@@ -131,9 +142,16 @@ def predict(cfg: DictConfig) -> PredictSummary:
         for file in tqdm(files, desc="segmenting", unit="image", dynamic_ncols=True):
             try:
                 prediction = model.predict(
-                    file, class_names, seen=seen, seen_bias=seen_bias, mode=cfg.mode, crop=cfg.get("crop"),
-                    stride=cfg.get("stride"), templates=templates, window_batch=int(cfg.window_batch),
-                )  # fmt: skip
+                    file,
+                    class_names,
+                    seen=seen,
+                    seen_bias=seen_bias,
+                    mode=cfg.mode,
+                    crop=cfg.get("crop"),
+                    stride=cfg.get("stride"),
+                    templates=templates,
+                    window_batch=int(cfg.window_batch),
+                )
             except (ImageReadError, OSError) as err:
                 summary.failed[str(file)] = str(err)
                 tqdm.write(f"skipped {file}: {err}")
@@ -158,7 +176,9 @@ def _report(summary: PredictSummary) -> None:
         f"[bold]segmented {len(summary.written)} image(s)[/bold]: labels/ overlays/ predictions.json in {out}"
     )
     if summary.failed:
-        console.print(f"[bold red]{len(summary.failed)} file(s) could not be read[/bold red] (failures.json):")
+        console.print(
+            f"[bold red]{len(summary.failed)} file(s) could not be read[/bold red] (failures.json):"
+        )
         for file, error in summary.failed.items():
             console.print(f"  {file}: {error}", markup=False, highlight=False, soft_wrap=True)
 

@@ -25,14 +25,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "except seed); writes report.md and report.csv, and for evaluation jobs (eval.py) the open-vocabulary "
         "table benchmark_table.md / .csv (a row per model, a column per benchmark).",
     )
-    parser.add_argument("paths", nargs="+", help="multirun folder(s) (logs/train/multiruns/<time>) or run folders")
+    parser.add_argument(
+        "paths", nargs="+", help="multirun folder(s) (logs/train/multiruns/<time>) or run folders"
+    )
     parser.add_argument("--per-class", action="store_true", help="also report each class's IoU")
     parser.add_argument("--out", help="folder for report.md / report.csv (default: the first PATH)")
     parser.add_argument(
-        "--ignore", action="append", default=[], metavar="KEY",
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="KEY",
         help="an override key (and its sub-keys) that does not define groups, e.g. init_from; repeatable "
         "(seed, hydra, paths and logger never do)",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     try:
         run(args.paths, out=args.out, per_class=args.per_class, ignore=args.ignore)

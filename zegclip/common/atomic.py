@@ -33,7 +33,9 @@ SPACE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 def temp_path(path: Path) -> Path:
     """A temporary name beside ``path`` that no other process, thread or call uses: the process id,
     the thread id and a random part (``.<name>.<pid>-<thread>-<random>.tmp``)."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_native_id()}-{secrets.token_hex(4)}.tmp")
+    return path.with_name(
+        f".{path.name}.{os.getpid()}-{threading.get_native_id()}-{secrets.token_hex(4)}.tmp"
+    )
 
 
 class _Sink:
@@ -124,9 +126,12 @@ def write_file(
         cause = _os_error(err, sink)
         if cause is None:
             raise  # not a failed write (an interrupt, a bug in ``content``): unchanged
-        size = len(data) if isinstance(data, bytes) else _measure(data) if cause.errno in SPACE_ERRORS else None
-        raise failure(path, cause, what=what, error=error, hint=hint, needed=size,
-                      written=sink.written if sink else 0) from err  # fmt: skip
+        size = (
+            len(data) if isinstance(data, bytes) else _measure(data) if cause.errno in SPACE_ERRORS else None
+        )
+        raise failure(
+            path, cause, what=what, error=error, hint=hint, needed=size, written=sink.written if sink else 0
+        ) from err
     if fsync:
         _fsync_folder(path.parent)
     return path
@@ -179,9 +184,13 @@ def _link_exclusive(tmp: Path, path: Path, data: Content) -> None:
     except FileExistsError:
         raise
     except OSError as err:  # a filesystem without hard links: exclusive create, then write
-        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK) or not isinstance(
-            data, bytes
-        ):
+        if err.errno not in (
+            errno.EPERM,
+            errno.ENOTSUP,
+            errno.EOPNOTSUPP,
+            errno.ENOSYS,
+            errno.EMLINK,
+        ) or not isinstance(data, bytes):
             raise
         with open(path, "xb") as f:
             f.write(data)
@@ -269,7 +278,10 @@ def failure(
             need = ""
         free = free_space(path.parent)
         where = mount_point(path.parent if path.parent.exists() else Path(path.anchor or "/"))
-        parts = [f"it needs {need}" if need else "", f"{human_size(free)} free on {where}" if free is not None else ""]
+        parts = [
+            f"it needs {need}" if need else "",
+            f"{human_size(free)} free on {where}" if free is not None else "",
+        ]
         space = "".join(f"{'; ' if i == 0 else ', '}{p}" for i, p in enumerate(q for q in parts if q))
         fix = "free some space or write to another disk"
     message = f"could not write {what} {path}: {reason}{space}" + "".join(f"; {t}" for t in (fix, hint) if t)

@@ -71,7 +71,9 @@ class RunInterrupted(RunError):
         self.exit_code = 128 + self.signum
         name = signal.Signals(self.signum).name
         if requeued:
-            message = f"{name}: saved step {step} to {checkpoint}; the SLURM job is requeued and resumes from it"
+            message = (
+                f"{name}: saved step {step} to {checkpoint}; the SLURM job is requeued and resumes from it"
+            )
         elif checkpoint:
             message = (
                 f"{name}: stopped at step {step}, saved to {checkpoint}; resume with the same command plus "

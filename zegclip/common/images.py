@@ -29,9 +29,17 @@ READ_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.D
 """What Pillow raises for a file it cannot decode (unreadable, truncated, not an image, too large)."""
 
 __all__ = [
-    "READ_ERRORS", "ImageInput", "ImageReadError", "array_to_rgb", "normalize", "open_image", "pil_to_rgb",
-    "read_image", "resize_short_side", "short_side_size",
-]  # fmt: skip
+    "READ_ERRORS",
+    "ImageInput",
+    "ImageReadError",
+    "array_to_rgb",
+    "normalize",
+    "open_image",
+    "pil_to_rgb",
+    "read_image",
+    "resize_short_side",
+    "short_side_size",
+]
 
 
 def open_image(path: str | Path, what: str = "image", expected: str = "a complete image file") -> Image.Image:
@@ -76,7 +84,9 @@ def read_image(image: ImageInput, *, orient: bool = True) -> np.ndarray:
             "predict() takes a path, a PIL image or an (H, W, 3) uint8 array; for a normalised "
             "(B, 3, H, W) tensor use model.segment()"
         )
-    raise ImageReadError(f"expected a path, a PIL image or an (H, W, 3) uint8 array, got {type(image).__name__}")
+    raise ImageReadError(
+        f"expected a path, a PIL image or an (H, W, 3) uint8 array, got {type(image).__name__}"
+    )
 
 
 def pil_to_rgb(im: Image.Image, orient: bool = True) -> np.ndarray:
@@ -99,7 +109,9 @@ def array_to_rgb(array: np.ndarray) -> np.ndarray:
     if array.ndim == 3 and array.shape[2] in (1, 3, 4):
         array = array[..., :3] if array.shape[2] != 1 else array[..., 0]
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)) or 0 in array.shape:
-        raise ImageReadError(f"expected an (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey array, got shape {array.shape}")
+        raise ImageReadError(
+            f"expected an (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey array, got shape {array.shape}"
+        )
     if array.dtype == np.uint8:
         out = array
     elif array.dtype == np.uint16:
@@ -142,7 +154,9 @@ def normalize(
     pipelines give bit-identical inputs.
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != len(mean):
-        raise ImageReadError(f"normalize expects an (H, W, {len(mean)}) uint8 image, got {image.dtype} {image.shape}")
+        raise ImageReadError(
+            f"normalize expects an (H, W, {len(mean)}) uint8 image, got {image.dtype} {image.shape}"
+        )
     mean32 = np.asarray(mean, dtype=np.float32).reshape(-1, 1)
     scale32 = np.reciprocal(np.asarray(std, dtype=np.float32)).reshape(-1, 1)
     table = (np.arange(256, dtype=np.float32) - mean32) * scale32  # (3, 256)

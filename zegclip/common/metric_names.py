@@ -16,7 +16,13 @@ HEADLINE_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU")
 OBJECTIVE_KEYS = ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU", "pAcc", "mAcc")
 """The metrics a hyper-parameter search may optimise (``optimized_metric``)."""
 LABELS = {
-    "mIoU_seen": "mIoU(S)", "mIoU_unseen": "mIoU(U)", "hIoU": "hIoU", "mIoU": "mIoU", "pAcc": "pAcc",
-    "mAcc": "mAcc", "fwIoU": "fwIoU", "mIoU_gt": "mIoU(GT classes)",
-}  # fmt: skip
+    "mIoU_seen": "mIoU(S)",
+    "mIoU_unseen": "mIoU(U)",
+    "hIoU": "hIoU",
+    "mIoU": "mIoU",
+    "pAcc": "pAcc",
+    "mAcc": "mAcc",
+    "fwIoU": "fwIoU",
+    "mIoU_gt": "mIoU(GT classes)",
+}
 """How tables and the console label each metric."""

@@ -119,7 +119,9 @@ class SegmentationDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if not callable(layout):
-            raise ConfigError(f"layout must build a dataset (a dataset class or a Hydra partial), got {layout!r}")
+            raise ConfigError(
+                f"layout must build a dataset (a dataset class or a Hydra partial), got {layout!r}"
+            )
         self.layout = layout
         self.root = Path(str(root))
         self.name = name or getattr(getattr(layout, "func", layout), "layout", None) or "custom"
@@ -133,9 +135,15 @@ class SegmentationDataModule(L.LightningDataModule):
         self._validate_label_decoding()
         mean, std = tuple(plain(mean)), tuple(plain(std))
         self.train_transform_kwargs = {
-            "crop_size": plain(crop_size), "scale": tuple(plain(scale)), "ratio_range": tuple(plain(ratio_range)),
-            "cat_max_ratio": cat_max_ratio, "flip_prob": flip_prob, "photometric": photometric, "mean": mean, "std": std,
-        }  # fmt: skip
+            "crop_size": plain(crop_size),
+            "scale": tuple(plain(scale)),
+            "ratio_range": tuple(plain(ratio_range)),
+            "cat_max_ratio": cat_max_ratio,
+            "flip_prob": flip_prob,
+            "photometric": photometric,
+            "mean": mean,
+            "std": std,
+        }
         self.test_transform_kwargs = {"short_side": test_short_side, "mean": mean, "std": std}
         if batch_size < 1 or eval_batch_size < 1:
             raise ConfigError(f"batch sizes must be >= 1, got {batch_size} / {eval_batch_size}")
@@ -164,7 +172,9 @@ class SegmentationDataModule(L.LightningDataModule):
             path = Path(str(class_names_file))
             class_names = read_class_names(path if path.is_absolute() else self.root / path)
         expected = getattr(getattr(self.layout, "func", self.layout), "NUM_CLASSES", None)
-        return build_class_split(plain(class_names), plain(unseen) or (), plain(seen), expected_num_classes=expected)
+        return build_class_split(
+            plain(class_names), plain(unseen) or (), plain(seen), expected_num_classes=expected
+        )
 
     def _validate_label_decoding(self) -> None:
         """Check at start-up that the layout accepts this label decoding and class count."""
@@ -228,7 +238,11 @@ class SegmentationDataModule(L.LightningDataModule):
             else build_test_transform(**self.test_transform_kwargs)
         )
         return self.layout(
-            self.root, split, transform=transform, num_classes=self.num_classes, reduce_zero_label=self.reduce_zero_label
+            self.root,
+            split,
+            transform=transform,
+            num_classes=self.num_classes,
+            reduce_zero_label=self.reduce_zero_label,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -322,4 +336,3 @@ class SegmentationDataModule(L.LightningDataModule):
             self.setup("test")
         assert self.test_dataset is not None
         return self._eval_loader(self.test_dataset)
-

@@ -465,7 +465,9 @@ class ADE150Dataset(SegmentationDataset):
     ) -> None:
         num_classes, reduce_zero_label = self._resolve_label_args(num_classes, reduce_zero_label)
         if split not in self.FOLDERS:
-            raise ConfigError(f"{self.layout}: unknown split {split!r}, expected one of {tuple(self.FOLDERS)}")
+            raise ConfigError(
+                f"{self.layout}: unknown split {split!r}, expected one of {tuple(self.FOLDERS)}"
+            )
         root = Path(root)
         _require_dir(root, "data root", self.EXPECTED_TREE)
         base = root / self.BASE
@@ -476,7 +478,9 @@ class ADE150Dataset(SegmentationDataset):
         _require_dir(ann_dir, "annotation folder", self.EXPECTED_TREE)
         stems = _stems(img_dir, ".jpg")
         if not stems:
-            raise EmptySplitError(f"{self.layout} {split}: no *.jpg image in {img_dir}\nExpected layout:\n{self.EXPECTED_TREE}")
+            raise EmptySplitError(
+                f"{self.layout} {split}: no *.jpg image in {img_dir}\nExpected layout:\n{self.EXPECTED_TREE}"
+            )
         samples = [Sample(s, img_dir / f"{s}.jpg", ann_dir / f"{s}.png") for s in stems]
         _check_exist(samples, f"{self.layout} {split} (images in {img_dir})")
         super().__init__(samples, num_classes, reduce_zero_label, transform)

@@ -81,8 +81,11 @@ def make_label_lut(
         raise ConfigError(
             f"{num_classes} classes do not fit {bits}-bit label maps with {raw_ignore} = ignore "
             f"(reduce_zero_label={reduce_zero_label})"
-            + ("; more classes need a layout with 16-bit label maps (65535 = ignore), as ade847 and context459"
-               if bits == 8 else "")
+            + (
+                "; more classes need a layout with 16-bit label maps (65535 = ignore), as ade847 and context459"
+                if bits == 8
+                else ""
+            )
         )
     if background_class is not None and not (reduce_zero_label and background_class == num_classes - 1):
         raise ConfigError(

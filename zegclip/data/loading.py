@@ -191,7 +191,9 @@ class ResumableDataLoader(DataLoader):
     """A training DataLoader over :class:`SeededSamples` / :class:`TrainStream` with Lightning's
     stateful-loader interface: its state is saved in every checkpoint and restored on resume."""
 
-    def __init__(self, dataset: SeededSamples, sampler: TrainStream, progress: StreamProgress, **kwargs: Any) -> None:
+    def __init__(
+        self, dataset: SeededSamples, sampler: TrainStream, progress: StreamProgress, **kwargs: Any
+    ) -> None:
         super().__init__(dataset, sampler=sampler, **kwargs)
         self.progress = progress
 

@@ -59,10 +59,66 @@ from zegclip.data.io import read_label
 COCO_UNUSED_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
 # PASCAL Context: the 59 kept ids of the 459-class release (labels.txt, 1-based), in order.
 CONTEXT59_IDS = (
-    2, 9, 18, 19, 22, 23, 25, 31, 33, 34, 44, 45, 46, 59, 65, 68, 72, 80, 85, 98, 104, 105, 113, 115,
-    144, 158, 159, 162, 187, 189, 207, 220, 232, 258, 259, 260, 284, 295, 296, 308, 324, 326, 347, 349,
-    354, 355, 360, 366, 368, 397, 415, 416, 420, 424, 427, 440, 445, 454, 458,
-)  # fmt: skip
+    2,
+    9,
+    18,
+    19,
+    22,
+    23,
+    25,
+    31,
+    33,
+    34,
+    44,
+    45,
+    46,
+    59,
+    65,
+    68,
+    72,
+    80,
+    85,
+    98,
+    104,
+    105,
+    113,
+    115,
+    144,
+    158,
+    159,
+    162,
+    187,
+    189,
+    207,
+    220,
+    232,
+    258,
+    259,
+    260,
+    284,
+    295,
+    296,
+    308,
+    324,
+    326,
+    347,
+    349,
+    354,
+    355,
+    360,
+    366,
+    368,
+    397,
+    415,
+    416,
+    420,
+    424,
+    427,
+    440,
+    445,
+    454,
+    458,
+)
 CONTEXT_NUM_RAW = 459
 SBD_NUM_CLASSES = 20
 
@@ -210,7 +266,9 @@ def write_label_tiff(path: str | Path, label: np.ndarray, overwrite: bool = Fals
     return _write_label(path, np.ascontiguousarray(label, dtype=np.uint16), overwrite, "TIFF", TIFF_OPTIONS)
 
 
-def _write_label(path: str | Path, label: np.ndarray, overwrite: bool, fmt: str, options: dict[str, Any]) -> str:
+def _write_label(
+    path: str | Path, label: np.ndarray, overwrite: bool, fmt: str, options: dict[str, Any]
+) -> str:
     path = Path(path)
     status = "written"
     if path.exists():
@@ -447,8 +505,6 @@ def check_context_labels(labels_txt: Path, class_names: Sequence[str]) -> list[s
     return notes
 
 
-
-
 def prepare_context(
     src: str | Path,
     dst: str | Path,
@@ -501,9 +557,14 @@ def prepare_context(
 
 # -- check ---------------------------------------------------------------------------------------
 LAYOUTS = {
-    "voc": "VOCDataset", "coco": "COCOStuffDataset", "context": "ContextDataset", "ade150": "ADE150Dataset",
-    "ade847": "ADE847Dataset", "context459": "Context459Dataset", "voc20b": "VOC20bDataset",
-}  # fmt: skip
+    "voc": "VOCDataset",
+    "coco": "COCOStuffDataset",
+    "context": "ContextDataset",
+    "ade150": "ADE150Dataset",
+    "ade847": "ADE847Dataset",
+    "context459": "Context459Dataset",
+    "voc20b": "VOC20bDataset",
+}
 """The layouts ``check`` reads (the CLI's choices; training builds datasets from the Hydra configs)."""
 CHECK_SPLITS = {"ade847": ("val",), "context459": ("val",), "voc20b": ("val",)}
 """The splits ``check`` reads by default where not train and val (evaluation benchmarks)."""
@@ -655,7 +716,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "ade847":
                 report = ov.prepare_ade847(args.src, args.dst, args.overwrite, args.workers, args.splits)
             else:
-                report = ov.prepare_context459(args.src, args.dst, args.overwrite, args.workers, args.val_list)
+                report = ov.prepare_context459(
+                    args.src, args.dst, args.overwrite, args.workers, args.val_list
+                )
         else:
             report = check_dataset(args.layout, args.root, args.splits)
     except (DataError, ImageReadError) as e:

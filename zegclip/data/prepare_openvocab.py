@@ -68,7 +68,9 @@ class _IndexUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module.split(".")[0] == "numpy" or (module, name) in (("collections", "OrderedDict"),):
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not expected in {ADE_INDEX} (numpy arrays and lists only)")
+        raise pickle.UnpicklingError(
+            f"{module}.{name} is not expected in {ADE_INDEX} (numpy arrays and lists only)"
+        )
 
 
 def find_ade_full(src: str | Path) -> tuple[Path, Path]:
@@ -89,13 +91,17 @@ def read_ade_index(path: str | Path) -> dict[str, Any]:
         with path.open("rb") as f:
             index = _IndexUnpickler(f).load()
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError, ImportError) as e:
-        raise PreparationError(f"cannot read {path}: {e} (expected the ADE20K full release's {ADE_INDEX})") from e
+        raise PreparationError(
+            f"cannot read {path}: {e} (expected the ADE20K full release's {ADE_INDEX})"
+        ) from e
     if not isinstance(index, dict) or not {"folder", "filename"} <= set(index):
         keys = sorted(index) if isinstance(index, dict) else type(index).__name__
         raise PreparationError(f"{path}: expected a dict with 'folder' and 'filename' lists, got {keys}")
     folders, files = list(index["folder"]), list(index["filename"])
     if len(folders) != len(files) or not files:
-        raise PreparationError(f"{path}: 'folder' ({len(folders)}) and 'filename' ({len(files)}) differ in length or are empty")
+        raise PreparationError(
+            f"{path}: 'folder' ({len(folders)}) and 'filename' ({len(files)}) differ in length or are empty"
+        )
     out: dict[str, Any] = {"folder": [str(f) for f in folders], "filename": [str(f) for f in files]}
     if "objectnames" in index:
         out["objectnames"] = [str(n) for n in index["objectnames"]]
@@ -162,7 +168,9 @@ def convert_ade847(image_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     image = np.asarray(im)
     seg_im = _open(seg_path, "ADE segmentation")
     if seg_im.mode != "RGB":
-        raise PreparationError(f"{seg_path}: mode {seg_im.mode!r}, expected an RGB *_seg.png (class = R/10*256 + G)")
+        raise PreparationError(
+            f"{seg_path}: mode {seg_im.mode!r}, expected an RGB *_seg.png (class = R/10*256 + G)"
+        )
     mask = ade_class_mask(np.asarray(seg_im), seg_path)
     if mask.shape != image.shape[:2]:
         raise PreparationError(
@@ -198,7 +206,11 @@ def check_objectnames(objectnames: Sequence[str]) -> list[str]:
 
 
 def prepare_ade847(
-    src: str | Path, dst: str | Path, overwrite: bool = False, workers: int = 1, splits: Sequence[str] = ("validation",)
+    src: str | Path,
+    dst: str | Path,
+    overwrite: bool = False,
+    workers: int = 1,
+    splits: Sequence[str] = ("validation",),
 ) -> Report:
     """The ADE20K full release -> ``images_detectron2`` / ``annotations_detectron2`` (A-847)."""
     unknown = sorted(set(splits) - set(ADE_SPLITS))
@@ -211,7 +223,9 @@ def prepare_ade847(
     for split in splits:
         entries = [(d, f) for d, f in zip(index["folder"], index["filename"]) if ade_split(f) == split]
         if not entries:
-            raise PreparationError(f"{index_path} lists no {split} image (file names ADE_val_* / ADE_train_*)")
+            raise PreparationError(
+                f"{index_path} lists no {split} image (file names ADE_val_* / ADE_train_*)"
+            )
         images = [root / d / f for d, f in entries]
         missing = [p for p in images if not p.is_file() or not p.with_name(p.stem + "_seg.png").is_file()]
         if missing:
@@ -225,17 +239,24 @@ def prepare_ade847(
         if dup:
             raise PreparationError(f"{index_path}: {split} file names {dup[:5]} appear more than once")
         tasks = [
-            ("ade847", str(p), str(out / "images_detectron2" / split / p.name),
-             str(out / "annotations_detectron2" / split / f"{p.stem}.tif"), overwrite)
+            (
+                "ade847",
+                str(p),
+                str(out / "images_detectron2" / split / p.name),
+                str(out / "annotations_detectron2" / split / f"{p.stem}.tif"),
+                overwrite,
+            )
             for p in images
-        ]  # fmt: skip
+        ]
         run_tasks(tasks, report, workers, f"ADE20K {split}")
         report.notes.append(
             f"{split}: {len(images)} images (official: {ADE_OFFICIAL_COUNTS[split]:,}) -> {out / 'annotations_detectron2' / split}"
         )
     if "objectnames" in index:
         report.notes += check_objectnames(index["objectnames"])
-    report.notes.append(f"short side at most {ADE_MAX_SHORT_SIDE} (bilinear image, nearest label), as the peers prepare A-847")
+    report.notes.append(
+        f"short side at most {ADE_MAX_SHORT_SIDE} (bilinear image, nearest label), as the peers prepare A-847"
+    )
     return _finish(report)
 
 
@@ -268,11 +289,19 @@ def check_context459_labels(labels_txt: Path) -> list[str]:
         for k, name in enumerate(names, start=1)
         if k in found and found[k].replace(" ", "").lower() != name.replace(" ", "").lower()
     ]
-    return [f"{labels_txt}: {len(bad)} names differ from pc459.json:"] + bad[:5] if bad else [f"{labels_txt}: the 459 names match"]
+    return (
+        [f"{labels_txt}: {len(bad)} names differ from pc459.json:"] + bad[:5]
+        if bad
+        else [f"{labels_txt}: the 459 names match"]
+    )
 
 
 def prepare_context459(
-    src: str | Path, dst: str | Path, overwrite: bool = False, workers: int = 1, val_list: str | Path | None = None
+    src: str | Path,
+    dst: str | Path,
+    overwrite: bool = False,
+    workers: int = 1,
+    val_list: str | Path | None = None,
 ) -> Report:
     """459-class ``.mat`` -> 16-bit ``pc459_val/<id>.tif`` and ``SegmentationContext459/val.txt``."""
     src = Path(src)
@@ -298,7 +327,10 @@ def prepare_context459(
             "(expected the VOC 2010 trainval images)"
         )
     report = Report("context459 (459-class .mat -> 16-bit TIFF)")
-    tasks = [("context459", str(mat_dir / f"{i}.mat"), str(voc / CONTEXT459_LABELS / f"{i}.tif"), overwrite) for i in ids]
+    tasks = [
+        ("context459", str(mat_dir / f"{i}.mat"), str(voc / CONTEXT459_LABELS / f"{i}.tif"), overwrite)
+        for i in ids
+    ]
     run_tasks(tasks, report, workers, "Context .mat -> tif")
     _write_list(voc / CONTEXT459_LIST, ids, report, overwrite)
     report.notes.append(

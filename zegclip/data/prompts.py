@@ -95,13 +95,16 @@ def build_text_prompts(
             "entry of `prompt_to_class`"
         )
     if synonyms is not None and synonyms not in SYNONYM_RULES:
-        raise ClassSplitError(f"`text_synonyms` must be null or one of {list(SYNONYM_RULES)}, got {synonyms!r}")
+        raise ClassSplitError(
+            f"`text_synonyms` must be null or one of {list(SYNONYM_RULES)}, got {synonyms!r}"
+        )
     record = None
     if vocabulary is not None:
         vocab = load_vocabulary(vocabulary)
         if tuple(p.strip() for p in prompts) != vocab.classes:
             diff = next(
-                (i for i, (a, b) in enumerate(zip(prompts, vocab.classes)) if a.strip() != b), min(len(prompts), len(vocab.classes))
+                (i for i, (a, b) in enumerate(zip(prompts, vocab.classes)) if a.strip() != b),
+                min(len(prompts), len(vocab.classes)),
             )
             raise ClassSplitError(
                 f"the text prompts differ from vocabulary {vocab.name!r} ({vocab.path}) at entry {diff} "

@@ -109,7 +109,9 @@ def build_tuning_split(
     return TuningSplit(split, tuple(sorted(int(c) for c in chosen)))
 
 
-def holdout_indices(n: int, fraction: float, seed: int = 0, max_images: int | None = None) -> tuple[list[int], list[int]]:
+def holdout_indices(
+    n: int, fraction: float, seed: int = 0, max_images: int | None = None
+) -> tuple[list[int], list[int]]:
     """``(train, held_out)`` indices of ``n`` training images: ``round(fraction * n)`` images (at
     least 1, at most ``max_images``) drawn with ``seed``, both lists sorted."""
     if not 0.0 < float(fraction) < 1.0:
@@ -206,14 +208,19 @@ class PseudoUnseenDataModule(SegmentationDataModule):
             else build_test_transform(**self.test_transform_kwargs)
         )
         return self.layout(
-            self.root, "train", transform=transform, num_classes=self.source_split.num_classes,
+            self.root,
+            "train",
+            transform=transform,
+            num_classes=self.source_split.num_classes,
             reduce_zero_label=self.reduce_zero_label,
-        )  # fmt: skip
+        )
 
     def _split(self, dataset: Dataset) -> tuple[list[int], list[int]]:
         if self._indices is None:
             n = len(dataset)  # type: ignore[arg-type]
-            self._indices = holdout_indices(n, self.holdout_fraction, self.tuning_seed, self.holdout_max_images)
+            self._indices = holdout_indices(
+                n, self.holdout_fraction, self.tuning_seed, self.holdout_max_images
+            )
         return self._indices
 
     def _held_out(self) -> Dataset:

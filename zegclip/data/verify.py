@@ -55,8 +55,14 @@ def verify_samples(dataset: Dataset, what: str, workers: int = 4, use_cache: boo
     if not samples or len(samples) != len(base) or not hasattr(base, "load_sample"):  # type: ignore[arg-type]
         return 0  # generated data (the shapes world): nothing on disk
     key = hashlib.sha1(
-        json.dumps([what, str(samples[0].image_path.parent) if samples else "", getattr(base, "num_classes", None),
-                    getattr(base, "reduce_zero_label", None)]).encode()  # fmt: skip
+        json.dumps(
+            [
+                what,
+                str(samples[0].image_path.parent) if samples else "",
+                getattr(base, "num_classes", None),
+                getattr(base, "reduce_zero_label", None),
+            ]
+        ).encode()
     ).hexdigest()[:16]
     cache_file = cache_dir() / "verified" / f"{key}.json"
     known: dict[str, list[int]] = {}
@@ -89,10 +95,13 @@ def verify_samples(dataset: Dataset, what: str, workers: int = 4, use_cache: boo
         try:
             write_text(cache_file, json.dumps({**known, **passed}), what="data-check cache")
         except WriteError as err:  # a read-only or full cache only costs time: say so, go on
-            print(f"(not cached: {err}; set ZEGCLIP_CACHE_DIR to a writable folder)", file=sys.stderr, flush=True)
+            print(
+                f"(not cached: {err}; set ZEGCLIP_CACHE_DIR to a writable folder)",
+                file=sys.stderr,
+                flush=True,
+            )
     if problems:
         shown = "\n  ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise DataError(f"{len(problems)} of {len(indices)} {what} samples cannot be used:\n  {shown}{more}")
     return len(indices)
-

@@ -109,7 +109,9 @@ class _Model:
 def _model(job: Job, ignore: Sequence[str] = ()) -> _Model:
     """``ignore``: override keys that tell no rows apart (the report's ``--ignore``, e.g. ``init_from``)."""
     checkpoint = str((job.metrics or {}).get("weights", {}).get("checkpoint"))
-    extra = tuple(sorted(o for o in job.overrides if is_variable(o, ignore) and override_key(o) not in ROW_KEYS))
+    extra = tuple(
+        sorted(o for o in job.overrides if is_variable(o, ignore) and override_key(o) not in ROW_KEYS)
+    )
     run = _training_run(checkpoint)
     training = tuple(sorted(o for o in run.overrides if is_variable(o, ignore))) if run is not None else None
     return _Model(job, checkpoint, training, run, extra)
@@ -122,7 +124,10 @@ RECIPE_KEYS = ("experiment", "dataset", "setting", "model")
 def _label(model: _Model, common_training: set[str], common_extra: set[str]) -> str:
     extra = [o for o in model.extra if o not in common_extra]
     if model.training is None:
-        given = next((o.split("=", 1)[1] for o in model.job.overrides if override_key(o) == "ckpt_path"), model.checkpoint)
+        given = next(
+            (o.split("=", 1)[1] for o in model.job.overrides if override_key(o) == "ckpt_path"),
+            model.checkpoint,
+        )
         return " ".join([given, *extra])
     own = [o for o in model.training if o not in common_training]
     own = own or [o for o in model.training if override_key(o) in RECIPE_KEYS] or ["(defaults)"]
@@ -131,7 +136,9 @@ def _label(model: _Model, common_training: set[str], common_extra: set[str]) -> 
 
 def collect_table(report: Report) -> BenchmarkTable | None:
     """The table of the report's finished evaluation jobs (None when there are none)."""
-    models = [_model(job, report.ignore) for job in report.jobs if job.metrics is not None and is_evaluation(job)]
+    models = [
+        _model(job, report.ignore) for job in report.jobs if job.metrics is not None and is_evaluation(job)
+    ]
     if not models:
         return None
     trained = [set(t) for t in {m.training for m in models if m.training is not None}]
@@ -169,14 +176,18 @@ def cell_stat(row: Row, dataset: str) -> Stat:
 
 def seeds(row: Row) -> str:
     values = list(row.runs.values())
-    return ",".join("?" if s is None else str(s) for s in values) if any(s is not None for s in values) else "-"
+    return (
+        ",".join("?" if s is None else str(s) for s in values) if any(s is not None for s in values) else "-"
+    )
 
 
 def markdown(table: BenchmarkTable, sources: Sequence[Path]) -> str:
     lines = ["# Open-vocabulary benchmarks: mIoU (%)", ""]
     lines.append("- Sources: " + ", ".join(f"`{p}`" for p in sources))
-    lines.append(f"- Cells: {table.metric_note}; mean ± sample standard deviation (ddof=1) over the row's models, "
-                 "`(n=k)` where fewer than the row's n have that benchmark.")  # fmt: skip
+    lines.append(
+        f"- Cells: {table.metric_note}; mean ± sample standard deviation (ddof=1) over the row's models, "
+        "`(n=k)` where fewer than the row's n have that benchmark."
+    )
     lines.append("- Rows: a checkpoint, or the training runs that differ only in their seed (n = models).")
     lines.append("")
     header = ["model", "n", "seeds", *table.columns]
@@ -190,8 +201,11 @@ def markdown(table: BenchmarkTable, sources: Sequence[Path]) -> str:
         lines += ["", "Evaluation overrides of every job: " + " ".join(f"`{o}`" for o in table.common)]
     lines += ["", "## Models", ""]
     for row in table.rows:
-        lines.append(f"- `{row.label}`: " + ", ".join(f"`{m}`" for m in row.runs)
-                     + (f"; training overrides: {' '.join(f'`{o}`' for o in row.overrides)}" if row.overrides else ""))  # fmt: skip
+        lines.append(
+            f"- `{row.label}`: "
+            + ", ".join(f"`{m}`" for m in row.runs)
+            + (f"; training overrides: {' '.join(f'`{o}`' for o in row.overrides)}" if row.overrides else "")
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -239,6 +253,8 @@ def write_benchmark_table(report: Report, out_dir: Path, quiet: bool = False) ->
 
         console = Console()
         console.print(rich_table(table))
-        console.print(f"{table.metric_note}; table written to {paths['table_md']} and {paths['table_csv'].name}",
-                      highlight=False)  # fmt: skip
+        console.print(
+            f"{table.metric_note}; table written to {paths['table_md']} and {paths['table_csv'].name}",
+            highlight=False,
+        )
     return paths

@@ -35,6 +35,7 @@ def build_callbacks(cfg: DictConfig, has_unseen: bool, has_logger: bool = True) 
         callbacks.append(instantiate(node))
     return callbacks
 
+
 def wandb_identity(cfg: DictConfig) -> dict[str, Any]:
     """Name, group and tags that tell W&B runs apart: the name carries the seed and the job's other
     overrides, one group per sweep (or per dataset x setting for single runs), tags for dataset /
@@ -44,7 +45,12 @@ def wandb_identity(cfg: DictConfig) -> dict[str, Any]:
     others = [o for o in job_overrides() if not o.lstrip("+~").startswith(ignored)]
     name = f"{data}-{setting}-seed{seed}" + (f"-{','.join(others)}" if others else "")
     group = f"sweep-{Path(str(HydraConfig.get().sweep.dir)).name}" if is_multirun() else f"{data}-{setting}"
-    return {"name": name, "group": group, "tags": [str(data), str(setting), f"seed{seed}", str(cfg.task_name)]}
+    return {
+        "name": name,
+        "group": group,
+        "tags": [str(data), str(setting), f"seed{seed}", str(cfg.task_name)],
+    }
+
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
     loggers = []
@@ -59,9 +65,12 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
             loggers.append(instantiate(node))
     return loggers
 
+
 def build_module(cfg: DictConfig, datamodule: Any) -> ZegCLIPModule:
     stage = inductive_stage(cfg) or {}
-    test_stage = getattr(datamodule, "evaluation_name", "test")  # "tune": the tuning split (tuning=pseudo_unseen)
+    test_stage = getattr(
+        datamodule, "evaluation_name", "test"
+    )  # "tune": the tuning split (tuning=pseudo_unseen)
     if test_stage != "test":
         announce(datamodule.describe())
         check_tuning_start(cfg.get("init_from"), datamodule)
@@ -131,6 +140,7 @@ def fresh_csv_loggers(loggers: list[Any]) -> list[Any]:
         for lg in loggers
     ]
 
+
 def finish_wandb(loggers: list[Any]) -> None:
     """Close the W&B run so the next run in this process (e.g. a multirun job) starts a new one."""
     from lightning.pytorch.loggers import WandbLogger
@@ -153,7 +163,9 @@ def evaluation_module(cfg: DictConfig, model: Any, datamodule: Any) -> ZegCLIPMo
         model.text_encoder.cache_dir = Path(str(cfg.text.cache_dir))
     text_file = cfg.text.embedding_file or (meta.get("text_embedding_file") if own_vocabulary else None)
     if text_file and not Path(str(text_file)).is_file():
-        announce(f"[yellow]text-embedding file {text_file} not found; computing embeddings with the text tower[/yellow]")
+        announce(
+            f"[yellow]text-embedding file {text_file} not found; computing embeddings with the text tower[/yellow]"
+        )
         text_file = None
     return ZegCLIPModule(
         model_config=model.config.to_dict(),

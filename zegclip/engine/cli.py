@@ -104,7 +104,9 @@ def _first_known(err: BaseException) -> tuple[BaseException, int] | None:
     ``raise ... from``), or None when the chain started with a bug."""
     first = err
     seen = {id(err)}
-    while first.__context__ is not None and not first.__suppress_context__ and id(first.__context__) not in seen:
+    while (
+        first.__context__ is not None and not first.__suppress_context__ and id(first.__context__) not in seen
+    ):
         first = first.__context__
         seen.add(id(first))
     return _classify(first)

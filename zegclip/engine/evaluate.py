@@ -47,7 +47,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     check_seed(cfg.get("seed"))
     if not cfg.get("ckpt_path"):
-        raise ConfigError("eval.py needs ckpt_path=PATH (an official .pth, a converted file, a .ckpt, a run folder, or 'shapes')")
+        raise ConfigError(
+            "eval.py needs ckpt_path=PATH (an official .pth, a converted file, a .ckpt, a run folder, or 'shapes')"
+        )
     folder = claim(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     announce(f"[bold]run folder[/bold]: {output_dir(cfg)}")
@@ -56,7 +58,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     interrupts = Interrupts(None)
     with recorded(folder, signal=lambda: interrupts.received):
         with interrupts:
-            precision = choose(cfg.get("precision", "auto"), accelerator_device(cfg.trainer.get("accelerator")))
+            precision = choose(
+                cfg.get("precision", "auto"), accelerator_device(cfg.trainer.get("accelerator"))
+            )
             announce(precision.line())
             model = zegclip.load(checkpoint, precision=precision)
             datamodule = instantiate(cfg.dataset)
@@ -64,16 +68,30 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             module.plots_dir = str(output_dir(cfg))  # plots/*.png after the test
             loggers = build_loggers(cfg)
             trainer: L.Trainer = instantiate(
-                cfg.trainer, logger=loggers or False, callbacks=[progress_bar(), InterruptCheck(interrupts)],
-                plugins=[AtomicCheckpointIO()], enable_model_summary=False, enable_checkpointing=False,
-            )  # fmt: skip
+                cfg.trainer,
+                logger=loggers or False,
+                callbacks=[progress_bar(), InterruptCheck(interrupts)],
+                plugins=[AtomicCheckpointIO()],
+                enable_model_summary=False,
+                enable_checkpointing=False,
+            )
             results = trainer.test(module, datamodule=datamodule, verbose=False)
             summary = summary_from_logged(results, datamodule.class_names)
             finish_wandb(loggers)
-        weights = {"checkpoint": checkpoint, "step": model.metadata.get("global_step", model.metadata.get("iter")),
-                   "selection": "given by ckpt_path"}  # fmt: skip
-        write_metrics(cfg, summary, datamodule.class_split.unseen_names, weights=weights, dataset=datamodule.name,
-                      setting=module.setting, seen_bias=module.evaluation["seen_bias"],
-                      precision=precision.to_dict())  # fmt: skip
+        weights = {
+            "checkpoint": checkpoint,
+            "step": model.metadata.get("global_step", model.metadata.get("iter")),
+            "selection": "given by ckpt_path",
+        }
+        write_metrics(
+            cfg,
+            summary,
+            datamodule.class_split.unseen_names,
+            weights=weights,
+            dataset=datamodule.name,
+            setting=module.setting,
+            seen_bias=module.evaluation["seen_bias"],
+            precision=precision.to_dict(),
+        )
     announce_end(cfg, None)
     return summary

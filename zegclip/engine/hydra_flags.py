@@ -47,15 +47,19 @@ def show_sweep_configs(config_name: str, argv: Sequence[str]) -> bool:
     name = args.config_name or config_name
     parsed = OverridesParser.create().parse_overrides(args.overrides)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    app = Hydra.create_main_hydra2(task_name=name, config_search_path=create_config_search_path(str(CONF_DIR)))
+    app = Hydra.create_main_hydra2(
+        task_name=name, config_search_path=create_config_search_path(str(CONF_DIR))
+    )
     sweep_cfg = app.compose_config(name, fixed, run_mode=RunMode.MULTIRUN, with_log_configuration=False)
     sweeper = str(sweep_cfg.hydra.sweeper.get("_target_", ""))
     if sweeper == BASIC_SWEEPER:
         jobs = [job for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None) for job in batch]
     else:
         swept = [o.input_line for o in parsed if o.is_sweep_override()]
-        print(f"# {sweeper} chooses each job's values while it runs (swept: {swept or 'its configured params'}); "
-              "the fixed configuration of every job:")  # fmt: skip
+        print(
+            f"# {sweeper} chooses each job's values while it runs (swept: {swept or 'its configured params'}); "
+            "the fixed configuration of every job:"
+        )
         jobs = [fixed]
     for number, job in enumerate(jobs):
         print(f"# job {number} of {len(jobs)}: {' '.join(job) or '(no overrides)'}")

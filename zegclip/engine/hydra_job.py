@@ -25,7 +25,9 @@ def resolved(cfg: DictConfig) -> dict:
 @rank_zero_only
 def save_resolved_config(cfg: DictConfig) -> None:
     """Write the fully resolved config (Hydra's .hydra/config.yaml keeps the interpolations)."""
-    write_text(output_dir(cfg) / "config_resolved.yaml", OmegaConf.to_yaml(resolved(cfg)), what="resolved config")
+    write_text(
+        output_dir(cfg) / "config_resolved.yaml", OmegaConf.to_yaml(resolved(cfg)), what="resolved config"
+    )
 
 
 def job_overrides() -> list[str]:
@@ -34,6 +36,7 @@ def job_overrides() -> list[str]:
         return list(HydraConfig.get().overrides.task)
     except ValueError:  # no Hydra config (a config built by hand)
         return []
+
 
 def is_multirun() -> bool:
     try:

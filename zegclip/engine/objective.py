@@ -115,7 +115,9 @@ def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
     stage, _, name = str(metric).partition("/")
     measured = summary.get("split", "test")
     if stage != measured:
-        raise ObjectiveError(f"optimized_metric={metric}, but this run was evaluated on {STAGES.get(measured, measured)}")
+        raise ObjectiveError(
+            f"optimized_metric={metric}, but this run was evaluated on {STAGES.get(measured, measured)}"
+        )
     value = float(summary.get(name, math.nan))
     return value
 

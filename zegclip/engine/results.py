@@ -18,7 +18,9 @@ from zegclip.engine.objective import objective_record
 from zegclip.training.console import console
 
 
-def summary_from_logged(results: list[dict[str, float]], class_names: Any, stage: str = "test") -> dict[str, Any]:
+def summary_from_logged(
+    results: list[dict[str, float]], class_names: Any, stage: str = "test"
+) -> dict[str, Any]:
     """The metric summary from what ``trainer.test`` returns (works across processes: ddp_spawn
     sends rank 0's logged values back). Unlogged values (undefined, e.g. no unseen classes) are NaN."""
     if not results:
@@ -48,7 +50,8 @@ def write_metrics(cfg: DictConfig, summary: dict[str, Any], unseen_names: Sequen
         table.add_row(name, role, "-" if value != value else f"{100 * value:.1f}")
     console.print(table)
     headline = "  ".join(
-        f"{key}: {'-' if summary[key] != summary[key] else f'{100 * summary[key]:.1f}'}" for key in SUMMARY_KEYS
+        f"{key}: {'-' if summary[key] != summary[key] else f'{100 * summary[key]:.1f}'}"
+        for key in SUMMARY_KEYS
     )
     console.print(f"[bold]{headline}[/bold]")
     payload: dict[str, Any] = {k: json_number(summary[k]) for k in SUMMARY_KEYS}
@@ -65,8 +68,12 @@ def write_metrics(cfg: DictConfig, summary: dict[str, Any], unseen_names: Sequen
     weights = info.get("weights") or {}
     for stage in info.get("stages") or []:
         if stage.get("checkpoint"):
-            console.print(f"{stage['setting']} stage (steps {stage['first_step']}-{stage['last_step']}): {stage['checkpoint']}")
-    console.print(f"tested: {weights.get('checkpoint')} ({weights.get('selection')}, step {weights.get('step')})")
+            console.print(
+                f"{stage['setting']} stage (steps {stage['first_step']}-{stage['last_step']}): {stage['checkpoint']}"
+            )
+    console.print(
+        f"tested: {weights.get('checkpoint')} ({weights.get('selection')}, step {weights.get('step')})"
+    )
     console.print(f"metrics: {path}")
 
 

@@ -27,8 +27,11 @@ def inductive_stage(cfg: DictConfig) -> dict[str, Any] | None:
         return None  # check_setting then asks for init_from
     schedule = stage.get("schedule_steps")
     if schedule is not None and int(schedule) < steps:
-        raise ValueError(f"inductive_stage.schedule_steps={schedule} is shorter than inductive_stage.steps={steps}")
+        raise ValueError(
+            f"inductive_stage.schedule_steps={schedule} is shorter than inductive_stage.steps={steps}"
+        )
     return {"steps": steps, "schedule_steps": int(schedule or 2 * steps), "seen_bias": stage.get("seen_bias")}
+
 
 def total_steps(cfg: DictConfig) -> int:
     """Steps of the whole run: ``trainer.max_steps``, plus the inductive stage of a staged run."""
@@ -48,6 +51,7 @@ def stage_callbacks(cfg: DictConfig, ckpt_dir: Path) -> list[L.Callback]:
     )
     return [StageCheckpoint(ckpt_dir, k)]
 
+
 def stages_record(cfg: DictConfig, callbacks: list[L.Callback]) -> list[dict[str, Any]] | None:
     """``stages`` of metrics.json: each stage's steps, and the inductive stage's own checkpoint."""
     stage = inductive_stage(cfg)
@@ -56,7 +60,12 @@ def stages_record(cfg: DictConfig, callbacks: list[L.Callback]) -> list[dict[str
     saved = next((cb.saved for cb in callbacks if isinstance(cb, StageCheckpoint)), None)
     k = stage["steps"]
     return [
-        {"setting": "inductive", "first_step": 1, "last_step": k, "schedule_steps": stage["schedule_steps"],
-         "checkpoint": saved},
+        {
+            "setting": "inductive",
+            "first_step": 1,
+            "last_step": k,
+            "schedule_steps": stage["schedule_steps"],
+            "checkpoint": saved,
+        },
         {"setting": "transductive", "first_step": k + 1, "last_step": total_steps(cfg)},
-    ]  # fmt: skip
+    ]

@@ -91,14 +91,18 @@ def continue_study(study: Any, n_trials: int) -> StudyState:
     optuna = import_optuna()
     running = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
     for trial in running:
-        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)  # optuna<3 has no public call
+        study._storage.set_trial_user_attr(
+            trial._trial_id, "interrupted", True
+        )  # optuna<3 has no public call
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         if trial.params:
             study.enqueue_trial(dict(trial.params))
     trials = study.get_trials(deepcopy=False)
     finished = sum(counts(t, optuna) for t in trials)
     queued = sum(t.state == optuna.trial.TrialState.WAITING for t in trials)
-    return StudyState(len(trials) - queued, finished, [t.number for t in running], max(0, int(n_trials) - finished))
+    return StudyState(
+        len(trials) - queued, finished, [t.number for t in running], max(0, int(n_trials) - finished)
+    )
 
 
 NOT_THE_SEARCH = ("hydra.sweeper.n_trials", "hydra.sweeper.n_jobs", "hydra.launcher", "hydra/launcher")
@@ -134,12 +138,15 @@ def prepare(impl: Any, config: DictConfig) -> StudyState | None:
     optuna = import_optuna()
     folder = Path(str(config.hydra.sweep.dir))
     impl._zegclip_lock = lock(folder)
-    write_text(folder / "multirun.yaml", OmegaConf.to_yaml(config), what="sweep config")  # as Hydra's basic sweeper does: the report finds the sweep by it
+    write_text(
+        folder / "multirun.yaml", OmegaConf.to_yaml(config), what="sweep config"
+    )  # as Hydra's basic sweeper does: the report finds the sweep by it
     if not impl.study_name:
         raise ValueError("hydra.sweeper.study_name is null: a study needs a name to be continued")
     directions = impl._get_directions()
-    study = optuna.create_study(study_name=impl.study_name, storage=impl.storage, directions=directions,
-                                load_if_exists=True)  # fmt: skip
+    study = optuna.create_study(
+        study_name=impl.study_name, storage=impl.storage, directions=directions, load_if_exists=True
+    )
     check_same_search(study, config)
     state = continue_study(study, impl.n_trials)
     sampler_cfg = config.hydra.sweeper.sampler
@@ -150,13 +157,21 @@ def prepare(impl: Any, config: DictConfig) -> StudyState | None:
     impl.n_trials = state.remaining
     where = f"{folder} ({impl.storage})"
     if state.trials:
-        note = f"; interrupted trial(s) {state.interrupted} recorded as failed and queued again" if state.interrupted else ""
-        announce(f"continuing study {impl.study_name}: {state.finished} of {int(config.hydra.sweeper.n_trials)} "
-                 f"trials finished{note}; running {state.remaining} more in {where}")  # fmt: skip
+        note = (
+            f"; interrupted trial(s) {state.interrupted} recorded as failed and queued again"
+            if state.interrupted
+            else ""
+        )
+        announce(
+            f"continuing study {impl.study_name}: {state.finished} of {int(config.hydra.sweeper.n_trials)} "
+            f"trials finished{note}; running {state.remaining} more in {where}"
+        )
     else:
         announce(f"new study {impl.study_name}: {state.remaining} trials in {where}")
     if state.remaining == 0:
-        announce(f"study {impl.study_name} has its {state.finished} trials: raise hydra.sweeper.n_trials to run more")
+        announce(
+            f"study {impl.study_name} has its {state.finished} trials: raise hydra.sweeper.n_trials to run more"
+        )
         write_results(study, folder)
         return None
     return state
@@ -169,5 +184,7 @@ def write_results(study: Any, folder: Path) -> None:
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         return
     best = study.best_trial
-    best_yaml = OmegaConf.to_yaml(OmegaConf.create({"name": "optuna", "best_params": best.params, "best_value": best.value}))
+    best_yaml = OmegaConf.to_yaml(
+        OmegaConf.create({"name": "optuna", "best_params": best.params, "best_value": best.value})
+    )
     write_text(folder / "optimization_results.yaml", best_yaml, what="search result")

@@ -18,9 +18,19 @@ from zegclip.common.atomic import write_text
 STORAGE_FILE = "optuna.db"
 BEST_FILE = "best_overrides.txt"
 # overrides of a trial that belong to the search, not to the configuration it tried
-SEARCH_ONLY = ("hparams_search", "tuning", "optimized_metric", "allow_unfair_objective", "seed", "hydra",
-               "dataset.holdout_fraction", "dataset.holdout_max_images", "dataset.pseudo_unseen",
-               "dataset.pseudo_unseen_count", "dataset.tuning_seed")  # fmt: skip
+SEARCH_ONLY = (
+    "hparams_search",
+    "tuning",
+    "optimized_metric",
+    "allow_unfair_objective",
+    "seed",
+    "hydra",
+    "dataset.holdout_fraction",
+    "dataset.holdout_max_images",
+    "dataset.pseudo_unseen",
+    "dataset.pseudo_unseen_count",
+    "dataset.tuning_seed",
+)
 
 
 def storage_url(folder: Path) -> str:
@@ -35,7 +45,9 @@ def load_studies(folder: Path) -> list[Any]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage_url(folder)
-    return [optuna.load_study(study_name=s.study_name, storage=url) for s in optuna.get_all_study_summaries(url)]
+    return [
+        optuna.load_study(study_name=s.study_name, storage=url) for s in optuna.get_all_study_summaries(url)
+    ]
 
 
 def _key(override: str) -> str:
@@ -49,8 +61,11 @@ def trial_overrides(folder: Path, number: int) -> list[str]:
     job = folder / str(number) / ".hydra"
     overrides = OmegaConf.load(job / "overrides.yaml")
     choices = OmegaConf.load(job / "hydra.yaml").hydra.runtime.choices
-    kept = [str(o) for o in overrides if not any(_key(str(o)) == k or _key(str(o)).startswith((f"{k}.", f"{k}/"))
-                                                  for k in SEARCH_ONLY)]  # fmt: skip
+    kept = [
+        str(o)
+        for o in overrides
+        if not any(_key(str(o)) == k or _key(str(o)).startswith((f"{k}.", f"{k}/")) for k in SEARCH_ONLY)
+    ]
     kept = [o for o in kept if _key(o) not in ("dataset", "setting")]
     return [f"dataset={choices.dataset}", f"setting={choices.setting}", *kept]
 
@@ -86,7 +101,7 @@ def study_sections(sources: list[Path]) -> str:
             try:
                 lines += study_markdown(Path(source))
             except ImportError as err:
-                lines += ["", f"(Optuna study in {source} not shown: {err}; pip install \"zegclip[optuna]\")"]
+                lines += ["", f'(Optuna study in {source} not shown: {err}; pip install "zegclip[optuna]")']
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -98,16 +113,27 @@ def study_markdown(folder: Path, write_best: bool = True) -> list[str]:
         metric = _objective_name(folder, trials)
         names = sorted({p for t in trials for p in t.params})
         lines += ["", f"## Optuna study `{study.study_name}`", ""]
-        lines.append(f"- Storage: `{storage_url(folder)}`; direction: {study.direction.name.lower()}; objective: "
-                     f"`{metric}` (%), measured on the tuning split, never on the test split.")  # fmt: skip
-        lines.append(f"- Trials: {len(trials)} ({sum(t.state.name == 'COMPLETE' for t in trials)} complete); "
-                     "continue the study with the same command.")  # fmt: skip
-        lines.append("- Every metric of this folder's report is on the tuning split (held-out training images; "
-                     "mIoU(U): the pseudo-unseen classes).")
+        lines.append(
+            f"- Storage: `{storage_url(folder)}`; direction: {study.direction.name.lower()}; objective: "
+            f"`{metric}` (%), measured on the tuning split, never on the test split."
+        )
+        lines.append(
+            f"- Trials: {len(trials)} ({sum(t.state.name == 'COMPLETE' for t in trials)} complete); "
+            "continue the study with the same command."
+        )
+        lines.append(
+            "- Every metric of this folder's report is on the tuning split (held-out training images; "
+            "mIoU(U): the pseudo-unseen classes)."
+        )
         lines += ["", "| trial | state | objective | " + " | ".join(f"`{n}`" for n in names) + " |"]
         lines.append("|---|---|---|" + "---|" * len(names))
         for t in trials:
-            cells = [str(t.number), _state(t, folder), _value(t), *(_param(t.params.get(n, "-")) for n in names)]
+            cells = [
+                str(t.number),
+                _state(t, folder),
+                _value(t),
+                *(_param(t.params.get(n, "-")) for n in names),
+            ]
             lines.append("| " + " | ".join(cells) + " |")
         complete = [t for t in trials if t.state.name == "COMPLETE"]
         lines.append("")
@@ -116,14 +142,23 @@ def study_markdown(folder: Path, write_best: bool = True) -> list[str]:
             continue
         best = study.best_trial
         params = ", ".join(f"`{k}={_param(v)}`" for k, v in best.params.items())
-        lines.append(f"**Best trial: #{best.number}**, `{metric}` = {_value(best)}: {params} (run folder `{best.number}/`).")
+        lines.append(
+            f"**Best trial: #{best.number}**, `{metric}` = {_value(best)}: {params} (run folder `{best.number}/`)."
+        )
         if (folder / str(best.number) / ".hydra").is_dir():
             overrides = trial_overrides(folder, best.number)
             if write_best:
                 write_text(folder / BEST_FILE, "\n".join(overrides) + "\n", what="best trial overrides")
-            lines += ["", "Re-train it on the real split with seeds 0, 1, 2 (test mean ± std in that sweep's report.md):",
-                      "", "```bash", f"python train.py -m seed=0,1,2 $(cat {_shown(folder / BEST_FILE)})", "```", "",
-                      "i.e. `python train.py -m seed=0,1,2 " + " ".join(overrides) + "`"]  # fmt: skip
+            lines += [
+                "",
+                "Re-train it on the real split with seeds 0, 1, 2 (test mean ± std in that sweep's report.md):",
+                "",
+                "```bash",
+                f"python train.py -m seed=0,1,2 $(cat {_shown(folder / BEST_FILE)})",
+                "```",
+                "",
+                "i.e. `python train.py -m seed=0,1,2 " + " ".join(overrides) + "`",
+            ]
     return lines
 
 

@@ -52,21 +52,28 @@ quiet_lightning()
 def check_train_config(cfg: DictConfig) -> None:
     """Everything a training config must satisfy, checked before any data is touched."""
     stage = inductive_stage(cfg)  # before any data is touched
-    check_setting(str(cfg.setting), init_from=cfg.get("init_from"), inductive_steps=stage["steps"] if stage else 0)
+    check_setting(
+        str(cfg.setting), init_from=cfg.get("init_from"), inductive_steps=stage["steps"] if stage else 0
+    )
     check_seed(cfg.get("seed"))
     check_objective(cfg, current_sweeper())  # a search may not optimise the test split (zero-shot)
     weights = cfg.get("test_weights", "last")
     if weights not in ("last", "best"):
         raise ConfigError(f"test_weights must be 'last' (the final weights) or 'best', got {weights!r}")
     if weights == "best" and not (cfg.get("callbacks") or {}).get("best_checkpoint"):
-        raise ConfigError("test_weights=best needs a checkpoint selection: add callbacks=best (val/mIoU_seen)")
+        raise ConfigError(
+            "test_weights=best needs a checkpoint selection: add callbacks=best (val/mIoU_seen)"
+        )
     max_steps = cfg.trainer.get("max_steps")
     if not _is_integer(max_steps) or max_steps <= 0:
-        raise ConfigError(f"trainer.max_steps must be an integer > 0 (iteration-based recipes), got {max_steps!r}")
+        raise ConfigError(
+            f"trainer.max_steps must be an integer > 0 (iteration-based recipes), got {max_steps!r}"
+        )
 
 
 def _is_integer(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+
 
 def check_seed(seed: Any) -> None:
     """``seed`` is an integer (``seed=abc`` fails here with the value, not inside Lightning)."""
@@ -87,7 +94,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     announce(f"[bold]run folder[/bold]: {output_dir(cfg)}")
 
     interrupts = Interrupts(cfg.get("slurm_requeue_signal"))
-    last = LastCheckpoint(ckpt_dir, int(cfg.get("checkpoint_every_n_steps", 500)), interrupts, resumed_from=resume)
+    last = LastCheckpoint(
+        ckpt_dir, int(cfg.get("checkpoint_every_n_steps", 500)), interrupts, resumed_from=resume
+    )
     with recorded(folder, last_good=lambda: last.last_good, signal=lambda: interrupts.received):
         if rank_zero_only.rank == 0:
             run_folder.check_writable(ckpt_dir)  # at start-up, not at the first checkpoint
@@ -100,15 +109,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             module.plots_dir = str(output_dir(cfg))  # plots/*.png after the test
             announce(model_summary(module))
             loggers = build_loggers(cfg)
-            callbacks = [*build_callbacks(cfg, has_unseen=bool(datamodule.unseen), has_logger=bool(loggers)),
-                         *stage_callbacks(cfg, ckpt_dir), last]  # fmt: skip
-            precision = choose_trainer_precision(cfg.trainer.get("precision", "32-true"),
-                                                 accelerator_device(cfg.trainer.get("accelerator")))  # fmt: skip
+            callbacks = [
+                *build_callbacks(cfg, has_unseen=bool(datamodule.unseen), has_logger=bool(loggers)),
+                *stage_callbacks(cfg, ckpt_dir),
+                last,
+            ]
+            precision = choose_trainer_precision(
+                cfg.trainer.get("precision", "32-true"), accelerator_device(cfg.trainer.get("accelerator"))
+            )
             announce(precision.line())
             trainer: L.Trainer = instantiate(
-                cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=precision.precision,
+                cfg.trainer,
+                callbacks=callbacks,
+                logger=loggers or False,
+                precision=precision.precision,
                 **trainer_overrides(cfg, callbacks),
-            )  # fmt: skip
+            )
             log_config_once(cfg, loggers, module, datamodule)
             save_resolved_config(cfg)
 
@@ -118,13 +134,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             if cfg.get("test_after_training", True) and not trainer.fast_dev_run:
                 weights = weights_to_test(cfg, trainer, last)
                 trainer.loggers = fresh_csv_loggers(trainer.loggers)
-                results = trainer.test(module, datamodule=datamodule, ckpt_path=weights["checkpoint"],
-                                       weights_only=True, verbose=False)  # fmt: skip
+                results = trainer.test(
+                    module,
+                    datamodule=datamodule,
+                    ckpt_path=weights["checkpoint"],
+                    weights_only=True,
+                    verbose=False,
+                )
                 summary = summary_from_logged(results, datamodule.class_names, stage=module.test_stage)
                 stages = stages_record(cfg, callbacks)
-                write_metrics(cfg, summary, datamodule.class_split.unseen_names, weights=weights,
-                              dataset=datamodule.name, setting=cfg.setting, precision=precision.to_dict(),
-                              **({"stages": stages} if stages else {}))  # fmt: skip
+                write_metrics(
+                    cfg,
+                    summary,
+                    datamodule.class_split.unseen_names,
+                    weights=weights,
+                    dataset=datamodule.name,
+                    setting=cfg.setting,
+                    precision=precision.to_dict(),
+                    **({"stages": stages} if stages else {}),
+                )
             finish_wandb(loggers)
     announce_end(cfg, last.last_good)
     return summary
@@ -136,9 +164,17 @@ def weights_to_test(cfg: DictConfig, trainer: L.Trainer, last: LastCheckpoint) -
         callback = next(cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None))
         path = getattr(callback, "best_model_path", "")
         if not path:
-            raise RuntimeError(f"test_weights=best: no checkpoint was selected by {callback.monitor} (no validation ran?)")
+            raise RuntimeError(
+                f"test_weights=best: no checkpoint was selected by {callback.monitor} (no validation ran?)"
+            )
         step = int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
-        return {"checkpoint": path, "step": step,
-                "selection": f"best {callback.monitor} on the validation split (opt-in)"}  # fmt: skip
-    return {"checkpoint": str(last.path), "step": int(trainer.global_step),
-            "selection": "final weights (last step)"}  # fmt: skip
+        return {
+            "checkpoint": path,
+            "step": step,
+            "selection": f"best {callback.monitor} on the validation split (opt-in)",
+        }
+    return {
+        "checkpoint": str(last.path),
+        "step": int(trainer.global_step),
+        "selection": "final weights (last step)",
+    }

@@ -52,8 +52,10 @@ def supports_fast_forward(block: nn.Module) -> bool:
 
 def _has_hooks(module: nn.Module) -> bool:
     return bool(
-        module._forward_hooks or module._forward_pre_hooks
-        or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or nn.modules.module._global_forward_hooks
+        or nn.modules.module._global_forward_pre_hooks
     )
 
 
@@ -65,7 +67,10 @@ def _hand_backward_applies(block: ResidualAttentionBlock) -> bool:
         isinstance(mlp, nn.Sequential)
         and [type(m) for m in mlp] in ([nn.Linear, QuickGELU, nn.Linear], [nn.Linear, nn.GELU, nn.Linear])
         and all(isinstance(n, nn.LayerNorm) for n in (block.ln_1, block.ln_2))
-        and all(type(s) is nn.Identity or (type(s) is LayerScale and not s.inplace) for s in (block.ls_1, block.ls_2))
+        and all(
+            type(s) is nn.Identity or (type(s) is LayerScale and not s.inplace)
+            for s in (block.ls_1, block.ls_2)
+        )
     )
     return parts_ok and not any(p.requires_grad for p in block.parameters())
 
@@ -87,8 +92,16 @@ def _linears(block: ResidualAttentionBlock, device_type: str) -> _Linears:
     """The block's linear weights; under autocast in its dtype, cast once and kept on the block
     (autocast would cast frozen weights again at every use, forward and backward)."""
     attn, mlp = block.attn, block.mlp
-    source = _Linears(attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight, attn.out_proj.bias,
-                      mlp[0].weight, mlp[0].bias, mlp[2].weight, mlp[2].bias)  # fmt: skip
+    source = _Linears(
+        attn.in_proj_weight,
+        attn.in_proj_bias,
+        attn.out_proj.weight,
+        attn.out_proj.bias,
+        mlp[0].weight,
+        mlp[0].bias,
+        mlp[2].weight,
+        mlp[2].bias,
+    )
     if not torch.is_autocast_enabled(device_type):
         return source
     dtype = torch.get_autocast_dtype(device_type)
@@ -104,7 +117,9 @@ _CAST_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 """Block -> its weights cast for autocast (not a module attribute: no effect on copies or pickles)."""
 
 
-def block_forward(block: ResidualAttentionBlock, x: torch.Tensor, grad_rows: slice | None = None) -> torch.Tensor:
+def block_forward(
+    block: ResidualAttentionBlock, x: torch.Tensor, grad_rows: slice | None = None
+) -> torch.Tensor:
     """``block(x)`` for batch-first ``x`` ``(B, L, D)`` (see the module docstring), ``(B, L, D)``.
 
     ``grad_rows``: the token rows of ``x`` whose gradient is wanted (the rest of ``x`` does not
@@ -126,7 +141,8 @@ def _inference_forward(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.
     """``block(x)`` without autograd: the residual sum and QuickGELU update their own buffers."""
     mlp = block.mlp
     plain = isinstance(mlp, nn.Sequential) and [type(m) for m in mlp] in (
-        [nn.Linear, QuickGELU, nn.Linear], [nn.Linear, nn.GELU, nn.Linear]
+        [nn.Linear, QuickGELU, nn.Linear],
+        [nn.Linear, nn.GELU, nn.Linear],
     )
     if not plain:
         x = x + block.ls_1(_attention(block.attn, block.ln_1(x)))
@@ -141,8 +157,10 @@ def _inference_forward(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.
 def _attention(attn: nn.MultiheadAttention, x: torch.Tensor, w: _Linears | None = None) -> torch.Tensor:
     """Self-attention of ``x`` ``(B, L, D)`` with ``attn``'s weights (or ``w``), ``(B, L, D)``."""
     b, length, width = x.shape
-    in_w, in_b, out_w, out_b = w[:4] if w is not None else (
-        attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight, attn.out_proj.bias
+    in_w, in_b, out_w, out_b = (
+        w[:4]
+        if w is not None
+        else (attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight, attn.out_proj.bias)
     )
     qkv = F.linear(x, in_w, in_b)  # (B, L, 3D): one GEMM
     q, k, v = _split_heads(qkv, attn.num_heads)
@@ -233,8 +251,13 @@ class _FrozenBlock(torch.autograd.Function):
 
 
 def _attention_backward_rows(
-    grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-    lse: torch.Tensor, rows: slice,
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    rows: slice,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of softmax attention for the q, k and v of token ``rows`` only, ``(B, H, n, d)``
     each (inputs ``(B, H, L, d)``, ``lse`` ``(B, H, L)`` from the flash forward). The n query rows
@@ -262,10 +285,18 @@ def _mm(grad: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.T
     return out.view(*grad.shape[:-1], weight.shape[1]).to(dtype)
 
 
-def _layer_norm_backward(grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+def _layer_norm_backward(
+    grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, norm: nn.LayerNorm
+) -> torch.Tensor:
     """Gradient of ``layer_norm(x)`` for ``x``."""
     with torch.autocast(x.device.type, enabled=False):
         return torch.ops.aten.native_layer_norm_backward(  # expects contiguous rows
-            grad.to(x.dtype).contiguous(), x.contiguous(), [x.shape[-1]], mean.contiguous(), rstd.contiguous(),
-            norm.weight, norm.bias, [True, False, False],
+            grad.to(x.dtype).contiguous(),
+            x.contiguous(),
+            [x.shape[-1]],
+            mean.contiguous(),
+            rstd.contiguous(),
+            norm.weight,
+            norm.bias,
+            [True, False, False],
         )[0]

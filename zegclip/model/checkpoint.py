@@ -40,7 +40,9 @@ BUNDLED = {"shapes": ASSETS_DIR / "shapes_zegclip.pt"}
 # ----------------------------------------------------------------------------- our format
 
 
-def save(model: ZegCLIP, path: str | Path, include_clip: bool = True, metadata: dict[str, Any] | None = None) -> Path:
+def save(
+    model: ZegCLIP, path: str | Path, include_clip: bool = True, metadata: dict[str, Any] | None = None
+) -> Path:
     """Write a self-describing checkpoint.
 
     With ``include_clip=False`` only what is not frozen CLIP is stored (prompts, decoder,
@@ -95,20 +97,30 @@ def build_from_state(
     frozen_missing = [k for k in missing if is_frozen_clip_key(k, config)]
     other_missing = [k for k in missing if k not in frozen_missing]
     if frozen_missing and config.clip.weights is None:
-        raise CheckpointError(f"{source}: holds no CLIP weights and its config names none (model.clip.weights)")
+        raise CheckpointError(
+            f"{source}: holds no CLIP weights and its config names none (model.clip.weights)"
+        )
     if other_missing or unexpected:
-        raise CheckpointError(f"{source}: weights do not fit the model: missing {other_missing[:8]}, unexpected {unexpected[:8]}")
+        raise CheckpointError(
+            f"{source}: weights do not fit the model: missing {other_missing[:8]}, unexpected {unexpected[:8]}"
+        )
     model.metadata = dict(metadata)
     return model
 
 
-def read_checkpoint(path: str | Path, weights_only: bool = True) -> tuple[ZegCLIPConfig, dict[str, torch.Tensor], dict[str, Any]]:
+def read_checkpoint(
+    path: str | Path, weights_only: bool = True
+) -> tuple[ZegCLIPConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """Read any supported checkpoint into (config, our state dict, metadata)."""
     obj = load_file(path, weights_only=weights_only)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         check_version(path, obj.get("version", 1))
         return ZegCLIPConfig.from_dict(obj["config"]), obj["state_dict"], dict(obj.get("metadata") or {})
-    if isinstance(obj, dict) and isinstance(obj.get("hyper_parameters"), dict) and "model_config" in obj["hyper_parameters"]:
+    if (
+        isinstance(obj, dict)
+        and isinstance(obj.get("hyper_parameters"), dict)
+        and "model_config" in obj["hyper_parameters"]
+    ):
         check_version(path, obj.get(LIGHTNING_FORMAT_KEY, 1))
         hp = obj["hyper_parameters"]
         state = {k.removeprefix("model."): v for k, v in obj["state_dict"].items() if k.startswith("model.")}
@@ -173,7 +185,9 @@ def check_version(path: str | Path, version: Any) -> None:
         )
 
 
-def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "model.") -> list[tuple[str, Any, Any]]:
+def config_differences(
+    saved: dict[str, Any], current: dict[str, Any], prefix: str = "model."
+) -> list[tuple[str, Any, Any]]:
     """``(key, checkpoint's value, this run's value)`` for every (nested) key whose value differs."""
     out = []
     for key in sorted(set(saved) | set(current), key=str):

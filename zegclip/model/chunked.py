@@ -49,7 +49,9 @@ class Buffers:
         self.enabled = enabled
         self._store: dict[tuple, torch.Tensor] = {}
 
-    def get(self, name: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+    def get(
+        self, name: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor | None:
         """An uninitialised ``shape`` tensor kept under ``name``; None when disabled."""
         if not self.enabled:
             return None
@@ -100,9 +102,11 @@ def grid_views(
     views = []
     for scale in scale_list:
         size = scaled_size(height, width, scale)
-        scaled = images if size == (height, width) else F.interpolate(
-            images, size=size, mode="bilinear", align_corners=False
-        )  # fmt: skip
+        scaled = (
+            images
+            if size == (height, width)
+            else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        )
         for mirrored in (False, True) if flip else (False,):
             view = scaled.flip(-1) if mirrored else scaled
             if mode == "whole":
@@ -195,8 +199,14 @@ def class_chunks(num_classes: int, per_chunk: int, small_maps: bool = False) -> 
     bounds = [*range(0, num_classes, step), num_classes]
     chunks = list(zip(bounds[:-1], bounds[1:]))
     start = chunks[-1][0]
-    if num_classes - start == 3 and num_classes != 3:  # a last chunk of 3: into the aligned one before, or 2 + 1
-        chunks[-2:] = [(chunks[-2][0], num_classes)] if step >= ALIGN else [chunks[-2], (start, start + 2), (start + 2, num_classes)]
+    if (
+        num_classes - start == 3 and num_classes != 3
+    ):  # a last chunk of 3: into the aligned one before, or 2 + 1
+        chunks[-2:] = (
+            [(chunks[-2][0], num_classes)]
+            if step >= ALIGN
+            else [chunks[-2], (start, start + 2), (start + 2, num_classes)]
+        )
     return chunks
 
 
@@ -227,7 +237,12 @@ def iter_chunks(
     chunks live in buffers that the next chunk overwrites (for consumers such as
     :func:`running_argmax` that are done with a chunk when they ask for the next)."""
     first = views[0].logits[0]
-    sizes = [v.size for v in views] + [size] + ([out_size] if out_size else []) + ([mask_size] if mask_size else [])
+    sizes = (
+        [v.size for v in views]
+        + [size]
+        + ([out_size] if out_size else [])
+        + ([mask_size] if mask_size else [])
+    )
     per_chunk = classes_per_chunk(first.shape[0], sizes, max(first.element_size(), 4), max_bytes)
     small = any(h + w <= 128 for h, w in sizes)
     buffers = Buffers(reuse and len(views) == 1)  # several views would alias each other's buffers
@@ -238,8 +253,11 @@ def iter_chunks(
         if out_size is not None and tuple(out_size) != tuple(scores.shape[-2:]):
             # (a resize to the same size is the identity: bilinear weights 1 and 0)
             target = buffers.get("out", (*scores.shape[:2], *out_size), scores.dtype, scores.device)
-            scores = (F.interpolate(scores, size=out_size, mode="bilinear", align_corners=False) if target is None
-                      else resize_into(scores, target))  # fmt: skip
+            scores = (
+                F.interpolate(scores, size=out_size, mode="bilinear", align_corners=False)
+                if target is None
+                else resize_into(scores, target)
+            )
         yield start, stop, scores
 
 
@@ -251,7 +269,10 @@ def running_argmax(chunks: Iterable[tuple[int, int, torch.Tensor]]) -> torch.Ten
     for start, _, scores in chunks:
         if values is None or values.shape != scores.shape[:1] + scores.shape[2:]:
             shape = scores.shape[:1] + scores.shape[2:]
-            values, index = scores.new_empty(shape), torch.empty(shape, dtype=torch.long, device=scores.device)
+            values, index = (
+                scores.new_empty(shape),
+                torch.empty(shape, dtype=torch.long, device=scores.device),
+            )
             better = torch.empty(shape, dtype=torch.bool, device=scores.device)
         torch.max(scores, dim=1, out=(values, index))
         if best is None:

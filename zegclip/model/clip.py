@@ -178,8 +178,12 @@ def read_clip_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
         try:
             state = load_file(str(path), device="cpu")
         except Exception as err:
-            raise CheckpointError(f"Cannot read CLIP weights from {str(path)!r} (safetensors): {err}") from err
-        return {k.removeprefix("module."): v for k, v in state.items() if k not in _TORCHSCRIPT_EXTRA_KEYS}, None
+            raise CheckpointError(
+                f"Cannot read CLIP weights from {str(path)!r} (safetensors): {err}"
+            ) from err
+        return {
+            k.removeprefix("module."): v for k, v in state.items() if k not in _TORCHSCRIPT_EXTRA_KEYS
+        }, None
     if zipfile.is_zipfile(path) and _is_torchscript(path):
         scripted = torch.jit.load(str(path), map_location="cpu")
         state = {k: v.float() for k, v in scripted.state_dict().items()}

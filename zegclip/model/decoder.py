@@ -70,7 +70,9 @@ class DecoderLayer(nn.Module):
         b, n, d = x.shape
         return x.reshape(b, n, self.heads, d // self.heads).transpose(1, 2)
 
-    def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def forward(
+        self, queries: torch.Tensor, memory: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """queries ``(B, C, D)``, memory ``(B, N, D)`` -> (new queries ``(B, C, D)`` or None,
         mask logits ``(B, C, N)``)."""
         q = self._split(self.q(queries))
@@ -101,7 +103,9 @@ class MaskDecoder(nn.Module):
             DecoderLayer(dim, heads, dropout, logits_only=(i == layers - 1)) for i in range(layers)
         )
 
-    def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def forward(
+        self, queries: torch.Tensor, memory: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """queries ``(B, C, D)``, memory ``(B, N, D)`` -> (queries after each layer but the last,
         mask logits ``(B, C, N)`` of every layer)."""
         all_queries, all_logits = [], []

@@ -30,7 +30,9 @@ _SINGLE_FILE_LIMIT = 1_800_000_000  # protobuf caps one file at 2 GiB; larger we
 class FixedVocabularyScores(nn.Module):
     """``pixel_values (B, 3, H, W) -> scores (B, C, H, W)`` for one vocabulary."""
 
-    def __init__(self, model: ZegCLIP, text_embeddings: torch.Tensor, seen: Sequence[int] | None, seen_bias: float) -> None:
+    def __init__(
+        self, model: ZegCLIP, text_embeddings: torch.Tensor, seen: Sequence[int] | None, seen_bias: float
+    ) -> None:
         super().__init__()
         self.model = model
         self.register_buffer("text_embeddings", text_embeddings.detach().clone())
@@ -72,9 +74,15 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         program = torch.onnx.export(
-            graph, (example,), dynamo=True, input_names=["pixel_values"], output_names=["scores"],
-            dynamic_shapes={"pixel_values": dims}, opset_version=opset, verbose=False,
-        )  # fmt: skip
+            graph,
+            (example,),
+            dynamo=True,
+            input_names=["pixel_values"],
+            output_names=["scores"],
+            dynamic_shapes={"pixel_values": dims},
+            opset_version=opset,
+            verbose=False,
+        )
     meta = {
         "class_names": json.dumps(list(class_names)),
         "seen": json.dumps(list(seen or [])),
@@ -94,5 +102,7 @@ def export_onnx(
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     external = weights_bytes > _SINGLE_FILE_LIMIT
-    onnx.save_model(proto, str(path), save_as_external_data=external, location=path.name + ".data" if external else None)
+    onnx.save_model(
+        proto, str(path), save_as_external_data=external, location=path.name + ".data" if external else None
+    )
     return path

@@ -21,7 +21,9 @@ def default_seen_bias(setting: str | None) -> float:
     return SEEN_BIAS if setting in (None, "inductive") else 0.0
 
 
-def own_seen_bias(metadata: Mapping[str, Any], class_names: Sequence[str], setting: str | None = None) -> float:
+def own_seen_bias(
+    metadata: Mapping[str, Any], class_names: Sequence[str], setting: str | None = None
+) -> float:
     """The calibration rule: a checkpoint's own ``seen_bias`` on its own vocabulary (its setting's
     official one, :func:`default_seen_bias`, if it stores none); none (0) on any other vocabulary:
     its seen classes mean nothing there. ``setting`` overrides the checkpoint's."""
@@ -63,7 +65,9 @@ def calibrate(logits: torch.Tensor, seen: Sequence[int] | None, seen_bias: float
     return scores
 
 
-def calibrate_(logits: torch.Tensor, seen: Sequence[int] | None, seen_bias: float = SEEN_BIAS) -> torch.Tensor:
+def calibrate_(
+    logits: torch.Tensor, seen: Sequence[int] | None, seen_bias: float = SEEN_BIAS
+) -> torch.Tensor:
     """:func:`calibrate` in place (the same numbers, no new full-size tensor)."""
     scores = logits.sigmoid_()
     if seen is not None and len(seen) > 0 and seen_bias != 0:
@@ -168,9 +172,11 @@ def multi_scale_flip(
     views = 0
     for scale in scales:
         size = scaled_size(height, width, scale)
-        scaled = images if size == (height, width) else F.interpolate(
-            images, size=size, mode="bilinear", align_corners=False
-        )  # fmt: skip
+        scaled = (
+            images
+            if size == (height, width)
+            else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        )
         for mirrored in (False, True) if flip else (False,):
             scores = score_fn(scaled.flip(-1) if mirrored else scaled)
             if mirrored:

@@ -35,7 +35,9 @@ def pseudo_labels(logits: torch.Tensor, unseen: Sequence[int] | torch.Tensor) ->
         logits: ``(B, C, H, W)`` mask logits over all classes (not modified; no gradient).
         unseen: class ids of the unseen classes.
     """
-    unseen_ids = torch.as_tensor(list(unseen) if not torch.is_tensor(unseen) else unseen, device=logits.device)
+    unseen_ids = torch.as_tensor(
+        list(unseen) if not torch.is_tensor(unseen) else unseen, device=logits.device
+    )
     # sigmoid before argmax, as officially: saturated scores tie and then the first index wins
     best = logits.detach().index_select(1, unseen_ids).sigmoid().argmax(dim=1)
     return unseen_ids[best]
@@ -58,7 +60,10 @@ def transductive_targets(
     unseen_ids = torch.as_tensor(list(unseen), device=logits.device)
     if logits.shape[-2:] != labels.shape[-2:]:
         logits = F.interpolate(
-            logits.detach().index_select(1, unseen_ids), size=labels.shape[-2:], mode="bilinear", align_corners=False
+            logits.detach().index_select(1, unseen_ids),
+            size=labels.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
         )
         unseen_ids = torch.arange(len(unseen_ids), device=logits.device)
         pseudo = torch.as_tensor(list(unseen), device=labels.device)[pseudo_labels(logits, unseen_ids)]

@@ -45,9 +45,13 @@ def parse_mmseg_config(text: str) -> dict[str, Any]:
             return -value(node.operand)
         if isinstance(node, ast.BinOp):
             left, right = value(node.left), value(node.right)
-            ops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
-                   ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b,
-                   ast.FloorDiv: lambda a, b: a // b}  # fmt: skip
+            ops = {
+                ast.Add: lambda a, b: a + b,
+                ast.Sub: lambda a, b: a - b,
+                ast.Mult: lambda a, b: a * b,
+                ast.Div: lambda a, b: a / b,
+                ast.FloorDiv: lambda a, b: a // b,
+            }
             if type(node.op) in ops:
                 return ops[type(node.op)](left, right)
         return None  # anything else (function calls, lambdas) is irrelevant here
@@ -62,8 +66,10 @@ def parse_mmseg_config(text: str) -> dict[str, Any]:
 
 def is_official_checkpoint(obj: Any) -> bool:
     state = obj.get("state_dict") if isinstance(obj, dict) else None
-    return isinstance(state, dict) and any(str(k).startswith("backbone.") for k in state) and any(
-        str(k).startswith("decode_head.") for k in state
+    return (
+        isinstance(state, dict)
+        and any(str(k).startswith("backbone.") for k in state)
+        and any(str(k).startswith("decode_head.") for k in state)
     )
 
 
@@ -74,9 +80,16 @@ def _count(state: dict[str, torch.Tensor], prefix: str) -> int:
 
 
 _PROMPT_KEYS = ("prompt_embeddings", "deep_prompt_embeddings", "prompt_proj.", "prompt_norm.")
-_LAYER_NAMES = {"multihead_attn.q.": "q.", "multihead_attn.k.": "k.", "multihead_attn.v.": "v.",
-                "multihead_attn.proj.": "proj.", "linear1.": "ffn.0.", "linear2.": "ffn.3.",
-                "norm2.": "norm_attn.", "norm3.": "norm_ffn."}  # fmt: skip
+_LAYER_NAMES = {
+    "multihead_attn.q.": "q.",
+    "multihead_attn.k.": "k.",
+    "multihead_attn.v.": "v.",
+    "multihead_attn.proj.": "proj.",
+    "linear1.": "ffn.0.",
+    "linear2.": "ffn.3.",
+    "norm2.": "norm_attn.",
+    "norm3.": "norm_ffn.",
+}
 
 
 def map_official_key(key: str, decoder_layers: int) -> str | None:
@@ -126,9 +139,16 @@ def convert_official(
 
 def _check_complete(state: dict[str, torch.Tensor]) -> None:
     if any(k.startswith("decode_head.decoder_2.") for k in state):
-        raise ValueError("Official checkpoints with several decoder stages (use_stages > 1) are not supported")
-    need = ["backbone.conv1.weight", "backbone.positional_embedding", "backbone.proj",
-            "text_encoder.ln_final.weight", "decode_head.q_proj.weight"]  # fmt: skip
+        raise ValueError(
+            "Official checkpoints with several decoder stages (use_stages > 1) are not supported"
+        )
+    need = [
+        "backbone.conv1.weight",
+        "backbone.positional_embedding",
+        "backbone.proj",
+        "text_encoder.ln_final.weight",
+        "decode_head.q_proj.weight",
+    ]
     missing = [k for k in need if k not in state]
     if missing:
         raise ValueError(f"Not a complete official ZegCLIP checkpoint: missing {missing}")

@@ -30,14 +30,27 @@ import torch
 from zegclip.common.errors import ConfigError
 
 PRECISIONS = {
-    "fp32": "fp32", "32": "fp32", "float32": "fp32", "32-true": "fp32",
+    "fp32": "fp32",
+    "32": "fp32",
+    "float32": "fp32",
+    "32-true": "fp32",
     "bf16-mixed": "bf16-mixed",
-    "bf16": "bf16", "bfloat16": "bf16", "bf16-true": "bf16",
-    "fp16": "fp16", "16": "fp16", "float16": "fp16", "16-true": "fp16",
-}  # fmt: skip
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "bf16-true": "bf16",
+    "fp16": "fp16",
+    "16": "fp16",
+    "float16": "fp16",
+    "16-true": "fp16",
+}
 """Names :func:`choose` accepts besides ``"auto"`` -> the precision they mean."""
 
-WEIGHT_DTYPES = {"fp32": torch.float32, "bf16-mixed": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+WEIGHT_DTYPES = {
+    "fp32": torch.float32,
+    "bf16-mixed": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
 _DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 LEVELS = ("below AVX2", "AVX2", "AVX-512", "AVX-512 BF16", "AMX")
@@ -49,11 +62,23 @@ is emulated (``python benchmarks/inference_benchmark.py --capability avx2 | avx5
 
 # oneDNN's ONEDNN_MAX_CPU_ISA values (dnnl_cpu_isa_t) -> the level they allow
 _ONEDNN_LEVELS = {
-    "SSE41": 0, "AVX": 0, "AVX2": 1, "AVX2_VNNI": 1, "AVX2_VNNI_2": 1,
-    "AVX512_CORE": 2, "AVX512_CORE_VNNI": 2, "AVX512_CORE_BF16": 3, "AVX512_CORE_FP16": 3,
-    "AVX10_1_512": 3, "AVX10_2_512": 3, "AVX512_CORE_AMX": 4, "AVX10_1_512_AMX": 4,
-    "AVX512_CORE_AMX_FP16": 4, "AVX10_1_512_AMX_FP16": 4, "AVX10_2_512_AMX_2": 4,
-}  # fmt: skip
+    "SSE41": 0,
+    "AVX": 0,
+    "AVX2": 1,
+    "AVX2_VNNI": 1,
+    "AVX2_VNNI_2": 1,
+    "AVX512_CORE": 2,
+    "AVX512_CORE_VNNI": 2,
+    "AVX512_CORE_BF16": 3,
+    "AVX512_CORE_FP16": 3,
+    "AVX10_1_512": 3,
+    "AVX10_2_512": 3,
+    "AVX512_CORE_AMX": 4,
+    "AVX10_1_512_AMX": 4,
+    "AVX512_CORE_AMX_FP16": 4,
+    "AVX10_1_512_AMX_FP16": 4,
+    "AVX10_2_512_AMX_2": 4,
+}
 
 
 class SlowPrecisionWarning(UserWarning):
@@ -110,7 +135,9 @@ def cpu_info() -> CPUInfo:
         level = _ONEDNN_LEVELS[isa]
         limits.append(f"{isa_var}={isa}")
     aten = torch.backends.cpu.get_cpu_capability() if os.environ.get("ATEN_CPU_CAPABILITY") else ""
-    return CPUInfo(name=_cpu_name(), hardware=LEVELS[hardware], capability=LEVELS[level], limits=tuple(limits), aten=aten)
+    return CPUInfo(
+        name=_cpu_name(), hardware=LEVELS[hardware], capability=LEVELS[level], limits=tuple(limits), aten=aten
+    )
 
 
 def _cpu_capabilities() -> dict[str, Any]:
@@ -122,8 +149,10 @@ def _cpu_capabilities() -> dict[str, Any]:
     if get is not None:
         return dict(get())
     flags = {
-        "amx_bf16": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported", "avx2": "_is_avx2_supported",
-    }  # fmt: skip
+        "amx_bf16": "_is_amx_tile_supported",
+        "avx512_bf16": "_is_avx512_bf16_supported",
+        "avx2": "_is_avx2_supported",
+    }
     caps = {key: bool(getattr(torch.cpu, fn, lambda: False)()) for key, fn in flags.items()}
     avx512 = bool(getattr(torch.cpu, "_is_avx512_supported", lambda: False)())
     caps.update(dict.fromkeys(("avx512_f", "avx512_bw", "avx512_vl", "avx512_dq"), avx512))

@@ -48,7 +48,9 @@ class Prediction:
         """The image with class colours blended in and a legend (colour, name, pixel share) of the
         classes present. Images with a short side under ``min_side`` are enlarged by an integer
         factor so the legend stays readable."""
-        return Image.fromarray(drawing.overlay(self.image, self.label, self.class_names, alpha, legend, min_side))
+        return Image.fromarray(
+            drawing.overlay(self.image, self.label, self.class_names, alpha, legend, min_side)
+        )
 
     def label_image(self) -> Image.Image:
         """The label map as a PNG-ready image: palette mode (pixel value = class index, colours of
@@ -63,7 +65,9 @@ class Prediction:
         im.putpalette(colours.ravel().tolist())
         return im
 
-    def save(self, label: str | Path | None = None, overlay: str | Path | None = None, **overlay_args: Any) -> None:
+    def save(
+        self, label: str | Path | None = None, overlay: str | Path | None = None, **overlay_args: Any
+    ) -> None:
         """Write the label PNG and/or the overlay (format from the file extension)."""
         if label is None and overlay is None:
             raise ValueError("save() needs label=PATH and/or overlay=PATH")
@@ -72,7 +76,9 @@ class Prediction:
                 continue
             path = Path(path)
             image, kind = make(), Image.registered_extensions().get(path.suffix.lower(), "PNG")
-            write_file(path, lambda f, im=image, kind=kind: im.save(f, format=kind), what="prediction", fsync=False)
+            write_file(
+                path, lambda f, im=image, kind=kind: im.save(f, format=kind), what="prediction", fsync=False
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: file, size, and the classes present with their pixel share."""

@@ -62,7 +62,9 @@ class PromptedVisionTransformer(nn.Module):
 
         if prompt_tokens > 0:
             bound = math.sqrt(6.0 / float(3 * self.patch_size * self.patch_size + self.width))
-            self.prompt_embeddings = nn.Parameter(torch.empty(1, prompt_tokens, self.width).uniform_(-bound, bound))
+            self.prompt_embeddings = nn.Parameter(
+                torch.empty(1, prompt_tokens, self.width).uniform_(-bound, bound)
+            )
             if self.deep_layers > 0:
                 self.deep_prompt_embeddings = nn.Parameter(
                     torch.empty(self.deep_layers, prompt_tokens, self.width).uniform_(-bound, bound)

@@ -197,7 +197,9 @@ class TextEncoder(nn.Module):
         owner = torch.repeat_interleave(torch.arange(len(names)), torch.tensor([len(g) for g in groups]))
         prompts = [t.format(w) for t in temps for w in words]
         feats = self._encode_prompts(prompts).reshape(len(temps), len(words), -1)
-        per_class = torch.zeros(len(temps), len(names), feats.shape[-1], dtype=feats.dtype, device=feats.device)
+        per_class = torch.zeros(
+            len(temps), len(names), feats.shape[-1], dtype=feats.dtype, device=feats.device
+        )
         per_class.index_add_(1, owner.to(feats.device), feats)
         several = torch.tensor([len(g) > 1 for g in groups], device=feats.device)
         per_class = torch.where(several[None, :, None], F.normalize(per_class, dim=-1), per_class)
@@ -212,7 +214,9 @@ class TextEncoder(nn.Module):
             digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
-    def _disk_path(self, names: tuple[str, ...], temps: tuple[str, ...], synonyms: str | None = None) -> Path | None:
+    def _disk_path(
+        self, names: tuple[str, ...], temps: tuple[str, ...], synonyms: str | None = None
+    ) -> Path | None:
         if self.cache_dir is None:
             return None
         if self._weights_digest is None:
@@ -248,7 +252,9 @@ def load_text_embeddings(path: str | Path, num_classes: int | None = None) -> to
         if isinstance(emb, dict):
             raise InputError(f"{str(path)!r} holds a dict; expected a (C, D) tensor")
     if emb.ndim != 2:
-        raise InputError(f"{str(path)!r}: expected a (C, D) array of class embeddings, got shape {tuple(emb.shape)}")
+        raise InputError(
+            f"{str(path)!r}: expected a (C, D) array of class embeddings, got shape {tuple(emb.shape)}"
+        )
     if num_classes is not None and emb.shape[0] != num_classes:
         raise InputError(f"{str(path)!r} holds {emb.shape[0]} class embeddings, expected {num_classes}")
     return emb.float()

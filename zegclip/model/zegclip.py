@@ -87,10 +87,17 @@ class ZegCLIPConfig:
         def is_int(value: Any) -> bool:
             return isinstance(value, int) and not isinstance(value, bool)
 
-        require(is_int(self.image_size) and self.image_size > 0, "image_size", "a positive integer (crop size)")
-        require(is_int(self.prompt_tokens) and self.prompt_tokens >= 0, "prompt_tokens", "an integer >= 0 (0: no prompts)")
         require(
-            self.deep_prompt_layers is None or (is_int(self.deep_prompt_layers) and self.deep_prompt_layers >= 0),
+            is_int(self.image_size) and self.image_size > 0, "image_size", "a positive integer (crop size)"
+        )
+        require(
+            is_int(self.prompt_tokens) and self.prompt_tokens >= 0,
+            "prompt_tokens",
+            "an integer >= 0 (0: no prompts)",
+        )
+        require(
+            self.deep_prompt_layers is None
+            or (is_int(self.deep_prompt_layers) and self.deep_prompt_layers >= 0),
             "deep_prompt_layers",
             "null (every layer after the first) or an integer >= 0",
         )
@@ -179,7 +186,10 @@ class ZegCLIP(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def class_embeddings(
-        self, class_names: Sequence[str], templates: str | Sequence[str] = SINGLE_TEMPLATE, synonyms: str | None = None
+        self,
+        class_names: Sequence[str],
+        templates: str | Sequence[str] = SINGLE_TEMPLATE,
+        synonyms: str | None = None,
     ) -> torch.Tensor:
         """L2-normalised text embeddings ``(C, D)`` (computed once, then cached); ``synonyms``:
         how names listing synonyms are embedded (:mod:`zegclip.model.text`)."""
@@ -193,7 +203,9 @@ class ZegCLIP(nn.Module):
             text_embeddings: ``(C, D)`` normalised class embeddings.
         """
         if text_embeddings.ndim != 2 or text_embeddings.shape[1] != self.embed_dim:
-            raise ValueError(f"text_embeddings must be (C, {self.embed_dim}), got {tuple(text_embeddings.shape)}")
+            raise ValueError(
+                f"text_embeddings must be (C, {self.embed_dim}), got {tuple(text_embeddings.shape)}"
+            )
         if text_embeddings.shape[0] == 0:
             raise ValueError("text_embeddings is empty: give at least one class")
         global_embedding, visual_embedding = self.image_encoder(images)
@@ -219,7 +231,9 @@ class ZegCLIP(nn.Module):
         seen_bias: float = SEEN_BIAS,
     ) -> torch.Tensor:
         """Calibrated scores of one forward pass, resized to the input size ``(B, C, H, W)``."""
-        return self.scores_from_logits(self(images, text_embeddings).logits, images.shape[-2:], seen, seen_bias)
+        return self.scores_from_logits(
+            self(images, text_embeddings).logits, images.shape[-2:], seen, seen_bias
+        )
 
     def scores_from_logits(
         self,
@@ -235,7 +249,9 @@ class ZegCLIP(nn.Module):
         if self.precision is not None and self.precision.autocast_dtype is not None:
             logits = logits.float()  # bf16-mixed: the scores in fp32
         if buffer is None:
-            masks = F.interpolate(logits, size=(self.config.image_size,) * 2, mode="bilinear", align_corners=False)
+            masks = F.interpolate(
+                logits, size=(self.config.image_size,) * 2, mode="bilinear", align_corners=False
+            )
             out = calibrate(masks, seen, seen_bias)
         else:
             out = calibrate_(resize_into(logits, buffer), seen, seen_bias)
@@ -321,10 +337,26 @@ class ZegCLIP(nn.Module):
         worth of classes at a time, keeping the running maximum (:mod:`zegclip.model.chunked`).
         Arguments as :meth:`segment`.
         """
-        return running_argmax(self.segment_chunks(
-            pixel_values, class_names, seen, seen_bias, mode, crop, stride, templates, text_embeddings, window_batch,
-            scales, flip, out_size, resize_dtype, max_bytes, _reuse=True,
-        ))  # fmt: skip
+        return running_argmax(
+            self.segment_chunks(
+                pixel_values,
+                class_names,
+                seen,
+                seen_bias,
+                mode,
+                crop,
+                stride,
+                templates,
+                text_embeddings,
+                window_batch,
+                scales,
+                flip,
+                out_size,
+                resize_dtype,
+                max_bytes,
+                _reuse=True,
+            )
+        )
 
     @torch.no_grad()
     def segment_chunks(
@@ -359,20 +391,37 @@ class ZegCLIP(nn.Module):
         seen_idx = _check_indices(seen, text.shape[0])
         crop = crop or self.config.image_size
         views = grid_views(
-            lambda images: self(images, text).logits, pixel_values, mode=mode, crop=crop,
-            stride=stride or (crop * 5) // 6, window_batch=window_batch, scales=scales, flip=flip,
-        )  # fmt: skip
+            lambda images: self(images, text).logits,
+            pixel_values,
+            mode=mode,
+            crop=crop,
+            stride=stride or (crop * 5) // 6,
+            window_batch=window_batch,
+            scales=scales,
+            flip=flip,
+        )
 
         def to_scores(
-            logits: torch.Tensor, local_seen: list[int] | None, size: tuple[int, int], buffer: torch.Tensor | None
+            logits: torch.Tensor,
+            local_seen: list[int] | None,
+            size: tuple[int, int],
+            buffer: torch.Tensor | None,
         ) -> torch.Tensor:
             return self.scores_from_logits(logits, size, local_seen, seen_bias, buffer)
 
         chunks = iter_chunks(
-            views, to_scores, text.shape[0], seen_idx, tuple(pixel_values.shape[-2:]), out_size=out_size,
-            tta=scales is not None or flip, resize_dtype=resize_dtype, mask_size=(self.config.image_size,) * 2,
-            max_bytes=max_bytes, reuse=_reuse,
-        )  # fmt: skip
+            views,
+            to_scores,
+            text.shape[0],
+            seen_idx,
+            tuple(pixel_values.shape[-2:]),
+            out_size=out_size,
+            tta=scales is not None or flip,
+            resize_dtype=resize_dtype,
+            mask_size=(self.config.image_size,) * 2,
+            max_bytes=max_bytes,
+            reuse=_reuse,
+        )
         return _under_autocast(chunks, self.precision, device.type)
 
     def _vocabulary(self, class_names: Sequence[str] | None) -> list[str]:
@@ -383,9 +432,15 @@ class ZegCLIP(nn.Module):
         return list(names)
 
     def _score_function(
-        self, text: torch.Tensor, seen: list[int] | None, seen_bias: float, mode: str, crop: int | None,
-        stride: int | None, window_batch: int,
-    ) -> Callable[[torch.Tensor], torch.Tensor]:  # fmt: skip
+        self,
+        text: torch.Tensor,
+        seen: list[int] | None,
+        seen_bias: float,
+        mode: str,
+        crop: int | None,
+        stride: int | None,
+        window_batch: int,
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
         """Images ``(B, 3, H, W)`` -> calibrated scores ``(B, C, H, W)``, whole-image or sliding-window."""
 
         def encode(batch: torch.Tensor) -> torch.Tensor:
@@ -396,8 +451,14 @@ class ZegCLIP(nn.Module):
         if mode == "slide":
             crop = crop or self.config.image_size
             # windows larger than the image shrink to it, unpadded (mmseg 0.24 / official ZegCLIP)
-            return partial(sliding_window, encode, num_classes=text.shape[0], crop=crop,
-                           stride=stride or (crop * 5) // 6, window_batch=window_batch)  # fmt: skip
+            return partial(
+                sliding_window,
+                encode,
+                num_classes=text.shape[0],
+                crop=crop,
+                stride=stride or (crop * 5) // 6,
+                window_batch=window_batch,
+            )
         raise ConfigError(f"mode must be 'slide' or 'whole', got {mode!r}")
 
     @torch.no_grad()
@@ -443,8 +504,15 @@ class ZegCLIP(nn.Module):
         if templates is None:
             templates = self.metadata.get("templates") or SINGLE_TEMPLATE
         pixels = normalize(resize_short_side(rgb, crop))[None]
-        args = {"seen": seen, "seen_bias": seen_bias, "mode": mode, "crop": crop, "stride": stride,
-                "templates": templates, "window_batch": window_batch}  # fmt: skip
+        args = {
+            "seen": seen,
+            "seen_bias": seen_bias,
+            "mode": mode,
+            "crop": crop,
+            "stride": stride,
+            "templates": templates,
+            "window_batch": window_batch,
+        }
         size = rgb.shape[:2]
         full = None
         if return_scores:
@@ -453,11 +521,16 @@ class ZegCLIP(nn.Module):
             label = full.argmax(0)
             full = full.cpu()
         else:
-            label = self.segment_labels(pixels, list(class_names), out_size=size, resize_dtype=torch.float32, **args)[0]
+            label = self.segment_labels(
+                pixels, list(class_names), out_size=size, resize_dtype=torch.float32, **args
+            )[0]
         return Prediction(
-            image=rgb, label=label.cpu().numpy().astype(np.int64), class_names=[str(n) for n in class_names],
-            scores=full, source=source,
-        )  # fmt: skip
+            image=rgb,
+            label=label.cpu().numpy().astype(np.int64),
+            class_names=[str(n) for n in class_names],
+            scores=full,
+            source=source,
+        )
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False):  # type: ignore[override]
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
@@ -471,7 +544,9 @@ def _check_indices(indices: Sequence[int] | torch.Tensor | None, num_classes: in
     out = [int(i) for i in indices]
     bad = [i for i in out if not 0 <= i < num_classes]
     if bad:
-        raise ConfigError(f"seen indices {bad} are out of range for {num_classes} classes (valid: 0..{num_classes - 1})")
+        raise ConfigError(
+            f"seen indices {bad} are out of range for {num_classes} classes (valid: 0..{num_classes - 1})"
+        )
     return out
 
 

@@ -30,7 +30,9 @@ from zegclip.training.interrupts import Interrupts
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` through :func:`zegclip.common.atomic.write_file`: a temporary file, fsync, rename."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         path = Path(path)
         write_file(path, lambda f: torch.save(checkpoint, f), what="checkpoint", error=CheckpointWriteError)
 
@@ -70,7 +72,9 @@ class StageCheckpoint(L.Callback):
         if trainer.global_step == self.step and self.saved is None:
             save_finite(trainer, pl_module, self.target, None)
             self.saved = str(self.target)
-            announce(f"stage 1 (inductive) done at step {self.step}: {self.target}; stage 2 (transductive) starts")
+            announce(
+                f"stage 1 (inductive) done at step {self.step}: {self.target}; stage 2 (transductive) starts"
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {"saved": self.saved, "step": self.step}

@@ -55,7 +55,12 @@ class _DropNoise(logging.Filter):
 
 def quiet_lightning() -> None:
     """Install the log filters and warning filters (idempotent)."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
+    for name in (
+        "lightning",
+        "lightning.pytorch",
+        "lightning.fabric",
+        "lightning.pytorch.utilities.rank_zero",
+    ):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropNoise) for f in logger.filters):
             logger.addFilter(_DropNoise())
@@ -130,7 +135,9 @@ class ValidationReport(L.Callback):
         line = f"validation at step {trainer.global_step}{total}{stage}: " + "  ".join(parts)
         bar = trainer.progress_bar_callback
         target = getattr(bar, "progress", None)
-        (target.console if target is not None else console).print(line, soft_wrap=True)  # one line, never wrapped
+        (target.console if target is not None else console).print(
+            line, soft_wrap=True
+        )  # one line, never wrapped
 
 
 def model_summary(module: Any) -> str:

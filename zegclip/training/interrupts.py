@@ -17,7 +17,12 @@ from typing import Any
 
 from zegclip.common.errors import ConfigError
 
-SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT, "SIGUSR1": signal.SIGUSR1, "SIGUSR2": signal.SIGUSR2}
+SIGNALS = {
+    "SIGTERM": signal.SIGTERM,
+    "SIGINT": signal.SIGINT,
+    "SIGUSR1": signal.SIGUSR1,
+    "SIGUSR2": signal.SIGUSR2,
+}
 
 
 def parse_signal(name: str | int | None) -> int | None:

@@ -47,7 +47,11 @@ SETTINGS = ("inductive", "transductive", "fully")
 
 
 def check_setting(
-    setting: str, unseen: Any = (1,), init_from: str | None = None, has_model: bool = False, inductive_steps: int = 0
+    setting: str,
+    unseen: Any = (1,),
+    init_from: str | None = None,
+    has_model: bool = False,
+    inductive_steps: int = 0,
 ) -> None:
     """The setting exists; transductive runs have unseen classes and start from inductive weights:
     their own inductive stage (``inductive_steps``), a checkpoint (``init_from``) or a given model."""
@@ -56,7 +60,9 @@ def check_setting(
     if setting == "transductive" and not unseen:
         raise ConfigError("setting=transductive needs unseen classes (dataset.unseen is empty)")
     if inductive_steps and setting != "transductive":
-        raise ConfigError(f"an inductive stage (inductive_steps={inductive_steps}) belongs to setting=transductive")
+        raise ConfigError(
+            f"an inductive stage (inductive_steps={inductive_steps}) belongs to setting=transductive"
+        )
     if setting == "transductive" and not (init_from or has_model or inductive_steps > 0):
         raise ConfigError(
             "setting=transductive starts from inductive weights: run its inductive stage "
@@ -72,7 +78,9 @@ def check_prompts(
     prompts = list(class_names) if text_prompts is None else [str(p) for p in text_prompts]
     if prompt_to_class is None:
         if len(prompts) != len(class_names):
-            raise ValueError(f"{len(prompts)} text prompts for {len(class_names)} classes: give prompt_to_class")
+            raise ValueError(
+                f"{len(prompts)} text prompts for {len(class_names)} classes: give prompt_to_class"
+            )
         return prompts, list(range(len(class_names)))
     mapping = [int(c) for c in prompt_to_class]
     if len(mapping) != len(prompts) or any(not 0 <= c < len(class_names) for c in mapping):
@@ -170,11 +178,18 @@ class ZegCLIPModule(L.LightningModule):
         self.seen = [int(i) for i in seen]
         self.unseen = [int(i) for i in unseen]
         self.setting = setting
-        self.text_prompts, self.prompt_to_class = check_prompts(self.class_names, text_prompts, prompt_to_class)
+        self.text_prompts, self.prompt_to_class = check_prompts(
+            self.class_names, text_prompts, prompt_to_class
+        )
         self.evaluation = {
-            "mode": "slide", "crop": None, "stride": None, "seen_bias": None, "window_batch": 8,
-            "scales": None, "flip": False,
-        }  # fmt: skip
+            "mode": "slide",
+            "crop": None,
+            "stride": None,
+            "seen_bias": None,
+            "window_batch": 8,
+            "scales": None,
+            "flip": False,
+        }
         self.evaluation.update(evaluation or {})
         if self.evaluation["seen_bias"] is None:
             self.evaluation["seen_bias"] = default_seen_bias(setting)
@@ -185,8 +200,12 @@ class ZegCLIPModule(L.LightningModule):
             default_seen_bias("inductive") if inductive_seen_bias is None else float(inductive_seen_bias)
         )
         self.register_buffer("seen_lookup", seen_lookup(len(self.class_names), self.seen), persistent=False)
-        self.register_buffer("prompt_lookup", torch.tensor(self.prompt_to_class, dtype=torch.long), persistent=False)
-        self._plain_prompts = self.text_prompts == self.class_names and self.prompt_to_class == list(range(len(class_names)))
+        self.register_buffer(
+            "prompt_lookup", torch.tensor(self.prompt_to_class, dtype=torch.long), persistent=False
+        )
+        self._plain_prompts = self.text_prompts == self.class_names and self.prompt_to_class == list(
+            range(len(class_names))
+        )
         seen_set = set(self.seen)
         self.prompt_seen = [p for p, c in enumerate(self.prompt_to_class) if c in seen_set]
         """Prompts of seen classes: those the calibration lowers at evaluation."""
@@ -219,7 +238,11 @@ class ZegCLIPModule(L.LightningModule):
 
     def seen_bias(self) -> float:
         """Calibration of the current weights: their stage's (the inductive stage's own offset)."""
-        return self.inductive_seen_bias if self.weights_setting() != self.setting else float(self.evaluation["seen_bias"])
+        return (
+            self.inductive_seen_bias
+            if self.weights_setting() != self.setting
+            else float(self.evaluation["seen_bias"])
+        )
 
     def metadata(self) -> dict[str, Any]:
         """What ``zegclip.load`` needs to use a checkpoint of this run for inference."""
@@ -249,7 +272,11 @@ class ZegCLIPModule(L.LightningModule):
             differences = config_differences(config.to_dict(), self.model.config.to_dict())
             raise CheckpointError(
                 f"init_from={path!r} does not fit this model: "
-                + (describe_differences(differences) if differences else f"missing {missing[:6]}, shape mismatch {mismatched[:6]}")
+                + (
+                    describe_differences(differences)
+                    if differences
+                    else f"missing {missing[:6]}, shape mismatch {mismatched[:6]}"
+                )
                 + " (start from a checkpoint of the same architecture, or give this run its values)"
             )
         self.model.load_state_dict({k: state[k] for k in trainable}, strict=False)
@@ -261,9 +288,10 @@ class ZegCLIPModule(L.LightningModule):
         if not self.hparams.get("save_frozen_clip", True):
             config = self.model.config
             checkpoint["state_dict"] = {
-                k: v for k, v in checkpoint["state_dict"].items()
+                k: v
+                for k, v in checkpoint["state_dict"].items()
                 if not (k.startswith("model.") and is_frozen_clip_key(k.removeprefix("model."), config))
-            }  # fmt: skip
+            }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
@@ -280,7 +308,9 @@ class ZegCLIPModule(L.LightningModule):
                 emb = load_text_embeddings(self.hparams["text_embedding_file"], len(self.class_names))
             else:
                 emb = self.model.class_embeddings(
-                    self.class_names, self.hparams.get("templates") or "single", self.hparams.get("text_synonyms")
+                    self.class_names,
+                    self.hparams.get("templates") or "single",
+                    self.hparams.get("text_synonyms"),
                 )
             self._text = emb.to(self.device)
         return self._text
@@ -295,7 +325,9 @@ class ZegCLIPModule(L.LightningModule):
                 emb = load_text_embeddings(self.hparams["text_embedding_file"], len(self.text_prompts))
             else:
                 emb = self.model.class_embeddings(
-                    self.text_prompts, self.hparams.get("templates") or "single", self.hparams.get("text_synonyms")
+                    self.text_prompts,
+                    self.hparams.get("templates") or "single",
+                    self.hparams.get("text_synonyms"),
                 )
             self._prompt_text = emb.to(self.device)
         return self._prompt_text
@@ -354,7 +386,9 @@ class ZegCLIPModule(L.LightningModule):
             self.log("train/loss_focal", result.loss_mask, batch_size=batch_size)
             self.log("train/loss_dice", result.loss_dice, batch_size=batch_size)
         self.log("train/pAcc", result.accuracy / 100, batch_size=batch_size)  # a fraction, as val/pAcc
-        if self.inductive_steps:  # a staged run: which stage each step belongs to (1 inductive, 2 transductive)
+        if (
+            self.inductive_steps
+        ):  # a staged run: which stage each step belongs to (1 inductive, 2 transductive)
             self.log("train/stage", 1.0 if setting == "inductive" else 2.0, batch_size=batch_size)
         return result.total
 
@@ -386,8 +420,13 @@ class ZegCLIPModule(L.LightningModule):
         args = dict(self.optimizer_args)
         if "betas" in args:
             args["betas"] = tuple(args["betas"])
-        stages = {"restart_at": self.inductive_steps, "first_schedule_steps": self.hparams.get("inductive_schedule_steps")}
-        optimizer, scheduler = build_optimizer(self.model, max_steps=int(self.trainer.max_steps), **stages, **args)
+        stages = {
+            "restart_at": self.inductive_steps,
+            "first_schedule_steps": self.hparams.get("inductive_schedule_steps"),
+        }
+        optimizer, scheduler = build_optimizer(
+            self.model, max_steps=int(self.trainer.max_steps), **stages, **args
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- evaluation ----------------------------------------------------------------------------
@@ -395,10 +434,16 @@ class ZegCLIPModule(L.LightningModule):
     def _segment_args(self) -> dict[str, Any]:
         ev = self.evaluation
         return {
-            "text_embeddings": self.prompt_embeddings(), "seen": self.prompt_seen, "seen_bias": self.seen_bias(),
-            "mode": ev["mode"], "crop": ev["crop"], "stride": ev["stride"], "window_batch": ev["window_batch"],
-            "scales": ev["scales"], "flip": bool(ev["flip"]),
-        }  # fmt: skip
+            "text_embeddings": self.prompt_embeddings(),
+            "seen": self.prompt_seen,
+            "seen_bias": self.seen_bias(),
+            "mode": ev["mode"],
+            "crop": ev["crop"],
+            "stride": ev["stride"],
+            "window_batch": ev["window_batch"],
+            "scales": ev["scales"],
+            "flip": bool(ev["flip"]),
+        }
 
     @torch.no_grad()
     def predict_scores(self, image: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
@@ -415,7 +460,9 @@ class ZegCLIPModule(L.LightningModule):
         labels = self.model.segment_labels(image, out_size=out_size, **self._segment_args())
         return labels if self._plain_prompts else self.prompt_lookup[labels]
 
-    def _evaluate_batch(self, batch: dict[str, Any], metrics: ZeroShotSegmentationMetrics, keep_samples: bool) -> None:
+    def _evaluate_batch(
+        self, batch: dict[str, Any], metrics: ZeroShotSegmentationMetrics, keep_samples: bool
+    ) -> None:
         images, labels, metas = batch["image"], batch["label"], batch["meta"]
         sizes = [(tuple(int(v) for v in m["img_size"]), tuple(int(v) for v in m["ori_size"])) for m in metas]
         if len(set(sizes)) == 1:  # same sizes (e.g. generated data): one pass for the whole batch
@@ -436,7 +483,12 @@ class ZegCLIPModule(L.LightningModule):
             if not keep_samples or len(self._image_samples) >= limit:
                 break
             self._image_samples.append(
-                {"image": image.cpu(), "pred": pred.cpu(), "label": target.cpu(), "name": str(meta.get("name", ""))}
+                {
+                    "image": image.cpu(),
+                    "pred": pred.cpu(),
+                    "label": target.cpu(),
+                    "name": str(meta.get("name", "")),
+                }
             )
 
     def on_validation_epoch_start(self) -> None:
@@ -489,8 +541,6 @@ class ZegCLIPModule(L.LightningModule):
 
     def _log_summary(self, stage: str, summary: dict[str, Any]) -> None:
         values = {f"{stage}/{k}": float(summary[k]) for k in SUMMARY_KEYS if summary[k] == summary[k]}
-        values.update(
-            {f"{stage}/IoU/{name}": v for name, v in summary["IoU_per_class"].items() if v == v}
-        )
+        values.update({f"{stage}/IoU/{name}": v for name, v in summary["IoU_per_class"].items() if v == v})
         # every rank holds the same (already reduced) numbers: no further sync needed
         self.log_dict(values, sync_dist=False, rank_zero_only=False)

@@ -41,12 +41,14 @@ def parameter_groups(
             groups.setdefault(key, []).append(param)
     out = []
     for (backbone, norm), params in sorted(groups.items()):
-        out.append({
-            "params": params,
-            "lr": lr * (backbone_lr_scale if backbone else 1.0),
-            "weight_decay": 0.0 if norm else weight_decay,
-            "name": ("backbone_" if backbone else "") + ("no_decay" if norm else "decay"),
-        })  # fmt: skip
+        out.append(
+            {
+                "params": params,
+                "lr": lr * (backbone_lr_scale if backbone else 1.0),
+                "weight_decay": 0.0 if norm else weight_decay,
+                "name": ("backbone_" if backbone else "") + ("no_decay" if norm else "decay"),
+            }
+        )
     return out
 
 
@@ -118,7 +120,9 @@ def build_optimizer(
     shape = {"power": power, "min_lr": min_lr, "warmup_steps": warmup_steps, "warmup_ratio": warmup_ratio}
     if restart_at > 0:
         if not 0 < restart_at < max_steps:
-            raise ValueError(f"restart_at must lie inside the run's 1..{max_steps - 1} steps, got {restart_at}")
+            raise ValueError(
+                f"restart_at must lie inside the run's 1..{max_steps - 1} steps, got {restart_at}"
+            )
         first = poly_warmup_factor(lr, first_schedule_steps or 2 * restart_at, **shape)
         factor = restarted_factor(first, poly_warmup_factor(lr, max_steps - restart_at, **shape), restart_at)
     else:

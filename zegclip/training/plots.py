@@ -81,7 +81,9 @@ def confusion_matrix_figure(
     norm = Normalize(0, 1) if num <= CELL_TEXT_MAX else PowerNorm(0.5, 0, 1)
     image = ax.imshow(normalised, cmap=cmap, norm=norm, interpolation="nearest")
     cbar = fig.colorbar(image, ax=ax, shrink=0.6, pad=0.01)
-    cbar.set_label("fraction of the true class's pixels" + ("" if num <= CELL_TEXT_MAX else " (square-root scale)"))
+    cbar.set_label(
+        "fraction of the true class's pixels" + ("" if num <= CELL_TEXT_MAX else " (square-root scale)")
+    )
     size = _font_size(num)
     unseen_set = set(int(i) for i in unseen)
     if num <= NAMED_TICKS_MAX:
@@ -108,8 +110,15 @@ def confusion_matrix_figure(
             for c in range(num):
                 value = normalised[r, c]
                 if value == value and value >= 0.005:
-                    ax.text(c, r, f"{100 * value:.0f}", ha="center", va="center", fontsize=size - 1,
-                            color="white" if value > 0.55 else "black")  # fmt: skip
+                    ax.text(
+                        c,
+                        r,
+                        f"{100 * value:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=size - 1,
+                        color="white" if value > 0.55 else "black",
+                    )
     return fig
 
 
@@ -152,23 +161,38 @@ def per_class_iou_figure(
     for row, value in enumerate(shown):
         text = "absent" if np.isnan(value) else (f"{value:.1f}" if num <= 60 else None)
         if text:
-            ax.text((0 if np.isnan(value) else value) + 0.8, row, text, va="center", fontsize=size - 1, color="0.25")
+            ax.text(
+                (0 if np.isnan(value) else value) + 0.8,
+                row,
+                text,
+                va="center",
+                fontsize=size - 1,
+                color="0.25",
+            )
     handles: list[Any] = []
     means = []
-    for index, colour, label in ((seen_idx, SEEN_COLOUR, "seen"), (sorted(unseen_set), UNSEEN_COLOUR, "unseen")):
+    for index, colour, label in (
+        (seen_idx, SEEN_COLOUR, "seen"),
+        (sorted(unseen_set), UNSEEN_COLOUR, "unseen"),
+    ):
         metric = LABELS[f"mIoU_{label}"]
         present = values[index] if index else np.array([])
         present = present[~np.isnan(present)]
         if present.size:
             mean = float(present.mean())
-            handles.append(ax.axvline(mean, color=colour, linestyle="--", linewidth=1.5,
-                                      label=f"{metric} {mean:.1f}"))  # fmt: skip
+            handles.append(
+                ax.axvline(mean, color=colour, linestyle="--", linewidth=1.5, label=f"{metric} {mean:.1f}")
+            )
             handles.append(Patch(color=colour, label=f"{label} classes"))
             means.append(f"{metric} {mean:.1f}")
     if handles:
         ax.legend(handles=handles, loc="lower right", fontsize=9, framealpha=0.9)
-    ax.set_title("IoU per class" + (" (highest first)" if sort else "") + (": " + ", ".join(means) if means else "")
-                 + (f"\n{hidden} classes absent from truth and prediction not shown" if hidden else ""))  # fmt: skip
+    ax.set_title(
+        "IoU per class"
+        + (" (highest first)" if sort else "")
+        + (": " + ", ".join(means) if means else "")
+        + (f"\n{hidden} classes absent from truth and prediction not shown" if hidden else "")
+    )
     if num > 40:  # a tall figure: the scale at the top too
         ax.tick_params(axis="x", top=True, labeltop=True)
     return fig
@@ -216,8 +240,9 @@ def sample_panels_figure(
         ]
         for c, (array, title) in enumerate(panels):
             ax = fig.add_subplot(grid[r, c])
-            ax.imshow(array, interpolation="nearest", aspect="equal",
-                      extent=(0, label.shape[1], label.shape[0], 0))  # fmt: skip
+            ax.imshow(
+                array, interpolation="nearest", aspect="equal", extent=(0, label.shape[1], label.shape[0], 0)
+            )
             ax.set_title(title, fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -226,13 +251,21 @@ def sample_panels_figure(
         legend_ax = fig.add_subplot(grid[r, 3])
         legend_ax.axis("off")
         handles = [
-            Patch(facecolor=colours[i] / 255, edgecolor="0.3",
-                  label=class_names[i] + (" * (unseen)" if i in unseen_set else ""))
+            Patch(
+                facecolor=colours[i] / 255,
+                edgecolor="0.3",
+                label=class_names[i] + (" * (unseen)" if i in unseen_set else ""),
+            )
             for i in shown
-        ]  # fmt: skip
+        ]
         if handles:
-            legend_ax.legend(handles=handles, loc="center left", fontsize=8, frameon=False,
-                             ncols=1 if len(handles) <= 14 else 2)  # fmt: skip
+            legend_ax.legend(
+                handles=handles,
+                loc="center left",
+                fontsize=8,
+                frameon=False,
+                ncols=1 if len(handles) <= 14 else 2,
+            )
     return fig
 
 

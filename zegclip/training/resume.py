@@ -56,7 +56,9 @@ def check_resume(path: str | None, module: Any) -> None:
     saved_model, our_model = _normalized(hp["model_config"]), _normalized(current["model_config"])
     differences = [d for d in config_differences(saved_model, our_model) if d[0] not in MAY_DIFFER]
     if differences:
-        values = " ".join(f"{key}={saved}" for key, saved, _ in differences if not isinstance(saved, (dict, list)))
+        values = " ".join(
+            f"{key}={saved}" for key, saved, _ in differences if not isinstance(saved, (dict, list))
+        )
         raise CheckpointError(
             f"ckpt_path={path} was trained with another architecture: {describe_differences(differences)}. "
             f"Resuming continues that run: give the checkpoint's values ({values or 'see above'}), or leave "
@@ -85,16 +87,22 @@ def _read(file: Path) -> dict[str, Any] | Any:
 
 
 def _check_kind(path: str, ckpt: Any) -> None:
-    instead = "start a new run from its weights with init_from=PATH, or evaluate it with eval.py ckpt_path=PATH"
+    instead = (
+        "start a new run from its weights with init_from=PATH, or evaluate it with eval.py ckpt_path=PATH"
+    )
     if not isinstance(ckpt, dict):
-        raise CheckpointError(f"ckpt_path={path} is not a checkpoint of a train.py run (it holds a {type(ckpt).__name__})")
+        raise CheckpointError(
+            f"ckpt_path={path} is not a checkpoint of a train.py run (it holds a {type(ckpt).__name__})"
+        )
     if ckpt.get("format") == FORMAT:
         raise CheckpointError(
             f"ckpt_path={path} is an exported zegclip model file: it has no optimizer or training-loop state "
             f"to resume; {instead}"
         )
     if is_official_checkpoint(ckpt):
-        raise CheckpointError(f"ckpt_path={path} is an official ZegCLIP release, not a train.py checkpoint; {instead}")
+        raise CheckpointError(
+            f"ckpt_path={path} is an official ZegCLIP release, not a train.py checkpoint; {instead}"
+        )
     hp = ckpt.get("hyper_parameters")
     if "loops" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(
@@ -146,6 +154,8 @@ def _check_tensors(path: str, state: dict[str, Any], module: Any) -> None:
         if key not in state:
             problems.append(f"{key} missing")
         elif tuple(state[key].shape) != tuple(value.shape):
-            problems.append(f"{key} {tuple(state[key].shape)} in the checkpoint, {tuple(value.shape)} in this run")
+            problems.append(
+                f"{key} {tuple(state[key].shape)} in the checkpoint, {tuple(value.shape)} in this run"
+            )
     if problems:
         raise CheckpointError(f"ckpt_path={path} does not fit this model: {'; '.join(problems[:4])}")

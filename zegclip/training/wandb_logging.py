@@ -47,7 +47,9 @@ def wandb_mask_ids(
 
 def _resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     tensor = torch.from_numpy(np.ascontiguousarray(array))[None, None].float()
-    return torch.nn.functional.interpolate(tensor, size=size, mode="nearest")[0, 0].numpy().astype(array.dtype)
+    return (
+        torch.nn.functional.interpolate(tensor, size=size, mode="nearest")[0, 0].numpy().astype(array.dtype)
+    )
 
 
 def log_wandb_masks(
@@ -82,7 +84,9 @@ def log_wandb_masks(
         lg.experiment.log({"val/examples": images, "trainer/global_step": step})
 
 
-def log_plots_to_wandb(loggers: Sequence[Any], paths: dict[str, Path], step: int, stage: str = "test") -> None:
+def log_plots_to_wandb(
+    loggers: Sequence[Any], paths: dict[str, Path], step: int, stage: str = "test"
+) -> None:
     """Send the PNGs to every W&B logger as ``<stage>/plots/<name>`` images at ``step``."""
     from lightning.pytorch.loggers import WandbLogger
 
@@ -91,7 +95,9 @@ def log_plots_to_wandb(loggers: Sequence[Any], paths: dict[str, Path], step: int
         return
     import wandb
 
-    payload: dict[str, Any] = {f"{stage}/plots/{name}": wandb.Image(str(path)) for name, path in paths.items()}
+    payload: dict[str, Any] = {
+        f"{stage}/plots/{name}": wandb.Image(str(path)) for name, path in paths.items()
+    }
     payload["trainer/global_step"] = step
     for lg in wandb_loggers:
         lg.experiment.log(payload)

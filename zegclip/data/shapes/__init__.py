@@ -19,7 +19,19 @@ from zegclip.data.shapes.vocabulary import (
 from zegclip.data.shapes.world import Scene, ShapeObject, ShapesWorld, sample_name
 
 __all__ = [
-    "ALL_COLOUR_SHAPES", "COLOURS", "COMPOSITIONAL", "SHAPES", "SHAPES_ONLY", "VOCABULARIES", "Scene",
-    "ShapeClass", "ShapeObject", "ShapesSegmentationDataset", "ShapesWorld", "Vocabulary", "build_shapes_dataset",
-    "get_vocabulary", "sample_name",
-]  # fmt: skip
+    "ALL_COLOUR_SHAPES",
+    "COLOURS",
+    "COMPOSITIONAL",
+    "SHAPES",
+    "SHAPES_ONLY",
+    "VOCABULARIES",
+    "Scene",
+    "ShapeClass",
+    "ShapeObject",
+    "ShapesSegmentationDataset",
+    "ShapesWorld",
+    "Vocabulary",
+    "build_shapes_dataset",
+    "get_vocabulary",
+    "sample_name",
+]

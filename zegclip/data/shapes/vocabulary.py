@@ -92,5 +92,3 @@ def get_vocabulary(name: str | Vocabulary) -> Vocabulary:
     if name not in VOCABULARIES:
         raise ConfigError(f"Unknown shapes vocabulary {name!r}; choose one of {sorted(VOCABULARIES)}")
     return VOCABULARIES[name]
-
-

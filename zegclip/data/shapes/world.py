@@ -43,6 +43,7 @@ _MIN_SEPARATION = 0.85  # centre distance >= this x (r1 + r2): objects may touch
 _PLACEMENT_TRIES = 30
 _SUBPIXEL_SHIFT = 4  # OpenCV fixed-point bits for polygon/circle coordinates
 
+
 @dataclass(frozen=True)
 class ShapeObject:
     """One object of a scene: its class, look and placement (pixel units, x right, y down)."""

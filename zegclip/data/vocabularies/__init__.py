@@ -38,7 +38,12 @@ class VocabularyFile:
 
     def describe(self) -> dict[str, Any]:
         """What a run records about the list it used: name, file, source, size."""
-        return {"name": self.name, "file": str(self.path), "source": self.source, "classes": len(self.classes)}
+        return {
+            "name": self.name,
+            "file": str(self.path),
+            "source": self.source,
+            "classes": len(self.classes),
+        }
 
 
 def vocabulary_path(name: str | Path) -> Path:
@@ -48,7 +53,9 @@ def vocabulary_path(name: str | Path) -> Path:
     path = Path(str(name))
     if path.suffix == ".json":
         return path
-    raise ClassSplitError(f"no vocabulary named {str(name)!r}: expected one of {list(NAMES)} or a path to a .json file")
+    raise ClassSplitError(
+        f"no vocabulary named {str(name)!r}: expected one of {list(NAMES)} or a path to a .json file"
+    )
 
 
 @cache
@@ -62,7 +69,11 @@ def _read(path: Path) -> VocabularyFile:
     if isinstance(data, list):  # a bare list of names, as CAT-Seg's files
         data = {"classes": data}
     classes = data.get("classes") if isinstance(data, dict) else None
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c.strip() for c in classes):
+    if (
+        not isinstance(classes, list)
+        or not classes
+        or not all(isinstance(c, str) and c.strip() for c in classes)
+    ):
         raise ClassSplitError(
             f"vocabulary file {path}: expected a non-empty list of class names under 'classes' "
             "(or a JSON list of names)"
@@ -72,7 +83,9 @@ def _read(path: Path) -> VocabularyFile:
     if duplicates:
         raise ClassSplitError(f"vocabulary file {path}: class names {duplicates[:5]} appear more than once")
     extra = {k: v for k, v in data.items() if k not in ("name", "source", "classes")}
-    return VocabularyFile(str(data.get("name") or path.stem), str(data.get("source") or path), names, path, extra)
+    return VocabularyFile(
+        str(data.get("name") or path.stem), str(data.get("source") or path), names, path, extra
+    )
 
 
 def load_vocabulary(name: str | Path) -> VocabularyFile:

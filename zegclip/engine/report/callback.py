@@ -16,7 +16,6 @@ from zegclip.engine.report.render import run
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
-
 class SweepReportCallback(Callback):
     """Writes the sweep report at the end of a multirun; never fails the sweep.
 
@@ -53,7 +52,9 @@ class SweepReportCallback(Callback):
         try:
             sweep = self._sweep_dir or Path(str(config.hydra.sweep.dir))
             if not (sweep / "multirun.yaml").is_file():
-                _warn(f"no multirun folder at {sweep}: no sweep report (run `python -m zegclip.report DIR` later)")
+                _warn(
+                    f"no multirun folder at {sweep}: no sweep report (run `python -m zegclip.report DIR` later)"
+                )
                 return
             run([sweep], per_class=self.per_class)
         except Exception as err:

@@ -85,7 +85,11 @@ class Report:
     def short(self, overrides: Sequence[str]) -> str:
         """A job's overrides without those every group shares and without hydra.* / paths.*."""
         common = set(self.common_overrides())
-        kept = [o for o in overrides if o not in common and (is_variable(o, self.ignore) or override_key(o) == "seed")]
+        kept = [
+            o
+            for o in overrides
+            if o not in common and (is_variable(o, self.ignore) or override_key(o) == "seed")
+        ]
         return " ".join(kept)
 
 
@@ -136,8 +140,14 @@ def read_job(folder: Path, name: str = "") -> Job:
                 break
     if metrics is None and reason is None:
         reason = failure_reason(folder)
-    return Job(folder=folder, overrides=[str(o) for o in overrides], metrics=metrics, seed=seed, reason=reason,
-               name=name or folder.name)  # fmt: skip
+    return Job(
+        folder=folder,
+        overrides=[str(o) for o in overrides],
+        metrics=metrics,
+        seed=seed,
+        reason=reason,
+        name=name or folder.name,
+    )
 
 
 def find_job_folders(root: Path) -> list[Path]:
@@ -145,7 +155,9 @@ def find_job_folders(root: Path) -> list[Path]:
     if is_job_folder(root):
         return [root]
     found = []
-    for child in sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_natural):
+    for child in sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=_natural
+    ):
         found.extend(find_job_folders(child))
     return found
 
@@ -188,7 +200,9 @@ def collect(paths: Sequence[str | Path], ignore: Sequence[str] = ()) -> Report:
     for raw in paths:
         path = Path(raw)
         if not path.is_dir():
-            raise FileNotFoundError(f"{str(path)!r} is not a folder (expected a multirun folder or run folders)")
+            raise FileNotFoundError(
+                f"{str(path)!r} is not a folder (expected a multirun folder or run folders)"
+            )
         sweeps = [path] if (path / "multirun.yaml").is_file() else sorted(path.rglob("multirun.yaml"))
         sweep_dirs = [s if s.is_dir() else s.parent for s in sweeps]
         folders = find_job_folders(path)
@@ -221,7 +235,9 @@ def collect(paths: Sequence[str | Path], ignore: Sequence[str] = ()) -> Report:
         for name in (job.metrics or {}).get("IoU_per_class") or {}:
             if name not in class_names:
                 class_names.append(name)
-    return Report([Path(p) for p in paths], list(groups.values()), missing, class_names, expected_total, list(ignore))
+    return Report(
+        [Path(p) for p in paths], list(groups.values()), missing, class_names, expected_total, list(ignore)
+    )
 
 
 def _canonical(overrides: Sequence[str]) -> list[str]:

@@ -48,7 +48,9 @@ def markdown(report: Report, per_class: bool = False) -> str:
         lines.append("| job | overrides | status |")
         lines.append("|---|---|---|")
         for job in report.failed:
-            lines.append(f"| `{job.name}` | `{report.short(job.overrides)}` | {_md_escape(job.reason or '')} |")
+            lines.append(
+                f"| `{job.name}` | `{report.short(job.overrides)}` | {_md_escape(job.reason or '')} |"
+            )
         for miss in report.missing:
             lines.append(f"| {miss.name} | `{report.short(miss.overrides)}` | {_md_escape(miss.reason)} |")
     if per_class and report.class_names:
@@ -119,14 +121,23 @@ def print_report(report: Report, paths: dict[str, Path]) -> None:
     if common:
         console.print("overrides of every job: " + escape(" ".join(common)), highlight=False)
     for job in report.failed:
-        console.print(f"[yellow]job {job.name} ({escape(report.short(job.overrides))}): {escape(job.reason or '')}[/yellow]")
+        console.print(
+            f"[yellow]job {job.name} ({escape(report.short(job.overrides))}): {escape(job.reason or '')}[/yellow]"
+        )
     for miss in report.missing:
-        console.print(f"[yellow]job {miss.name} ({escape(report.short(miss.overrides))}): {escape(miss.reason)}[/yellow]")
+        console.print(
+            f"[yellow]job {miss.name} ({escape(report.short(miss.overrides))}): {escape(miss.reason)}[/yellow]"
+        )
     console.print(f"report written to {paths['md']} and {paths['csv'].name}")
 
 
-def run(paths: Sequence[str | Path], out: str | Path | None = None, per_class: bool = False,
-        quiet: bool = False, ignore: Sequence[str] = ()) -> dict[str, Path]:  # fmt: skip
+def run(
+    paths: Sequence[str | Path],
+    out: str | Path | None = None,
+    per_class: bool = False,
+    quiet: bool = False,
+    ignore: Sequence[str] = (),
+) -> dict[str, Path]:
     """Collect, write (into ``out`` or the first path) and print a report; returns the file paths."""
     from zegclip.engine.benchmark_table import write_benchmark_table
 
