@@ -2,12 +2,20 @@
 definition (:func:`zegclip.model.loss.focal_dice`, to float32 rounding) without one-hot targets or
 full-size temporaries. :class:`zegclip.model.loss.FocalDiceLoss` uses it by default (training).
 
-What it saves (``python benchmarks/loss_benchmark.py``, COCO-Stuff scale: B=2, C=156 seen classes,
-512x512 crops, one forward+backward on 2 CPU threads; benchmarks/results/loss_benchmark_cpu*.md):
-with the 32x32 grid logits training passes, about 9x less time and 30x less peak memory than the plain
-definition (which upsamples and builds the one-hot target at full size); with full-size logits,
-about 4x less time and 8x less memory. On a GPU the memory is the point: the plain path's
-``(B, C, H, W)`` temporaries are several GiB at 847 classes.
+What it saves, measured (``python benchmarks/loss_benchmark.py [--logit-size 32]``, COCO-Stuff
+scale: B=2, C=156 seen classes, 512x512 labels, one forward+backward, AMD EPYC Zen 4 with 2 threads,
+torch 2.14; benchmarks/results/loss_benchmark_cpu{_grid,}.md):
+
+=================================  =====================  =====================
+logits                             plain: time / memory   fused: time / memory
+=================================  =====================  =====================
+32x32 grid (what training passes)  5.4 s / 3.8 GiB        0.87 s / 80 MiB
+512x512 (full size)                5.0 s / 3.5 GiB        1.4 s / 0.4 GiB
+=================================  =====================  =====================
+
+(peak memory beyond the inputs, the logits' gradient included). The plain definition's
+``(B, C, H, W)`` upsampled logits, one-hot targets and temporaries grow with the class count:
+several GiB per image at 847 classes, on a GPU too.
 
 How:
 
