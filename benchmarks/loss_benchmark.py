@@ -1,12 +1,22 @@
-"""Benchmark: the official-style ZegCLIP loss computation vs ``zegclip.model.loss.FocalDiceLoss``.
+"""Benchmark: the loss's plain definition vs its fused fast path (and the official-style computation).
+
+Methods (``--methods``, default all three):
+
+* ``official-style``: the official ZegCLIP loss's computation written out (per-image Python loops
+  over the present classes, a float one-hot target);
+* ``plain``: ``zegclip.model.loss.focal_dice`` (``FocalDiceLoss(implementation="plain")``), the
+  definition with ordinary torch ops, what the golden tests compare with;
+* ``fused``: ``zegclip.model.loss_fused.fused_focal_dice`` (``FocalDiceLoss()``, the default that
+  training runs).
 
 Prints a Markdown table with, per device and method, the forward+backward time (median of
 ``--repeats`` runs after one warm-up) and the peak extra memory of one forward+backward, then the
-largest differences between the two methods' losses and gradients.
+largest differences between each method's losses and gradients and those of ``plain``.
 
     python benchmarks/loss_benchmark.py                      # COCO-like: B=2, C=156, 512x512
     python benchmarks/loss_benchmark.py --logit-size 32      # the grid logits training passes
     python benchmarks/loss_benchmark.py --size 256 --repeats 3 --devices cpu
+    python benchmarks/loss_benchmark.py --methods plain,fused
 
 The table is also written to ``benchmarks/results/loss_benchmark_cpu.md`` (``_grid`` with
 ``--logit-size`` below ``--size``; ``--out`` for another file).
@@ -83,14 +93,23 @@ def official_style_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float
     return 100 * loss_mask, loss_dice
 
 
-def ours(logits: torch.Tensor, labels: torch.Tensor):
+def plain(logits: torch.Tensor, labels: torch.Tensor):
     from zegclip.model.loss import FocalDiceLoss
 
-    out = FocalDiceLoss(ignore_index=IGNORE)(logits, labels)  # the official ignore value, as the labels
+    out = FocalDiceLoss(ignore_index=IGNORE, implementation="plain")(logits, labels)  # the labels' ignore value
     return out.loss_mask, out.loss_dice
 
 
-METHODS = {"official-style": official_style_loss, "zegclip FocalDiceLoss": ours}
+def fused(logits: torch.Tensor, labels: torch.Tensor):
+    from zegclip.model.loss import FocalDiceLoss
+
+    out = FocalDiceLoss(ignore_index=IGNORE)(logits, labels)  # the default: implementation="fused"
+    return out.loss_mask, out.loss_dice
+
+
+METHODS = {"official-style": official_style_loss, "plain": plain, "fused": fused}
+REFERENCE = "plain"
+"""The method the others' losses and gradients are compared with."""
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -199,6 +218,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--per-image", type=int, default=8, help="classes present per image")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (median reported)")
     parser.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)} (default: all)"
+    )
+    parser.add_argument(
         "--devices", default=None, help="comma-separated (default: cpu, plus cuda if available)"
     )
     parser.add_argument("--out", default=None, help="result file (default benchmarks/results/loss_benchmark_cpu[_grid].md)")
@@ -207,6 +229,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--save-to", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.logit_size = args.logit_size or args.size
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown or not args.methods:
+        parser.error(f"--methods: unknown {unknown or 'empty list'}; choose from {', '.join(METHODS)}")
     return args
 
 
@@ -215,6 +241,7 @@ def run_in_subprocess(method: str, device: str, args: argparse.Namespace, save_t
         sys.executable, __file__, "--worker", method, "--device", device, "--save-to", save_to,
         "--batch", str(args.batch), "--classes", str(args.classes), "--size", str(args.size),
         "--logit-size", str(args.logit_size), "--per-image", str(args.per_image), "--repeats", str(args.repeats),
+        "--methods", method,
     ]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -247,15 +274,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for device in devices:
             results = {}
-            for method in METHODS:
+            for method in args.methods:
                 path = str(Path(tmp) / f"{device}_{len(results)}.pt")
                 rows.append(run_in_subprocess(method, device, args, path))
                 results[method] = torch.load(path, weights_only=True)
-            a, b = results.values()
-            scale = a["grad"].abs().max().item()
-            grad_err = (a["grad"] - b["grad"]).abs().max().item()
-            diffs.append((device, abs(a["loss_mask"] - b["loss_mask"]).item(), abs(a["loss_dice"] - b["loss_dice"]).item(),
-                          grad_err, scale))  # fmt: skip
+            ref_name = REFERENCE if REFERENCE in results else args.methods[0]
+            ref = results[ref_name]
+            scale = ref["grad"].abs().max().item()
+            for method, other in results.items():
+                if method != ref_name:
+                    diffs.append((device, f"{method} vs {ref_name}", abs(other["loss_mask"] - ref["loss_mask"]).item(),
+                                  abs(other["loss_dice"] - ref["loss_dice"]).item(),
+                                  (other["grad"] - ref["grad"]).abs().max().item(), scale))  # fmt: skip
 
     lines.append(
         "| device | method | fwd+bwd time, median (min) | peak extra memory | memory measured by | loss_mask | loss_dice |"
@@ -268,10 +298,10 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['memory_note']} | {r['loss_mask']:.6f} | {r['loss_dice']:.6f} |"
         )
     lines.append("")
-    lines.append("| device | max abs diff loss_mask | max abs diff loss_dice | max abs diff grad | max abs grad |")
-    lines.append("|---|---|---|---|---|")
-    for device, dm, dd, dg, scale in diffs:
-        lines.append(f"| {device} | {dm:.3g} | {dd:.3g} | {dg:.3g} | {scale:.3g} |")
+    lines.append("| device | methods | max abs diff loss_mask | max abs diff loss_dice | max abs diff grad | max abs grad |")
+    lines.append("|---|---|---|---|---|---|")
+    for device, pair, dm, dd, dg, scale in diffs:
+        lines.append(f"| {device} | {pair} | {dm:.3g} | {dd:.3g} | {dg:.3g} | {scale:.3g} |")
     lines += ["", f"Load average at the end: {benchlib.load_average()}."]
     name = "loss_benchmark_cpu" + ("_grid" if args.logit_size < args.size else "")
     benchlib.write_result(name, "\n".join(lines) + "\n", args.out)

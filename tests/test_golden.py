@@ -1,7 +1,8 @@
 """Fidelity: our model, loaded from the official tiny checkpoint, reproduces the official tensors.
 
 Tolerances (the golden pack's README, ../shared/golden): 1e-5 absolute for tensors and losses, 1e-5 x max|grad| for
-gradients; label maps exactly.
+gradients; label maps exactly. The losses are checked for both implementations of ``FocalDiceLoss``: the plain
+definition (``focal_dice``) and the fused path training uses.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from zegclip.model.loss import FocalDiceLoss
 from zegclip.model.official import convert_official, map_official_key
 
 ATOL = 1e-5
+LOSS_IMPLEMENTATIONS = ["plain", "fused"]
 SEEN = [0, 1, 2, 3]
 UNSEEN = [4, 5]
 
@@ -99,7 +101,8 @@ def test_text_embeddings(converted, golden):
     assert_close(model.class_embeddings([names[i] for i in SEEN]), te["seen_normalized"], what="seen")
 
 
-def test_inductive_training_forward_loss_and_gradients(converted, golden, official):
+@pytest.mark.parametrize("implementation", LOSS_IMPLEMENTATIONS)
+def test_inductive_training_forward_loss_and_gradients(converted, golden, official, implementation):
     model, _ = converted
     inputs, out_g = golden["inputs"], golden["train_outputs"]
     train_mode_without_dropout(model)
@@ -134,11 +137,12 @@ def test_inductive_training_forward_loss_and_gradients(converted, golden, offici
 
     labels = inductive_targets(inputs["gt_semantic_seg"][:, 0], seen_lookup(6, SEEN))
     assert torch.equal(labels, inputs["gt_seen_mapped"][:, 0])
-    full_size = FocalDiceLoss()(out.pred_masks, labels)  # the loss of full-size logits
-    # what training does: the grid logits, upsampled inside the loss chunk by chunk
+    criterion = FocalDiceLoss(implementation=implementation)
+    full_size = criterion(out.pred_masks, labels)  # the loss of full-size logits
+    # what training does: the grid logits, upsampled inside the loss (by the fused path chunk by chunk)
     logits = out.logits_for(labels.shape[-2:])
     assert logits.shape[-2:] == (4, 4)
-    loss = FocalDiceLoss()(logits, labels)
+    loss = criterion(logits, labels)
     for result in (full_size, loss):
         assert_close(result.loss_mask, out_g["losses"]["decode.loss_mask"], what="loss_mask")
         assert_close(result.loss_dice, out_g["losses"]["decode.loss_dice"], what="loss_dice")
@@ -148,9 +152,10 @@ def test_inductive_training_forward_loss_and_gradients(converted, golden, offici
     check_grads(model, out_g["grads"], 3)
 
 
-def test_loss_on_image_without_labels(golden):
+@pytest.mark.parametrize("implementation", LOSS_IMPLEMENTATIONS)
+def test_loss_on_image_without_labels(golden, implementation):
     out_g = golden["train_outputs"]
-    loss = FocalDiceLoss()(out_g["pred_masks"], golden["inputs"]["gt_edge_case"][:, 0])
+    loss = FocalDiceLoss(implementation=implementation)(out_g["pred_masks"], golden["inputs"]["gt_edge_case"][:, 0])
     assert_close(loss.loss_mask, out_g["edge_case_losses"]["loss_mask"], what="edge loss_mask")
     assert_close(loss.loss_dice, out_g["edge_case_losses"]["loss_dice"], what="edge loss_dice")
 
@@ -175,7 +180,8 @@ def test_inductive_eval_scores(converted, golden):
     assert torch.equal(labels, ev["slide_argmax"])
 
 
-def test_transductive_pseudo_labels_loss_and_gradients(converted, golden):
+@pytest.mark.parametrize("implementation", LOSS_IMPLEMENTATIONS)
+def test_transductive_pseudo_labels_loss_and_gradients(converted, golden, implementation):
     model, _ = converted
     inputs, tr = golden["inputs"], golden["transductive_outputs"]
     gt = inputs["gt_semantic_seg"][:, 0]
@@ -193,7 +199,7 @@ def test_transductive_pseudo_labels_loss_and_gradients(converted, golden):
     assert torch.equal(transductive_targets(gt, out.logits, UNSEEN), transductive_targets(gt, out.pred_masks, UNSEEN))
     logits = out.logits_for(gt.shape[-2:])
     assert logits.shape[-2:] == (4, 4)
-    loss = FocalDiceLoss()(logits, transductive_targets(gt, logits, UNSEEN))
+    loss = FocalDiceLoss(implementation=implementation)(logits, transductive_targets(gt, logits, UNSEEN))
     assert_close(loss.loss_mask, tr["losses"]["decode.loss_mask"], what="loss_mask")
     assert_close(loss.loss_dice, tr["losses"]["decode.loss_dice"], what="loss_dice")
     assert_close(loss.total, tr["total_loss"], what="total")
@@ -208,7 +214,8 @@ def test_transductive_pseudo_labels_loss_and_gradients(converted, golden):
     assert_close(slide, tr["slide_inference"], what="slide")
 
 
-def test_fully_supervised_loss_gradients_and_scores(converted, golden):
+@pytest.mark.parametrize("implementation", LOSS_IMPLEMENTATIONS)
+def test_fully_supervised_loss_gradients_and_scores(converted, golden, implementation):
     model, _ = converted
     inputs, fu = golden["inputs"], golden["fully_outputs"]
     assert torch.equal(inputs["gt_semantic_seg"][:, 0], fu["targets"])
@@ -216,7 +223,7 @@ def test_fully_supervised_loss_gradients_and_scores(converted, golden):
     text = golden["text_embeddings"]["all_normalized"]
     out = model(inputs["img"], text)
     assert_close(out.pred_masks, fu["pred_masks"], what="fully pred_masks")
-    loss = FocalDiceLoss()(out.logits_for(fu["targets"].shape[-2:]), fu["targets"])
+    loss = FocalDiceLoss(implementation=implementation)(out.logits_for(fu["targets"].shape[-2:]), fu["targets"])
     assert_close(loss.loss_mask, fu["losses"]["decode.loss_mask"], what="loss_mask")
     assert_close(loss.loss_dice, fu["losses"]["decode.loss_dice"], what="loss_dice")
     loss.total.backward()

@@ -1,5 +1,8 @@
-"""FocalDiceLoss against a direct implementation of docs/method.md §2 (value and gradient), chunking, label
-checks, and ``num_masks`` / DDP training under a real 2-process gloo group."""
+"""The loss: both implementations (the plain definition ``focal_dice`` and the fused fast path, the
+default) against a float64 transcription of docs/method.md §2 and against each other (values and
+gradients: fp32, bf16, autocast, ignore pixels, absent classes, unlabelled images, grid logits, every
+decoder layer), the switch and its config, chunking, label checks, and ``num_masks`` / DDP training
+under a real 2-process gloo group."""
 
 from __future__ import annotations
 
@@ -12,7 +15,10 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from zegclip.common.constants import IGNORE_INDEX
-from zegclip.model.loss import FocalDiceLoss, global_num_masks
+from zegclip.common.errors import ConfigError
+from zegclip.model.loss import FocalDiceLoss, dice_loss, focal_dice, global_num_masks, sigmoid_focal_loss
+
+IMPLEMENTATIONS = ["plain", "fused"]
 
 
 def reference_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0):
@@ -55,6 +61,7 @@ def make_case(seed: int, b: int = 3, c: int = 5, size: int = 24, logit_size: int
 
 
 def compare(logits: torch.Tensor, labels: torch.Tensor, **loss_kwargs) -> None:
+    """FocalDiceLoss(**loss_kwargs) on float32 logits against :func:`reference_loss` in float64."""
     ours_in = logits.clone().requires_grad_(True)
     ours = FocalDiceLoss(**loss_kwargs)(ours_in, labels)
     ours.total.backward()
@@ -74,28 +81,204 @@ def compare(logits: torch.Tensor, labels: torch.Tensor, **loss_kwargs) -> None:
     assert ours.num_masks == max(present, 1)
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_matches_reference_same_resolution(seed):
-    compare(*make_case(seed))
+def test_matches_reference_same_resolution(seed, implementation):
+    compare(*make_case(seed), implementation=implementation)
 
 
-def test_matches_reference_with_upsampling():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_matches_reference_with_upsampling(implementation):
     logits, labels = make_case(2, b=2, c=4, size=32, logit_size=8)
     assert logits.shape[-1] != labels.shape[-1]
-    compare(logits, labels)
+    compare(logits, labels, implementation=implementation)
 
 
-def test_matches_reference_when_no_pixel_is_labelled():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_matches_reference_when_no_pixel_is_labelled(implementation):
     logits, labels = make_case(3)
     labels[:] = IGNORE_INDEX
-    compare(logits, labels)
-    out = FocalDiceLoss()(logits, labels)
+    compare(logits, labels, implementation=implementation)
+    out = FocalDiceLoss(implementation=implementation)(logits, labels)
     assert out.num_masks == 1.0 and out.loss_dice.item() == 0.0 and out.loss_mask.item() > 0
 
 
-def test_accepts_b1hw_labels():
+# ----------------------------------------------------------------------------- the plain definition
+
+
+def test_plain_definition_in_float64_is_the_reference():
+    """focal_dice keeps float64 logits in float64: the definition, to float64 rounding."""
+    logits, labels = make_case(9, b=2, c=4, size=16)
+    x = logits.double().requires_grad_(True)
+    out = focal_dice(x, labels)
+    assert out.loss_mask.dtype == torch.float64
+    ref_in = logits.double().requires_grad_(True)
+    ref_mask, ref_dice, _ = reference_loss(ref_in, labels)
+    assert abs(out.loss_mask.item() - ref_mask.item()) <= 1e-12 * ref_mask.item()
+    assert abs(out.loss_dice.item() - ref_dice.item()) <= 1e-12 * ref_dice.item()
+    out.total.backward()
+    (ref_mask + ref_dice).backward()
+    assert (x.grad - ref_in.grad).abs().max() <= 1e-12 * ref_in.grad.abs().max()
+
+
+def test_focal_and_dice_terms_by_hand():
+    """One pixel per mask, values worked out by hand: focal = alpha_t (1 - p_t)^gamma BCE, dice with +1."""
+    logits = torch.tensor([0.0, 2.0]).view(1, 2, 1, 1)
+    targets = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
+    p = torch.sigmoid(torch.tensor(2.0)).item()
+    expected_focal = [0.25 * 0.5**2 * torch.log(torch.tensor(2.0)).item(), 0.75 * p**2 * -torch.log(torch.tensor(1 - p)).item()]
+    assert torch.allclose(sigmoid_focal_loss(logits, targets), torch.tensor([expected_focal]), rtol=1e-6)
+    expected_dice = [1 - (2 * 0.5 + 1) / (0.5 + 1 + 1), 1 - 1 / (p + 0 + 1)]
+    assert torch.allclose(dice_loss(logits, targets), torch.tensor([expected_dice]), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- fused = plain
+
+
+def run_both(logits: torch.Tensor, labels: torch.Tensor, **kwargs):
+    """(plain, fused): each implementation's output and the gradient of its total at ``logits``."""
+    results = []
+    for implementation in IMPLEMENTATIONS:
+        x = logits.clone().requires_grad_(True)
+        out = FocalDiceLoss(implementation=implementation, **kwargs)(x, labels)
+        out.total.backward()
+        results.append((out, x.grad))
+    return results
+
+
+def assert_equal_losses(plain, fused, rtol: float = 2e-6) -> None:
+    for name in ("loss_mask", "loss_dice", "total"):
+        a, b = getattr(plain, name), getattr(fused, name)
+        assert a.dtype == b.dtype == torch.float32, name
+        assert abs(a.item() - b.item()) <= rtol * max(abs(a.item()), 1e-3), f"{name}: plain {a.item()} fused {b.item()}"
+    assert torch.equal(plain.accuracy, fused.accuracy) and plain.num_masks == fused.num_masks
+
+
+def labelled_case(kind: str):
+    """make_case variants: ignore pixels, classes absent from an image, an image without labels."""
+    if kind == "full size":
+        return make_case(10, b=3, c=6, size=24)
+    if kind == "grid 8->32":
+        return make_case(11, b=3, c=5, size=32, logit_size=8)
+    if kind == "grid 4->64 many classes":
+        return make_case(12, b=2, c=20, size=64, logit_size=4)
+    logits, labels = make_case(13, b=2, c=4, size=16)
+    labels[:] = IGNORE_INDEX  # "nothing labelled": focal over negatives only, no dice
+    return logits, labels
+
+
+@pytest.mark.parametrize("kind", ["full size", "grid 8->32", "grid 4->64 many classes", "nothing labelled"])
+def test_fused_equals_plain_in_fp32(kind):
+    logits, labels = labelled_case(kind)
+    (plain, plain_grad), (fused, fused_grad) = run_both(logits, labels)
+    assert_equal_losses(plain, fused)
+    scale = plain_grad.abs().max()  # a grid logit's gradient sums up to 16 x 16 pixels' in float32
+    assert (fused_grad - plain_grad).abs().max() <= 1e-5 * scale
+    if kind != "nothing labelled":  # the cases have ignore pixels and absent (image, class) pairs
+        assert (labels == IGNORE_INDEX).any() and plain.num_masks < labels.shape[0] * logits.shape[1]
+
+
+def test_fused_equals_plain_with_other_weights_and_focal_parameters():
+    logits, labels = make_case(14, b=2, c=4, size=20, logit_size=5)
+    kwargs = {"focal_weight": 20.0, "dice_weight": 3.0, "alpha": 0.6, "gamma": 1.5}
+    (plain, plain_grad), (fused, fused_grad) = run_both(logits, labels, **kwargs)
+    assert_equal_losses(plain, fused)
+    assert (fused_grad - plain_grad).abs().max() <= 1e-5 * plain_grad.abs().max()
+    default = FocalDiceLoss(implementation="plain")(logits, labels)
+    assert abs(default.loss_mask.item() - plain.loss_mask.item()) > 1e-3  # the parameters were used
+
+
+@pytest.mark.parametrize("logit_size", [8, 32])
+def test_fused_equals_plain_with_bf16_logits_and_under_autocast(logit_size):
+    """bf16 logits (bf16-mixed training), inside autocast: both compute in fp32 (equal to their fp32
+    result), and their bf16 gradients agree to bf16 rounding."""
+    logits, labels = make_case(15, b=2, c=5, size=32, logit_size=logit_size)
+    low = logits.bfloat16()
+    outputs = []
+    for implementation in IMPLEMENTATIONS:
+        x = low.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = FocalDiceLoss(implementation=implementation)(x, labels)
+            out.total.backward()
+        assert x.grad.dtype == torch.bfloat16
+        upcast = FocalDiceLoss(implementation=implementation)(low.float(), labels)
+        assert torch.equal(out.total, upcast.total), f"{implementation}: autocast or bf16 changed the loss"
+        outputs.append((out, x.grad))
+    (plain, plain_grad), (fused, fused_grad) = outputs
+    assert_equal_losses(plain, fused)
+    scale = plain_grad.float().abs().max()
+    assert (fused_grad.float() - plain_grad.float()).abs().max() <= 2**-7 * scale
+
+
+def test_fused_equals_plain_on_every_decoder_layer():
+    """Deep supervision's sum over the decoder layers' logits (``loss.aux_layers``): the same
+    parameter gradients from both implementations."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_model import TINY_ARCH
+
+    from zegclip import CLIPConfig, ZegCLIP, ZegCLIPConfig
+
+    torch.manual_seed(0)
+    model = ZegCLIP(ZegCLIPConfig(clip=CLIPConfig(arch=TINY_ARCH), image_size=64, prompt_tokens=3, decoder_heads=4))
+    model.train()
+    text = model.class_embeddings(["a", "b", "c", "d"])
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randn(2, 3, 64, 64, generator=gen)
+    labels = torch.randint(0, 4, (2, 64, 64), generator=gen)
+    labels[:, :8] = IGNORE_INDEX
+    labels[1][labels[1] == 2] = 3  # class 2 absent from image 1
+    grads, totals = [], []
+    for implementation in IMPLEMENTATIONS:
+        model.zero_grad()
+        torch.manual_seed(2)  # the same dropout
+        out = model(images, text)
+        assert len(out.layer_logits) == 3 and out.layer_logits[0].shape[-2:] == (4, 4)
+        criterion = FocalDiceLoss(implementation=implementation)
+        total = sum(criterion(layer, labels).total for layer in out.layer_logits)
+        total.backward()
+        totals.append(total.item())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert abs(totals[0] - totals[1]) <= 2e-6 * totals[0]
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    scale = max(g.abs().max() for g in grads[0].values())
+    for name, grad in grads[0].items():
+        assert (grads[1][name] - grad).abs().max() <= 1e-5 * scale, name
+
+
+# ----------------------------------------------------------------------------- the switch
+
+
+def test_fused_is_the_default():
+    assert FocalDiceLoss().implementation == "fused"
+
+
+def test_unknown_implementation_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"loss\.implementation must be one of 'fused', 'plain', got 'fast'"):
+        FocalDiceLoss(implementation="fast")
+
+
+def test_loss_config_selects_the_implementation(tmp_path):
+    """The composed training config (``loss.name``, no implementation key: old configs) builds the
+    fused loss; ``+loss.implementation=plain`` the plain one."""
+    from hydra_compose import compose_config
+    from omegaconf import OmegaConf
+
+    from zegclip.training.module import build_criterion
+
+    for overrides, expected in [(["dataset=voc"], "fused"), (["dataset=voc", "+loss.implementation=plain"], "plain")]:
+        cfg = compose_config("train", overrides, tmp_path)
+        criterion, name, aux = build_criterion(OmegaConf.to_container(cfg.loss, resolve=True))
+        assert isinstance(criterion, FocalDiceLoss) and name == "focal_dice" and not aux
+        assert criterion.implementation == expected
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_accepts_b1hw_labels(implementation):
     logits, labels = make_case(4)
-    a, b = FocalDiceLoss()(logits, labels), FocalDiceLoss()(logits, labels[:, None])
+    loss = FocalDiceLoss(implementation=implementation)
+    a, b = loss(logits, labels), loss(logits, labels[:, None])
     assert torch.equal(a.total, b.total)
 
 
@@ -128,18 +311,20 @@ def test_chunking_gives_identical_results():
         assert (grad - results[0][2]).abs().max() <= 1e-6 * scale
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("bad", [5, 254, -1])
-def test_labels_out_of_range_raise(bad):
+def test_labels_out_of_range_raise(bad, implementation):
     logits, labels = make_case(6, c=5)
     labels[1, 3, 4] = bad
     with pytest.raises(ValueError, match=rf"label values \[{bad}\] are outside 0\.\.4 and {IGNORE_INDEX}"):
-        FocalDiceLoss()(logits, labels)
+        FocalDiceLoss(implementation=implementation)(logits, labels)
 
 
-def test_label_batch_mismatch_raises():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_label_batch_mismatch_raises(implementation):
     logits, labels = make_case(7)
     with pytest.raises(ValueError, match=r"labels must be \(B, H, W\) with B=3"):
-        FocalDiceLoss()(logits, labels[:2])
+        FocalDiceLoss(implementation=implementation)(logits, labels[:2])
 
 
 def test_num_masks_without_process_group():
@@ -239,7 +424,10 @@ def test_grid_logits_equal_upsampling_first(grid, size, chunk):
     assert (on_grid.grad - first.grad).abs().max() <= 1e-6 * first.grad.abs().max()
 
 
-def test_grid_logits_never_hold_full_size_tensors_for_backward():
+@pytest.mark.parametrize("implementation", [None, "fused", "plain"])
+def test_grid_logits_never_hold_full_size_tensors_for_backward(implementation):
+    """The fused path (the default) saves nothing full-size for the backward pass; the plain
+    definition saves the upsampled logits and one-hot targets ``(B, C, H, W)``."""
     logits = torch.randn(2, 6, 8, 8, requires_grad=True)
     labels = torch.randint(0, 6, (2, 64, 64))
     saved = []
@@ -248,10 +436,15 @@ def test_grid_logits_never_hold_full_size_tensors_for_backward():
         saved.append(t.numel())
         return t
 
+    kwargs = {} if implementation is None else {"implementation": implementation}
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = FocalDiceLoss()(logits, labels)
+        out = FocalDiceLoss(**kwargs)(logits, labels)
     out.total.backward()
-    assert saved and max(saved) <= 2 * 64 * 64  # the largest: labelled pixels' indices, not 2 x 6 x 64 x 64 logits
+    full_size = 2 * 6 * 64 * 64
+    if implementation == "plain":
+        assert max(saved) == full_size
+    else:  # the largest: labelled pixels' indices, not 2 x 6 x 64 x 64 logits
+        assert saved and max(saved) <= 2 * 64 * 64
     assert logits.grad.shape == logits.shape
 
 

@@ -1,21 +1,21 @@
-"""ZegCLIP's non-mutually-exclusive loss: sigmoid focal (x100) + dice (x1) (docs/method.md §2).
+"""ZegCLIP's loss (docs/method.md §2): sigmoid focal (x100) + dice (x1) on the mask logits, the
+classes not mutually exclusive.
 
-Same numbers as the official loss, computed without one-hot targets or full-size temporaries:
+Read from the top:
 
-* the focal loss over all classes is ``sum over all (image, class, pixel) of the negative
-  term`` plus, at each labelled pixel, ``positive term - negative term`` of its own class.
-  Ignore pixels (``IGNORE_INDEX``; the official 255) thus count as negatives for every class, as officially.
-* the full-size sums (negative focal term and ``sum(sigmoid)`` for dice) come from one
-  autograd function that works in chunks; everything at labelled pixels is a gather of one
-  value per pixel.
-* logits smaller than the labels (the model's ``(B, C, 32, 32)`` grid against 512x512 crops)
-  are upsampled one chunk of (image, class) rows at a time, bilinearly with ``F.interpolate``'s
-  weights (``A_h @ X @ A_w^T``). Upsampling is linear, so the gradient at the grid is the
-  upsampling's adjoint applied to the full-size gradient; since the upstream gradient of each
-  row's sums is one scalar, the forward pass stores, per row, the adjoint of the elementwise
-  derivatives at grid size, and the backward pass only scales them. Labelled pixels read their
-  four grid neighbours. Neither the full-size logits nor their gradient ever exist; losses and
-  gradients equal those of upsampling first to float32 rounding.
+1. **The definition**, with ordinary torch ops and autograd, as the official code computes it:
+   :func:`one_hot_targets`, :func:`sigmoid_focal_loss`, :func:`dice_loss` and their combination
+   :func:`focal_dice` (each divided by ``num_masks``, then weighted). The golden tests compare it with
+   the official implementation's tensors.
+2. :class:`FocalDiceLoss`, the module training uses. ``implementation="fused"`` (the default, what
+   training has always run) computes the same numbers with
+   :func:`zegclip.model.loss_fused.fused_focal_dice`: no one-hot target, no full-size upsampled
+   logits or temporaries (the measured saving is in that module); ``"plain"`` runs :func:`focal_dice`.
+   The two are tested equal (values and gradients) in tests/test_model_loss.py.
+3. :class:`CrossEntropySegLoss`, softmax cross-entropy for the loss ablation.
+
+The loss is per decoder layer; deep supervision (``loss.aux_layers``) adds it over the layers
+(:mod:`zegclip.training.module`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from zegclip.common.constants import IGNORE_INDEX
+from zegclip.common.errors import ConfigError
+from zegclip.model.loss_fused import fused_focal_dice
+
+IMPLEMENTATIONS = ("fused", "plain")
+"""Values of ``FocalDiceLoss(implementation=...)`` (config ``loss.implementation``); the first is the default."""
 
 
 @dataclass
@@ -41,174 +46,65 @@ class LossOutput:
     num_masks: float
 
 
-class _FullSizeTerms(torch.autograd.Function):
-    """The parts of the loss that touch every logit, without full-size intermediates.
-
-    Forward, for logits ``(B, C, P)`` and the labelled pixels (``image, class, pixel`` index
-    triples): per (image, class) ``sum_p (1-alpha) sigmoid^gamma softplus`` and ``sum_p
-    sigmoid``, and the logit of the true class at each labelled pixel. Rows are processed
-    ``chunk`` at a time; backward recomputes from the saved logits and scatters the labelled
-    pixels' gradients into the same buffer.
-    """
-
-    @staticmethod
-    def forward(ctx, logits, image_idx, class_idx, pixel_idx, alpha: float, gamma: float, chunk: int):  # type: ignore[override]
-        b, c, p = logits.shape
-        rows = logits.reshape(b * c, p)
-        neg = logits.new_empty(b * c, dtype=torch.float32)
-        sig = logits.new_empty(b * c, dtype=torch.float32)
-        for start in range(0, b * c, chunk):
-            x = rows[start : start + chunk].float()
-            prob = x.sigmoid()
-            neg[start : start + chunk] = ((1 - alpha) * prob.pow(gamma) * F.softplus(x)).sum(-1)
-            sig[start : start + chunk] = prob.sum(-1)
-        x_target = logits[image_idx, class_idx, pixel_idx].float()
-        ctx.save_for_backward(logits, image_idx, class_idx, pixel_idx)
-        ctx.alpha, ctx.gamma, ctx.chunk = alpha, gamma, chunk
-        return neg.reshape(b, c), sig.reshape(b, c), x_target
-
-    @staticmethod
-    def backward(ctx, grad_neg, grad_sig, grad_target):  # type: ignore[override]
-        with torch.autocast(grad_neg.device.type, enabled=False):
-            return _FullSizeTerms._backward(ctx, grad_neg, grad_sig, grad_target)
-
-    @staticmethod
-    def _backward(ctx, grad_neg, grad_sig, grad_target):
-        logits, image_idx, class_idx, pixel_idx = ctx.saved_tensors
-        alpha, gamma, chunk = ctx.alpha, ctx.gamma, ctx.chunk
-        b, c, p = logits.shape
-        rows = logits.reshape(b * c, p)
-        grad_neg, grad_sig = grad_neg.reshape(-1), grad_sig.reshape(-1)
-        grad = torch.empty_like(logits)
-        grad_rows = grad.view(b * c, p)
-        for start in range(0, b * c, chunk):
-            x = rows[start : start + chunk].float()
-            prob = x.sigmoid()
-            d_neg = (1 - alpha) * prob.pow(gamma) * (gamma * (1 - prob) * F.softplus(x) + prob)
-            d_sig = prob * (1 - prob)
-            g = grad_neg[start : start + chunk, None] * d_neg + grad_sig[start : start + chunk, None] * d_sig
-            grad_rows[start : start + chunk] = g.to(grad.dtype)
-        grad.index_put_((image_idx, class_idx, pixel_idx), grad_target.to(grad.dtype), accumulate=True)
-        return grad, None, None, None, None, None, None
+# ----------------------------------------------------------------------------- the definition
 
 
-def _bilinear_taps(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Source indices ``i0, i1`` and weights ``w0, w1`` ``(n_out,)`` of bilinear resizing with
-    ``align_corners=False`` along one axis, computed as PyTorch's kernels do."""
-    scale = torch.tensor(n_in / n_out, dtype=torch.float32)
-    src = ((torch.arange(n_out, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_min(0)
-    i0 = src.long()  # floor: src >= 0
-    w1 = (src - i0).clamp(0, 1)
-    i1 = i0 + (i0 < n_in - 1).long()
-    return tuple(t.to(device) for t in (i0, i1, 1 - w1, w1))
+def one_hot_targets(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(B, C, H, W)`` float binary masks of labels ``(B, H, W)``: 1 where a pixel's label is the
+    class. An ignore pixel (any label outside ``0..C-1``) is 0 in every mask: a negative for every
+    class, as officially."""
+    classes = torch.arange(num_classes, device=labels.device).view(1, -1, 1, 1)
+    return (labels[:, None] == classes).float()
 
 
-def _interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
-    """``(n_out, n_in)``: bilinear resizing along one axis (``align_corners=False``) as a matrix,
-    so that upsampling a plane is ``A_h @ X @ A_w^T`` and its adjoint ``A_h^T @ G @ A_w``."""
-    i0, i1, w0, w1 = _bilinear_taps(n_in, n_out, device)
-    matrix = torch.zeros(n_out, n_in, device=device)
-    rows = torch.arange(n_out, device=device)
-    matrix.index_put_((rows, i0), w0, accumulate=True)
-    return matrix.index_put_((rows, i1), w1, accumulate=True)
-
-
-def _bilinear_sample(
-    grid: torch.Tensor, image_idx: torch.Tensor, class_idx: torch.Tensor, pixel_idx: torch.Tensor, size: tuple[int, int]
+def sigmoid_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
 ) -> torch.Tensor:
-    """Values of ``grid`` ``(B, C, h, w)`` upsampled bilinearly to ``size`` at the given
-    (image, class, flat pixel) triples ``(N,)``, from each pixel's four grid neighbours (the
-    upsampling's own weights, in its order of operations; differentiable)."""
-    b, c, h, w = grid.shape
-    height, width = size
-    y0, y1, wy0, wy1 = _bilinear_taps(h, height, grid.device)
-    x0, x1, wx0, wx1 = _bilinear_taps(w, width, grid.device)
-    py, px = pixel_idx // width, pixel_idx % width
-    flat = grid.reshape(-1)
-    base = (image_idx * c + class_idx) * (h * w)
-
-    def row(ys: torch.Tensor) -> torch.Tensor:
-        top = base + ys[py] * w
-        return wx0[px] * flat[top + x0[px]] + wx1[px] * flat[top + x1[px]]
-
-    return wy0[py] * row(y0) + wy1[py] * row(y1)
+    """``(B, C)``: per image and class, the mean over pixels of the focal loss (Lin et al. 2017)
+    ``alpha_t (1 - p_t)^gamma BCE(logits, targets)`` of logits and binary targets ``(B, C, H, W)``."""
+    prob = logits.sigmoid()
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+    return (alpha_t * (1 - p_t) ** gamma * bce).flatten(2).mean(-1)
 
 
-class _UpsampledTerms(torch.autograd.Function):
-    """:class:`_FullSizeTerms` for grid logits ``(B, C, h, w)`` upsampled to ``size`` chunk by chunk.
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``(B, C)``: ``1 - (2 sum(p t) + 1) / (sum(p) + sum(t) + 1)`` over the pixels, ``p = sigmoid(logits)``."""
+    prob, targets = logits.sigmoid().flatten(2), targets.flatten(2)
+    return 1 - (2 * (prob * targets).sum(-1) + 1) / (prob.sum(-1) + targets.sum(-1) + 1)
 
-    Forward returns per (image, class) the negative focal sum and ``sum(sigmoid)`` ``(B, C)``, and
-    per image and full-size pixel the class of the largest upsampled logit ``(B, H*W)`` (for the
-    pixel accuracy). The upsampling is ``A_h @ X @ A_w^T`` (two small GEMMs per chunk); the
-    backward pass needs, per row, only the adjoints ``A_h^T @ (d/dx) @ A_w`` of the two sums'
-    elementwise derivatives, which the forward pass computes while the chunk is in cache and
-    keeps at grid size.
+
+def focal_dice(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    focal_weight: float = 100.0,
+    dice_weight: float = 1.0,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    ignore_index: int = IGNORE_INDEX,
+) -> LossOutput:
+    """The paper's loss, plainly: logits ``(B, C, h, w)`` upsampled bilinearly to the label size,
+    one-hot targets of all ``C`` classes, the focal loss over all (image, class) pairs, the dice loss
+    over the present ones, each summed and divided by ``num_masks`` (present pairs, averaged over
+    processes). float16 / bfloat16 logits are computed in float32 (float64 stays float64).
+
+    Holds several ``(B, C, H, W)`` tensors for the backward pass: :class:`FocalDiceLoss`'s fused
+    default computes the same without them.
     """
-
-    @staticmethod
-    def forward(ctx, grid, size: tuple[int, int], alpha: float, gamma: float, chunk: int):  # type: ignore[override]
-        b, c, h, w = grid.shape
-        height, width = size
-        rows = grid.detach().float().reshape(b * c, h, w)
-        a_h = _interpolation_matrix(h, height, grid.device)  # (H, h)
-        a_w = _interpolation_matrix(w, width, grid.device)  # (W, w)
-        want_grad = ctx.needs_input_grad[0]
-        neg, sig = rows.new_empty(b * c), rows.new_empty(b * c)
-        d_grid = rows.new_empty(2, b * c, h, w) if want_grad else None  # adjoints of d neg, d sig
-        best_val = rows.new_full((b, height * width), -float("inf"))
-        best_cls = torch.zeros(b, height * width, dtype=torch.long, device=grid.device)
-        # chunk buffers, reused: fresh multi-MiB allocations cost page faults on every chunk
-        chunk = min(chunk, b * c)
-        buffers = rows.new_empty(4, chunk, height * width)  # x, p, then d neg / d sig (adjacent)
-        better = torch.empty(height * width, dtype=torch.bool, device=grid.device)
-        for start in range(0, b * c, chunk):
-            end = min(start + chunk, b * c)
-            r = end - start
-            x, prob, prob_g, one_minus = (buf[:r] for buf in buffers)
-            torch.matmul(a_h, rows[start:end] @ a_w.T, out=x.view(r, height, width))
-            for row in range(start, end):  # running argmax over the classes (first maximum wins)
-                image, cls = divmod(row, c)
-                torch.gt(x[row - start], best_val[image], out=better)
-                torch.maximum(best_val[image], x[row - start], out=best_val[image])
-                best_cls[image].masked_fill_(better, cls)
-            torch.sigmoid(x, out=prob)
-            torch.pow(prob, gamma, out=prob_g)
-            term = torch._C._nn.softplus(x, 1, 20, out=x).mul_(prob_g)  # p^g softplus(x), over x
-            torch.sum(term, -1, out=neg[start:end])
-            torch.sum(prob, -1, out=sig[start:end])
-            if want_grad:
-                torch.mul(prob, -1, out=one_minus).add_(1)
-                # d neg / dx = (1-a) p^g (g (1-p) softplus + p); (1-a) is applied at the grid
-                prob_g.mul_(prob).addcmul_(term, one_minus, value=gamma)
-                one_minus.mul_(prob)  # d sig / dx = p (1 - p)
-                derivatives = buffers[2:, :r].reshape(2 * r * height, width)  # a view unless r < chunk
-                # adjoint of the upsampling, both derivatives at once: A_h^T @ G @ A_w
-                adjoint = torch.matmul(a_h.T, (derivatives @ a_w).view(2 * r, height, w))
-                d_grid[:, start:end] = adjoint.view(2, r, h, w)
-        neg.mul_(1 - alpha)
-        if want_grad:
-            ctx.save_for_backward(d_grid)
-        ctx.alpha, ctx.grid_dtype = alpha, grid.dtype
-        ctx.mark_non_differentiable(best_cls)
-        return neg.reshape(b, c), sig.reshape(b, c), best_cls
-
-    @staticmethod
-    def backward(ctx, grad_neg, grad_sig, _):  # type: ignore[override]
-        (d_grid,) = ctx.saved_tensors
-        with torch.autocast(grad_neg.device.type, enabled=False):
-            rows = d_grid.shape[1]
-            grad = ((1 - ctx.alpha) * grad_neg.reshape(rows, 1, 1) * d_grid[0]).addcmul_(
-                grad_sig.reshape(rows, 1, 1), d_grid[1]
-            )
-        return grad.view(*grad_neg.shape, *grad.shape[-2:]).to(ctx.grid_dtype), None, None, None, None
-
-
-def _focal_terms(x: torch.Tensor, alpha: float, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positive and negative focal terms of logits ``x`` (any shape)."""
-    p = x.sigmoid()
-    pos = alpha * (1 - p).pow(gamma) * F.softplus(-x)
-    neg = (1 - alpha) * p.pow(gamma) * F.softplus(x)
-    return pos, neg
+    labels = check_labels(logits, labels, ignore_index)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    if logits.shape[-2:] != labels.shape[-2:]:
+        logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    targets = one_hot_targets(labels, logits.shape[1]).to(logits.dtype)
+    present = targets.flatten(2).sum(-1) > 0  # (B, C)
+    num_masks = global_num_masks(present.sum())
+    loss_mask = focal_weight * sigmoid_focal_loss(logits, targets, alpha, gamma).sum() / num_masks
+    loss_dice = dice_weight * dice_loss(logits, targets)[present].sum() / num_masks
+    with torch.no_grad():
+        accuracy = pixel_accuracy(logits.argmax(dim=1), labels, ignore_index)
+    return LossOutput(loss_mask + loss_dice, loss_mask, loss_dice, accuracy, num_masks)
 
 
 def global_num_masks(local: torch.Tensor) -> float:
@@ -220,6 +116,32 @@ def global_num_masks(local: torch.Tensor) -> float:
     return max(float(num.item()), 1.0)
 
 
+def pixel_accuracy(predicted: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Percentage of labelled pixels whose predicted class is the label (0 when none is labelled)."""
+    valid = labels != ignore_index
+    correct = (predicted == labels)[valid]
+    return correct.float().mean() * 100 if correct.numel() else torch.zeros((), device=labels.device)
+
+
+def check_labels(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Labels ``(B, H, W)`` or ``(B, 1, H, W)`` for logits ``(B, C, ...)`` as long ``(B, H, W)``;
+    ValueError for another shape or a value outside ``0..C-1`` and ``ignore_index``."""
+    b, c = logits.shape[:2]
+    if labels.ndim == 4 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 3 or labels.shape[0] != b:
+        raise ValueError(f"labels must be (B, H, W) with B={b}, got {tuple(labels.shape)}")
+    labels = labels.long()
+    valid = labels != ignore_index
+    if bool((labels[valid] >= c).any() | (labels[valid] < 0).any()):
+        bad = labels[valid & ((labels >= c) | (labels < 0))].unique().tolist()
+        raise ValueError(f"label values {bad[:10]} are outside 0..{c - 1} and {ignore_index}")
+    return labels
+
+
+# ----------------------------------------------------------------------------- the module
+
+
 class FocalDiceLoss(nn.Module):
     """``focal_weight * focal + dice_weight * dice`` on mask logits, each divided by ``num_masks``.
 
@@ -227,8 +149,11 @@ class FocalDiceLoss(nn.Module):
         focal_weight, dice_weight: 100 and 1 officially.
         alpha, gamma: focal parameters (0.25, 2).
         ignore_index: label of unlabelled pixels (``IGNORE_INDEX``, 65535).
-        chunk_elements: full-size logits processed per chunk in the full-size sums (None: 2^20
-            on CPU, where chunks of 4 MiB stay in cache, 2^24 on GPUs).
+        chunk_elements: fused only: full-size logits processed per chunk in the full-size sums
+            (None: 2^20 on CPU, where chunks of 4 MiB stay in cache, 2^24 on GPUs).
+        implementation: ``"fused"`` (:func:`~zegclip.model.loss_fused.fused_focal_dice`, the
+            default) or ``"plain"`` (:func:`focal_dice`): the same loss, the first without
+            full-size temporaries.
     """
 
     def __init__(
@@ -239,71 +164,45 @@ class FocalDiceLoss(nn.Module):
         gamma: float = 2.0,
         ignore_index: int = IGNORE_INDEX,
         chunk_elements: int | None = None,
+        implementation: str = IMPLEMENTATIONS[0],
     ) -> None:
         super().__init__()
+        if implementation not in IMPLEMENTATIONS:
+            raise ConfigError(
+                f"loss.implementation must be one of {', '.join(map(repr, IMPLEMENTATIONS))}, got {implementation!r}"
+            )
         self.focal_weight = focal_weight
         self.dice_weight = dice_weight
         self.alpha = alpha
         self.gamma = gamma
         self.ignore_index = ignore_index
         self.chunk_elements = chunk_elements
+        self.implementation = implementation
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
-        """logits ``(B, C, h, w)`` (upsampled bilinearly to the label size, chunk by chunk, if
-        smaller), labels ``(B, H, W)`` with class indices ``0..C-1`` and ``ignore_index``.
+        """logits ``(B, C, h, w)`` (upsampled bilinearly to the label size if smaller), labels
+        ``(B, H, W)`` with class indices ``0..C-1`` and ``ignore_index``.
 
         Runs in float32 whatever the logits' dtype and an enclosing autocast (bf16-mixed
         training): the upsampling and every sum are float32; the gradient returns in the
         logits' dtype.
         """
         with torch.autocast(logits.device.type, enabled=False):
-            return self._forward(logits, labels)
+            if self.implementation == "plain":
+                return focal_dice(
+                    logits, labels, self.focal_weight, self.dice_weight, self.alpha, self.gamma, self.ignore_index
+                )
+            return self._fused(logits, labels)
 
-    def _forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
-        b, c = logits.shape[:2]
-        if labels.ndim == 4 and labels.shape[1] == 1:
-            labels = labels[:, 0]
-        if labels.ndim != 3 or labels.shape[0] != b:
-            raise ValueError(f"labels must be (B, H, W) with B={b}, got {tuple(labels.shape)}")
-        size = tuple(labels.shape[-2:])
-        upsample = tuple(logits.shape[-2:]) != size
-        num_pixels = size[0] * size[1]
-        labels = labels.flatten(1).long()
-        valid = labels != self.ignore_index
-        if bool((labels[valid] >= c).any() | (labels[valid] < 0).any()):
-            bad = labels[valid & ((labels >= c) | (labels < 0))].unique().tolist()
-            raise ValueError(f"label values {bad[:10]} are outside 0..{c - 1} and {self.ignore_index}")
-
+    def _fused(self, logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        labels = check_labels(logits, labels, self.ignore_index)
         chunk_elements = self.chunk_elements or (1 << 20 if logits.device.type == "cpu" else 1 << 24)
-        chunk = max(1, chunk_elements // max(num_pixels, 1))
-        image_idx, pixel_idx = valid.nonzero(as_tuple=True)
-        class_idx = labels[image_idx, pixel_idx]
-        # x_target: the logit of the true class at each labelled pixel
-        if upsample:
-            neg_sum, sig_sum, predicted = _UpsampledTerms.apply(logits, size, self.alpha, self.gamma, chunk)
-            x_target = _bilinear_sample(logits.float(), image_idx, class_idx, pixel_idx, size)
-        else:
-            x = logits.flatten(2)  # (B, C, P)
-            neg_sum, sig_sum, x_target = _FullSizeTerms.apply(
-                x, image_idx, class_idx, pixel_idx, self.alpha, self.gamma, chunk
-            )
-            with torch.no_grad():
-                predicted = x.argmax(dim=1)
-        pos, neg = _focal_terms(x_target, self.alpha, self.gamma)
-        focal = (neg_sum.sum() + (pos - neg).sum()) / num_pixels
-
-        pair = image_idx * c + class_idx  # (image, class) pair of each labelled pixel
-        intersection = torch.zeros(b * c, device=logits.device, dtype=torch.float32).index_add(0, pair, x_target.sigmoid())
-        target_sum = torch.bincount(pair, minlength=b * c).to(torch.float32)
-        present = target_sum > 0
-        dice = 1 - (2 * intersection + 1) / (sig_sum.reshape(-1) + target_sum + 1)
-
-        num_masks = global_num_masks(present.sum())
-        loss_mask = self.focal_weight * focal / num_masks
-        loss_dice = self.dice_weight * dice[present].sum() / num_masks
+        terms = fused_focal_dice(logits, labels, self.alpha, self.gamma, self.ignore_index, chunk_elements)
+        num_masks = global_num_masks(terms.present.sum())
+        loss_mask = self.focal_weight * terms.focal / num_masks
+        loss_dice = self.dice_weight * terms.dice[terms.present].sum() / num_masks
         with torch.no_grad():
-            correct = (predicted == labels)[valid]
-            accuracy = correct.float().mean() * 100 if correct.numel() else logits.new_zeros((), dtype=torch.float32)
+            accuracy = pixel_accuracy(terms.predicted, labels.flatten(1), self.ignore_index)
         return LossOutput(loss_mask + loss_dice, loss_mask, loss_dice, accuracy, num_masks)
 
 
