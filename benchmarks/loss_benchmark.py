@@ -23,8 +23,8 @@ The table is also written to ``benchmarks/results/loss_benchmark_cpu.md`` (``_gr
 
 Memory: the peak beyond the inputs (the logits leaf and labels exist before; the logits' ``.grad``,
 as large as the logits, is part of the figure). On CUDA, ``torch.cuda.max_memory_allocated`` minus
-what was allocated before the call. On CPU, each method runs in a fresh subprocess and the figure is the growth of the
-resident set's high-water mark (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) over the first
+what was allocated before the call. On CPU, each method runs in a fresh subprocess and the figure is
+the growth of the resident set's high-water mark (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) over the first
 forward+backward, relative to the resident set just before it: it includes allocator overhead and
 is an estimate. Both methods see the same inputs (seeded), so their losses and gradients are
 compared exactly.
@@ -96,7 +96,9 @@ def official_style_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float
 def plain(logits: torch.Tensor, labels: torch.Tensor):
     from zegclip.model.loss import FocalDiceLoss
 
-    out = FocalDiceLoss(ignore_index=IGNORE, implementation="plain")(logits, labels)  # the labels' ignore value
+    out = FocalDiceLoss(ignore_index=IGNORE, implementation="plain")(
+        logits, labels
+    )  # the labels' ignore value
     return out.loss_mask, out.loss_dice
 
 
@@ -218,12 +220,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--per-image", type=int, default=8, help="classes present per image")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (median reported)")
     parser.add_argument(
-        "--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)} (default: all)"
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated, from {', '.join(METHODS)} (default: all)",
     )
     parser.add_argument(
         "--devices", default=None, help="comma-separated (default: cpu, plus cuda if available)"
     )
-    parser.add_argument("--out", default=None, help="result file (default benchmarks/results/loss_benchmark_cpu[_grid].md)")
+    parser.add_argument(
+        "--out", default=None, help="result file (default benchmarks/results/loss_benchmark_cpu[_grid].md)"
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--device", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--save-to", default=None, help=argparse.SUPPRESS)
@@ -238,11 +244,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_in_subprocess(method: str, device: str, args: argparse.Namespace, save_to: str) -> dict:
     cmd = [
-        sys.executable, __file__, "--worker", method, "--device", device, "--save-to", save_to,
-        "--batch", str(args.batch), "--classes", str(args.classes), "--size", str(args.size),
-        "--logit-size", str(args.logit_size), "--per-image", str(args.per_image), "--repeats", str(args.repeats),
-        "--methods", method,
-    ]  # fmt: skip
+        sys.executable,
+        __file__,
+        "--worker",
+        method,
+        "--device",
+        device,
+        "--save-to",
+        save_to,
+        "--batch",
+        str(args.batch),
+        "--classes",
+        str(args.classes),
+        "--size",
+        str(args.size),
+        "--logit-size",
+        str(args.logit_size),
+        "--per-image",
+        str(args.per_image),
+        "--repeats",
+        str(args.repeats),
+        "--methods",
+        method,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{method} on {device} failed:\n{result.stderr}")
@@ -266,9 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
     lines = [benchlib.header(f"python benchmarks/{command}")]
     lines.append(
-        f"B={args.batch}, C={args.classes}, labels {args.size}x{args.size}, logits {args.logit_size}x{args.logit_size}, "
-        f"{args.per_image} classes per image, float32 (logits {fmt_bytes(4 * args.batch * args.classes * args.logit_size**2)}); "
-        f"time: median of {args.repeats} forward+backward runs after a warm-up; torch {torch.__version__}, {torch.get_num_threads()} CPU threads\n"
+        f"B={args.batch}, C={args.classes}, labels {args.size}x{args.size}, "
+        f"logits {args.logit_size}x{args.logit_size}, {args.per_image} classes per image, "
+        f"float32 (logits {fmt_bytes(4 * args.batch * args.classes * args.logit_size**2)}); "
+        f"time: median of {args.repeats} forward+backward runs after a warm-up; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} CPU threads\n"
     )
     rows, diffs = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -283,12 +309,20 @@ def main(argv: list[str] | None = None) -> int:
             scale = ref["grad"].abs().max().item()
             for method, other in results.items():
                 if method != ref_name:
-                    diffs.append((device, f"{method} vs {ref_name}", abs(other["loss_mask"] - ref["loss_mask"]).item(),
-                                  abs(other["loss_dice"] - ref["loss_dice"]).item(),
-                                  (other["grad"] - ref["grad"]).abs().max().item(), scale))  # fmt: skip
+                    diffs.append(
+                        (
+                            device,
+                            f"{method} vs {ref_name}",
+                            abs(other["loss_mask"] - ref["loss_mask"]).item(),
+                            abs(other["loss_dice"] - ref["loss_dice"]).item(),
+                            (other["grad"] - ref["grad"]).abs().max().item(),
+                            scale,
+                        )
+                    )
 
     lines.append(
-        "| device | method | fwd+bwd time, median (min) | peak extra memory | memory measured by | loss_mask | loss_dice |"
+        "| device | method | fwd+bwd time, median (min) | peak extra memory | memory measured by "
+        "| loss_mask | loss_dice |"
     )
     lines.append("|---|---|---|---|---|---|---|")
     for r in rows:
@@ -298,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['memory_note']} | {r['loss_mask']:.6f} | {r['loss_dice']:.6f} |"
         )
     lines.append("")
-    lines.append("| device | methods | max abs diff loss_mask | max abs diff loss_dice | max abs diff grad | max abs grad |")
+    lines.append(
+        "| device | methods | max abs diff loss_mask | max abs diff loss_dice | max abs diff grad "
+        "| max abs grad |"
+    )
     lines.append("|---|---|---|---|---|---|")
     for device, pair, dm, dd, dg, scale in diffs:
         lines.append(f"| {device} | {pair} | {dm:.3g} | {dd:.3g} | {dg:.3g} | {scale:.3g} |")

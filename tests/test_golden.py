@@ -1,8 +1,8 @@
 """Fidelity: our model, loaded from the official tiny checkpoint, reproduces the official tensors.
 
-Tolerances (the golden pack's README, ../shared/golden): 1e-5 absolute for tensors and losses, 1e-5 x max|grad| for
-gradients; label maps exactly. The losses are checked for both implementations of ``FocalDiceLoss``: the plain
-definition (``focal_dice``) and the fused path training uses.
+Tolerances (the golden pack's README, ../shared/golden): 1e-5 absolute for tensors and losses,
+1e-5 x max|grad| for gradients; label maps exactly. The losses are checked for both implementations
+of ``FocalDiceLoss``: the plain definition (``focal_dice``) and the fused path training uses.
 """
 
 from __future__ import annotations
@@ -70,13 +70,21 @@ def test_converted_architecture(converted, official):
     assert cfg.image_size == 64 and cfg.prompt_tokens == 3 and cfg.deep_prompt_layers == 2
     assert cfg.decoder_layers == 3 and cfg.decoder_heads == 4
     vision = cfg.clip.arch["vision_cfg"]
-    assert (vision["width"], vision["layers"], vision["patch_size"], vision["width"] // vision["head_width"]) == (64, 3, 16, 4)
+    assert (
+        vision["width"],
+        vision["layers"],
+        vision["patch_size"],
+        vision["width"] // vision["head_width"],
+    ) == (64, 3, 16, 4)
     assert cfg.clip.arch["embed_dim"] == 32 and cfg.clip.arch["text_cfg"]["heads"] == 4
     assert model.metadata["class_names"] == list(official["meta"]["CLASSES"])
     assert model.metadata["seen"] == SEEN and model.metadata["unseen"] == UNSEEN
-    # dropped: 3 x (self_attn 4 tensors + norm1 2) + last layer's v, proj, linear1/2, norm2/3 (12) + loss buffer
+    # dropped: 3 x (self_attn 4 tensors + norm1 2) + last layer's v, proj, linear1/2, norm2/3 (12)
+    # + loss buffer
     assert len(dropped) == 3 * 6 + 12 + 1
-    assert all(".self_attn." in k or ".norm1." in k or ".layers.2." in k or "loss_decode" in k for k in dropped)
+    assert all(
+        ".self_attn." in k or ".norm1." in k or ".layers.2." in k or "loss_decode" in k for k in dropped
+    )
 
 
 def test_trainable_parameters_match_official(converted, golden_dir):
@@ -155,7 +163,9 @@ def test_inductive_training_forward_loss_and_gradients(converted, golden, offici
 @pytest.mark.parametrize("implementation", LOSS_IMPLEMENTATIONS)
 def test_loss_on_image_without_labels(golden, implementation):
     out_g = golden["train_outputs"]
-    loss = FocalDiceLoss(implementation=implementation)(out_g["pred_masks"], golden["inputs"]["gt_edge_case"][:, 0])
+    loss = FocalDiceLoss(implementation=implementation)(
+        out_g["pred_masks"], golden["inputs"]["gt_edge_case"][:, 0]
+    )
     assert_close(loss.loss_mask, out_g["edge_case_losses"]["loss_mask"], what="edge loss_mask")
     assert_close(loss.loss_dice, out_g["edge_case_losses"]["loss_dice"], what="edge loss_dice")
 
@@ -168,7 +178,9 @@ def test_inductive_eval_scores(converted, golden):
     with torch.no_grad():
         assert_close(model(inputs["img"], text).pred_masks, ev["raw_pred_masks"], what="raw eval logits")
         assert_close(model.scores(inputs["img"], text, SEEN, 0.1), ev["encode_decode"], what="encode_decode")
-        assert_close(model(inputs["img_96"], text).pred_masks, ev["raw_pred_masks_96_at_img_size"], what="96 logits")
+        assert_close(
+            model(inputs["img_96"], text).pred_masks, ev["raw_pred_masks_96_at_img_size"], what="96 logits"
+        )
     names = golden["text_embeddings"]["class_names"]
     whole = model.segment(inputs["img_96"], names, seen=SEEN, mode="whole")
     assert_close(whole, ev["encode_decode_96"], what="whole-image 96x96")
@@ -196,7 +208,9 @@ def test_transductive_pseudo_labels_loss_and_gradients(converted, golden, implem
     text = golden["text_embeddings"]["all_normalized"]
     out = model(inputs["img"], text)
     assert_close(out.pred_masks, tr["pred_masks"], what="transductive pred_masks")
-    assert torch.equal(transductive_targets(gt, out.logits, UNSEEN), transductive_targets(gt, out.pred_masks, UNSEEN))
+    assert torch.equal(
+        transductive_targets(gt, out.logits, UNSEEN), transductive_targets(gt, out.pred_masks, UNSEEN)
+    )
     logits = out.logits_for(gt.shape[-2:])
     assert logits.shape[-2:] == (4, 4)
     loss = FocalDiceLoss(implementation=implementation)(logits, transductive_targets(gt, logits, UNSEEN))
@@ -223,7 +237,9 @@ def test_fully_supervised_loss_gradients_and_scores(converted, golden, implement
     text = golden["text_embeddings"]["all_normalized"]
     out = model(inputs["img"], text)
     assert_close(out.pred_masks, fu["pred_masks"], what="fully pred_masks")
-    loss = FocalDiceLoss(implementation=implementation)(out.logits_for(fu["targets"].shape[-2:]), fu["targets"])
+    loss = FocalDiceLoss(implementation=implementation)(
+        out.logits_for(fu["targets"].shape[-2:]), fu["targets"]
+    )
     assert_close(loss.loss_mask, fu["losses"]["decode.loss_mask"], what="loss_mask")
     assert_close(loss.loss_dice, fu["losses"]["decode.loss_dice"], what="loss_dice")
     loss.total.backward()
@@ -238,11 +254,16 @@ def test_export_converts_an_official_file_and_load_reproduces_eval(golden_dir, g
     out = tmp_path / "tiny.ckpt"
     result = subprocess.run(
         [sys.executable, "-m", "zegclip.export", str(golden_dir / "official_tiny.pth"), str(out)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     # official 57,920 minus the never-used decoder self-attention/norm1 (12,864) and the
     # last layer's unread value/output/FFN/norms (10,592)
-    assert "learnable parameters: 34,464" in result.stdout and "dropped 31 unused official tensors" in result.stdout
+    assert (
+        "learnable parameters: 34,464" in result.stdout
+        and "dropped 31 unused official tensors" in result.stdout
+    )
     assert out.is_file()
     model = zegclip.load(out, precision="fp32")  # the golden tensors are fp32
     assert not model.training
@@ -252,8 +273,13 @@ def test_export_converts_an_official_file_and_load_reproduces_eval(golden_dir, g
     assert_close(scores, ev["slide_inference"], what="slide after export + load")
     # the official file loads directly too
     direct = zegclip.load(golden_dir / "official_tiny.pth", precision="fp32")
-    assert_close(direct.segment(inputs["img_slide"], names, seen=SEEN, crop=64, stride=43), ev["slide_inference"])
+    assert_close(
+        direct.segment(inputs["img_slide"], names, seen=SEEN, crop=64, stride=43), ev["slide_inference"]
+    )
     # refusing to overwrite
-    again = subprocess.run([sys.executable, "-m", "zegclip.export", str(golden_dir / "official_tiny.pth"), str(out)],
-                           capture_output=True, text=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "zegclip.export", str(golden_dir / "official_tiny.pth"), str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert again.returncode != 0 and "--overwrite" in again.stderr

@@ -22,8 +22,8 @@ IMPLEMENTATIONS = ["plain", "fused"]
 
 
 def reference_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0):
-    """docs/method.md §2 as written: one-hot targets over all classes, focal BCE with ignore pixels as negatives,
-    dice over present (image, class) pairs; returns (loss_mask, loss_dice, accuracy %)."""
+    """docs/method.md §2 as written: one-hot targets over all classes, focal BCE with ignore pixels
+    as negatives, dice over present (image, class) pairs; returns (loss_mask, loss_dice, accuracy %)."""
     b, c = logits.shape[:2]
     if logits.shape[-2:] != labels.shape[-2:]:
         logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
@@ -126,7 +126,10 @@ def test_focal_and_dice_terms_by_hand():
     logits = torch.tensor([0.0, 2.0]).view(1, 2, 1, 1)
     targets = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
     p = torch.sigmoid(torch.tensor(2.0)).item()
-    expected_focal = [0.25 * 0.5**2 * torch.log(torch.tensor(2.0)).item(), 0.75 * p**2 * -torch.log(torch.tensor(1 - p)).item()]
+    expected_focal = [
+        0.25 * 0.5**2 * torch.log(torch.tensor(2.0)).item(),
+        0.75 * p**2 * -torch.log(torch.tensor(1 - p)).item(),
+    ]
     assert torch.allclose(sigmoid_focal_loss(logits, targets), torch.tensor([expected_focal]), rtol=1e-6)
     expected_dice = [1 - (2 * 0.5 + 1) / (0.5 + 1 + 1), 1 - 1 / (p + 0 + 1)]
     assert torch.allclose(dice_loss(logits, targets), torch.tensor([expected_dice]), rtol=1e-6)
@@ -150,7 +153,9 @@ def assert_equal_losses(plain, fused, rtol: float = 2e-6) -> None:
     for name in ("loss_mask", "loss_dice", "total"):
         a, b = getattr(plain, name), getattr(fused, name)
         assert a.dtype == b.dtype == torch.float32, name
-        assert abs(a.item() - b.item()) <= rtol * max(abs(a.item()), 1e-3), f"{name}: plain {a.item()} fused {b.item()}"
+        assert abs(a.item() - b.item()) <= rtol * max(abs(a.item()), 1e-3), (
+            f"{name}: plain {a.item()} fused {b.item()}"
+        )
     assert torch.equal(plain.accuracy, fused.accuracy) and plain.num_masks == fused.num_masks
 
 
@@ -221,7 +226,9 @@ def test_fused_equals_plain_on_every_decoder_layer():
     from zegclip import CLIPConfig, ZegCLIP, ZegCLIPConfig
 
     torch.manual_seed(0)
-    model = ZegCLIP(ZegCLIPConfig(clip=CLIPConfig(arch=TINY_ARCH), image_size=64, prompt_tokens=3, decoder_heads=4))
+    model = ZegCLIP(
+        ZegCLIPConfig(clip=CLIPConfig(arch=TINY_ARCH), image_size=64, prompt_tokens=3, decoder_heads=4)
+    )
     model.train()
     text = model.class_embeddings(["a", "b", "c", "d"])
     gen = torch.Generator().manual_seed(1)
@@ -255,23 +262,33 @@ def test_fused_is_the_default():
 
 
 def test_unknown_implementation_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"loss\.implementation must be one of 'fused', 'plain', got 'fast'"):
+    with pytest.raises(
+        ConfigError, match=r"loss\.implementation must be one of 'fused', 'plain', got 'fast'"
+    ):
         FocalDiceLoss(implementation="fast")
 
 
 def test_loss_config_selects_the_implementation(tmp_path):
-    """The composed training config (``loss.name``, no implementation key: old configs) builds the
-    fused loss; ``+loss.implementation=plain`` the plain one."""
+    """The composed training config builds the fused loss (``loss.implementation: fused``), and so does
+    a loss config without the key (old checkpoints' hyper-parameters); ``loss.implementation=plain``
+    the plain one; ``cross_entropy`` takes no implementation."""
     from hydra_compose import compose_config
     from omegaconf import OmegaConf
 
     from zegclip.training.module import build_criterion
 
-    for overrides, expected in [(["dataset=voc"], "fused"), (["dataset=voc", "+loss.implementation=plain"], "plain")]:
+    for overrides, expected in [
+        (["dataset=voc"], "fused"),
+        (["dataset=voc", "loss.implementation=plain"], "plain"),
+    ]:
         cfg = compose_config("train", overrides, tmp_path)
         criterion, name, aux = build_criterion(OmegaConf.to_container(cfg.loss, resolve=True))
         assert isinstance(criterion, FocalDiceLoss) and name == "focal_dice" and not aux
         assert criterion.implementation == expected
+    old, _, _ = build_criterion({"name": "focal_dice"})
+    assert old.implementation == "fused"
+    cross_entropy, name, _ = build_criterion({"name": "cross_entropy", "implementation": "fused"})
+    assert name == "cross_entropy" and not isinstance(cross_entropy, FocalDiceLoss)
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
@@ -406,7 +423,10 @@ def test_global_num_masks_and_ddp_step_with_two_processes(tmp_path):
 # ----------------------------------------------------------------------------- grid logits
 
 
-@pytest.mark.parametrize(("grid", "size", "chunk"), [((8, 8), (40, 40), 1 << 22), ((5, 7), (36, 50), 3 * 36 * 50), ((8, 8), (40, 40), 1)])
+@pytest.mark.parametrize(
+    ("grid", "size", "chunk"),
+    [((8, 8), (40, 40), 1 << 22), ((5, 7), (36, 50), 3 * 36 * 50), ((8, 8), (40, 40), 1)],
+)
 def test_grid_logits_equal_upsampling_first(grid, size, chunk):
     """Grid logits are upsampled inside the loss, chunk by chunk: the losses and gradients of
     upsampling the whole tensor first (to float32 rounding), the same accuracy."""
@@ -416,10 +436,15 @@ def test_grid_logits_equal_upsampling_first(grid, size, chunk):
     on_grid = logits.clone().requires_grad_(True)
     first = logits.clone().requires_grad_(True)
     a = FocalDiceLoss(chunk_elements=chunk)(on_grid, labels)
-    b = FocalDiceLoss(chunk_elements=chunk)(F.interpolate(first, size=size, mode="bilinear", align_corners=False), labels)
+    b = FocalDiceLoss(chunk_elements=chunk)(
+        F.interpolate(first, size=size, mode="bilinear", align_corners=False), labels
+    )
     a.total.backward()
     b.total.backward()
-    assert abs(a.loss_mask - b.loss_mask) <= 1e-6 * b.loss_mask and abs(a.loss_dice - b.loss_dice) <= 1e-6 * b.loss_dice
+    assert (
+        abs(a.loss_mask - b.loss_mask) <= 1e-6 * b.loss_mask
+        and abs(a.loss_dice - b.loss_dice) <= 1e-6 * b.loss_dice
+    )
     assert torch.equal(a.accuracy, b.accuracy) and a.num_masks == b.num_masks
     assert (on_grid.grad - first.grad).abs().max() <= 1e-6 * first.grad.abs().max()
 

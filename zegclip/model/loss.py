@@ -32,7 +32,8 @@ from zegclip.common.errors import ConfigError
 from zegclip.model.loss_fused import fused_focal_dice
 
 IMPLEMENTATIONS = ("fused", "plain")
-"""Values of ``FocalDiceLoss(implementation=...)`` (config ``loss.implementation``); the first is the default."""
+"""Values of ``FocalDiceLoss(implementation=...)`` (config ``loss.implementation``); the first is
+the default."""
 
 
 @dataclass
@@ -70,7 +71,8 @@ def sigmoid_focal_loss(
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``(B, C)``: ``1 - (2 sum(p t) + 1) / (sum(p) + sum(t) + 1)`` over the pixels, ``p = sigmoid(logits)``."""
+    """``(B, C)``: ``1 - (2 sum(p t) + 1) / (sum(p) + sum(t) + 1)`` over the pixels,
+    ``p = sigmoid(logits)``."""
     prob, targets = logits.sigmoid().flatten(2), targets.flatten(2)
     return 1 - (2 * (prob * targets).sum(-1) + 1) / (prob.sum(-1) + targets.sum(-1) + 1)
 
@@ -169,7 +171,8 @@ class FocalDiceLoss(nn.Module):
         super().__init__()
         if implementation not in IMPLEMENTATIONS:
             raise ConfigError(
-                f"loss.implementation must be one of {', '.join(map(repr, IMPLEMENTATIONS))}, got {implementation!r}"
+                f"loss.implementation must be one of {', '.join(map(repr, IMPLEMENTATIONS))}, "
+                f"got {implementation!r}"
             )
         self.focal_weight = focal_weight
         self.dice_weight = dice_weight
@@ -190,7 +193,13 @@ class FocalDiceLoss(nn.Module):
         with torch.autocast(logits.device.type, enabled=False):
             if self.implementation == "plain":
                 return focal_dice(
-                    logits, labels, self.focal_weight, self.dice_weight, self.alpha, self.gamma, self.ignore_index
+                    logits,
+                    labels,
+                    self.focal_weight,
+                    self.dice_weight,
+                    self.alpha,
+                    self.gamma,
+                    self.ignore_index,
                 )
             return self._fused(logits, labels)
 
@@ -224,7 +233,9 @@ class CrossEntropySegLoss(nn.Module):
 
     def _forward(self, logits: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         if logits.shape[-2:] != labels.shape[-2:]:
-            logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+            logits = F.interpolate(
+                logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False
+            )
         labels = labels.long()
         valid = labels != self.ignore_index
         if valid.any():

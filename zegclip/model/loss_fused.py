@@ -57,7 +57,12 @@ class FusedTerms(NamedTuple):
 
 
 def fused_focal_dice(
-    logits: torch.Tensor, labels: torch.Tensor, alpha: float, gamma: float, ignore_index: int, chunk_elements: int
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    gamma: float,
+    ignore_index: int,
+    chunk_elements: int,
 ) -> FusedTerms:
     """The terms of the focal + dice loss of ``logits`` ``(B, C, h, w)`` (float32 or lower; upsampled
     bilinearly to the label size chunk by chunk if smaller) against checked ``labels`` ``(B, H, W)``
@@ -77,14 +82,18 @@ def fused_focal_dice(
         x_target = _bilinear_sample(logits.float(), image_idx, class_idx, pixel_idx, size)
     else:
         x = logits.flatten(2)  # (B, C, P)
-        neg_sum, sig_sum, x_target = _FullSizeTerms.apply(x, image_idx, class_idx, pixel_idx, alpha, gamma, chunk)
+        neg_sum, sig_sum, x_target = _FullSizeTerms.apply(
+            x, image_idx, class_idx, pixel_idx, alpha, gamma, chunk
+        )
         with torch.no_grad():
             predicted = x.argmax(dim=1)
     pos, neg = _focal_terms(x_target, alpha, gamma)
     focal = (neg_sum.sum() + (pos - neg).sum()) / num_pixels
 
     pair = image_idx * c + class_idx  # (image, class) pair of each labelled pixel
-    intersection = torch.zeros(b * c, device=logits.device, dtype=torch.float32).index_add(0, pair, x_target.sigmoid())
+    intersection = torch.zeros(b * c, device=logits.device, dtype=torch.float32).index_add(
+        0, pair, x_target.sigmoid()
+    )
     target_sum = torch.bincount(pair, minlength=b * c).to(torch.float32)
     dice = 1 - (2 * intersection + 1) / (sig_sum.reshape(-1) + target_sum + 1)
     return FusedTerms(focal, dice, target_sum > 0, predicted)
@@ -171,7 +180,11 @@ def _interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> torch.
 
 
 def _bilinear_sample(
-    grid: torch.Tensor, image_idx: torch.Tensor, class_idx: torch.Tensor, pixel_idx: torch.Tensor, size: tuple[int, int]
+    grid: torch.Tensor,
+    image_idx: torch.Tensor,
+    class_idx: torch.Tensor,
+    pixel_idx: torch.Tensor,
+    size: tuple[int, int],
 ) -> torch.Tensor:
     """Values of ``grid`` ``(B, C, h, w)`` upsampled bilinearly to ``size`` at the given
     (image, class, flat pixel) triples ``(N,)``, from each pixel's four grid neighbours (the

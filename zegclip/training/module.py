@@ -98,8 +98,13 @@ def build_criterion(loss: dict[str, Any] | None) -> tuple[torch.nn.Module, str, 
     # Deep supervision of every decoder layer: the official loss has weights for it, but the
     # official head never hands the auxiliary layers over, so it is off by default.
     aux_layers = bool(args.pop("aux_layers", False))
+    implementation = args.pop("implementation", None)  # of focal_dice; one loss for cross_entropy
     if name == "focal_dice":
-        return FocalDiceLoss(**args), name, aux_layers
+        return (
+            FocalDiceLoss(**args, **({"implementation": implementation} if implementation else {})),
+            name,
+            aux_layers,
+        )
     if name == "cross_entropy":
         return CrossEntropySegLoss(**args), name, aux_layers
     raise ConfigError(f"loss.name must be 'focal_dice' or 'cross_entropy', got {name!r}")
