@@ -119,7 +119,8 @@ def render(command: str, order: list[str], results: list[dict[str, Any]], note: 
         )
         ratio = statistics.median(res["times"]) / base
         out.append(
-            f"| {VARIANTS[name].get('label', name)} | `{settings or '-'}` | {benchlib.fmt_time(res['times'])} | {ratio:.2f}x |"
+            f"| {VARIANTS[name].get('label', name)} | `{settings or '-'}` | "
+            f"{benchlib.fmt_time(res['times'])} | {ratio:.2f}x |"
         )
     out += ["", "Capability each variant ran with:", ""]
     out += [

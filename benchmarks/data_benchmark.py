@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     lines = [benchlib.header(command, "One worker = one process, 1 torch thread, 1 OpenCV thread.")]
     lines += [
-        "| dataset | image sizes | decode (JPEG + PNG), median | whole item, median (mean) | images/s per worker |",
+        "| dataset | image sizes | decode (JPEG + PNG), median | whole item, median (mean) "
+        "| images/s per worker |",
         "|---|---|---|---|---|",
     ]
     for name in ("voc", "coco"):
@@ -137,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         mean = statistics.mean(r["item"])
         sizes = ", ".join(f"{h}x{w}" for h, w in SIZES[name])
         lines.append(
-            f"| {name} | {sizes} (HxW) | {statistics.median(r['decode']) * 1000:.1f} ms | {item * 1000:.1f} ms "
-            f"({mean * 1000:.1f} ms) | {1 / mean:.1f} |"
+            f"| {name} | {sizes} (HxW) | {statistics.median(r['decode']) * 1000:.1f} ms | {item * 1000:.1f} "
+            f"ms ({mean * 1000:.1f} ms) | {1 / mean:.1f} |"
         )
     lines += ["", f"Load average at the end: {benchlib.load_average()}."]
     benchlib.write_result("data_benchmark", "\n".join(lines) + "\n", args.out)

@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             med = statistics.median(r["times"])
             peak = benchlib.gib(r["peak"]) if r["peak"] is not None else "-"
             lines.append(
-                f"| {scale} | {mode} | {benchlib.fmt_time(r['times'])} | {args.batch / med:.1f} | {peak} | {r['warmup']:.1f} s |"
+                f"| {scale} | {mode} | {benchlib.fmt_time(r['times'])} | {args.batch / med:.1f} | {peak} | "
+                f"{r['warmup']:.1f} s |"
             )
         if scale == "voc":
             for precision, times in eval_rows(model, classes, args).items():

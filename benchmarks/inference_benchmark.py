@@ -242,11 +242,13 @@ def render(command: str, times: dict[tuple[str, str, str], list[float]], info: d
     )
     if "official_difference" in info:
         out.append(
-            f"Largest difference of the whole-crop scores, official vs zegclip: {info['official_difference']:.2g}."
+            "Largest difference of the whole-crop scores, official vs zegclip: "
+            f"{info['official_difference']:.2g}."
         )
     out += [
         "",
-        "| workload | implementation | precision | time, median (min) | throughput | FLOP floor | time / floor | time / official |",
+        "| workload | implementation | precision | time, median (min) | throughput | FLOP floor "
+        "| time / floor | time / official |",
         "|---|---|---|---|---|---|---|---|",
     ]
     rows = [
@@ -274,14 +276,16 @@ def render(command: str, times: dict[tuple[str, str, str], list[float]], info: d
             vs = f"{med / statistics.median(official):.2f}x" if official else "-"
             cell = benchlib.precision_label(precision)
             out.append(
-                f"| {label} | {impl} | {cell} | {benchlib.fmt_time(t)} | {images / med:.2f} images/s | {floor_cells} | {vs} |"
+                f"| {label} | {impl} | {cell} | {benchlib.fmt_time(t)} | {images / med:.2f} images/s | "
+                f"{floor_cells} | {vs} |"
             )
     out.append("")
     if info["smoke"]:
         return "\n".join(out) + "\n"
     auto = info["auto"]
     out.append(
-        f"`precision=auto` picks **{auto}** on this CPU ({'bf16 native' if auto != 'fp32' else 'no native bf16'})."
+        f"`precision=auto` picks **{auto}** on this CPU "
+        f"({'bf16 native' if auto != 'fp32' else 'no native bf16'})."
     )
     out.append("")
     out.append("| target | measured: ratio of medians (of the fastest runs) | met (medians) |")

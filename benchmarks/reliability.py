@@ -104,11 +104,12 @@ def edge_rows(work: Path, reference: Run) -> list[tuple[str, ...]]:
         resumed = train(work / "full-disk-resumed", f"ckpt_path={kept}")
         rows.append(
             (
-                f"full disk: a {size * 3 // 2 / 1e6:.0f} MB tmpfs, room for one {size / 1e6:.0f} MB checkpoint",
-                f"`CheckpointWriteError` at step {line.group(1) if line else '?'} (exit {full.returncode}, one "
-                f"line naming the file, the {line.group(2) if line else '?'} it needs, the "
-                f"{line.group(3) if line else '?'} free, the last good checkpoint); last.ckpt of step {saved} "
-                f"intact, {len(left)} temporary files left",
+                f"full disk: a {size * 3 // 2 / 1e6:.0f} MB tmpfs, room for one "
+                f"{size / 1e6:.0f} MB checkpoint",
+                f"`CheckpointWriteError` at step {line.group(1) if line else '?'} (exit {full.returncode}, "
+                f"one line naming the file, the {line.group(2) if line else '?'} it needs, the "
+                f"{line.group(3) if line else '?'} free, the last good checkpoint); last.ckpt of step "
+                f"{saved} intact, {len(left)} temporary files left",
                 *resumed_row(reference, saved, resumed, int(line.group(1)) if line else saved),
             )
         )
@@ -204,7 +205,8 @@ def edge_rows(work: Path, reference: Run) -> list[tuple[str, ...]]:
         (
             "two processes filling one text-embedding cache at once",
             f"exit codes {codes}; {complete} of "
-            f"{len(files)} files complete, {sum(f.name.endswith('.tmp') for f in files)} temporary files left",
+            f"{len(files)} files complete, "
+            f"{sum(f.name.endswith('.tmp') for f in files)} temporary files left",
             "0",
             "n/a",
             "n/a",
@@ -259,7 +261,8 @@ def main() -> None:
         rows.append(
             (
                 "SLURM pre-timeout signal (SIGUSR2) at step 12",
-                f"saved step {step}, `scontrol {requeue}`, exit {first.returncode}; the requeued job resumed itself",
+                f"saved step {step}, `scontrol {requeue}`, exit {first.returncode}; "
+                "the requeued job resumed itself",
                 *resumed_row(reference, step, second, step),
             )
         )

@@ -294,8 +294,8 @@ def render(
             )
             out.append(
                 f"| {scale} (B=2) | {name} | {benchlib.precision_label(precision)} | {benchlib.fmt_time(t)} "
-                f"| {floor:.2f} s ({res['flops'] / 1e9:.0f} GFLOP at {r:.0f} GFLOP/s) | {med / floor:.2f}x | {vs} "
-                f"| {rss} |"
+                f"| {floor:.2f} s ({res['flops'] / 1e9:.0f} GFLOP at {r:.0f} GFLOP/s) | "
+                f"{med / floor:.2f}x | {vs} | {rss} |"
             )
     out.append("")
     for scale in scales:
@@ -366,8 +366,8 @@ def targets(results: dict[str, dict[str, Any]], scales: list[str]) -> str:
         if with_ck and without:
             growth = [m["peak"] - m["rss_before"] for m in (with_ck, without)]
             lines.append(
-                f"| {scale}: grad checkpointing, memory | growth in the step {benchlib.gib(growth[0])} instead of "
-                f"{benchlib.gib(growth[1])}; peak RSS {benchlib.gib(with_ck['peak'])} instead of "
+                f"| {scale}: grad checkpointing, memory | growth in the step {benchlib.gib(growth[0])} "
+                f"instead of {benchlib.gib(growth[1])}; peak RSS {benchlib.gib(with_ck['peak'])} instead of "
                 f"{benchlib.gib(without['peak'])} | - |"
             )
     return "\n".join(lines)

@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         + f"` ({search_time / 60:.1f} min, {trials} trials); objective tune/hIoU on the "
         f"tuning split (held-out training images, pseudo-unseen {pseudo}; the test split and the unseen "
         "classes never read). Then each trial's configuration trained on the real split with the same "
-        f"{steps}-step schedule, seed 0, and tested on the test split ({retrain_time / 60:.1f} min): test hIoU "
-        f"(unseen: {', '.join(split.unseen_names)}).",
+        f"{steps}-step schedule, seed 0, and tested on the test split ({retrain_time / 60:.1f} min): test "
+        f"hIoU (unseen: {', '.join(split.unseen_names)}).",
         "",
         "| trial | tune/hIoU (fair objective) | test hIoU | "
         + f"test {LABELS['mIoU_seen']} | test {LABELS['mIoU_unseen']} | "
@@ -181,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         f"- Spearman rank correlation between the fair objective and the test hIoU over the {len(done)} "
         f"complete trials: **{rho:.2f}**.",
         f"- The fair search picked trial {fair['trial']}: test hIoU **{pct(fair['test_hIoU'])}** "
-        f"({rank}{'st' if rank == 1 else 'nd' if rank == 2 else 'rd' if rank == 3 else 'th'} best of {len(done)} by test hIoU).",
-        f"- A search on the test split (test hIoU, the unseen labels) would have picked trial {oracle['trial']}: "
-        f"test hIoU {pct(oracle['test_hIoU'])}, a number that is not a zero-shot result.",
+        f"({rank}{'st' if rank == 1 else 'nd' if rank == 2 else 'rd' if rank == 3 else 'th'} best of "
+        f"{len(done)} by test hIoU).",
+        "- A search on the test split (test hIoU, the unseen labels) would have picked trial "
+        f"{oracle['trial']}: test hIoU {pct(oracle['test_hIoU'])}, a number that is not a zero-shot result.",
         f"- The recipe's own values with the same schedule: test hIoU {pct(recipe_row['test_hIoU'])}.",
     ]
     text = "\n".join(lines) + "\n"

@@ -308,7 +308,8 @@ def targets(results: dict[tuple[str, str, int], dict[str, Any]]) -> list[str]:
         if mine:
             r = mine["added"] / off["added"]
             lines.append(
-                f"| C = 255, one crop: memory the call adds <= 0.4x official | {r:.2f}x | {'yes' if r <= 0.4 else '**no**'} |"
+                f"| C = 255, one crop: memory the call adds <= 0.4x official | {r:.2f}x | "
+                f"{'yes' if r <= 0.4 else '**no**'} |"
             )
     crop847 = results.get(("crop", "zegclip", 847))
     if crop847:

@@ -25,7 +25,8 @@ def golden_dir() -> Path:
     if not (GOLDEN_DIR / "official_tiny.pth").is_file():
         unavailable(
             f"the golden pack (official implementation's tensors) at {GOLDEN_DIR}",
-            "it ships beside the repository in CI as ../shared/golden; set ZEGCLIP_GOLDEN_DIR to point at a copy",
+            "it ships beside the repository in CI as ../shared/golden; set "
+            "ZEGCLIP_GOLDEN_DIR to point at a copy",
         )
     return GOLDEN_DIR
 

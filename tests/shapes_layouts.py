@@ -113,7 +113,8 @@ def write_voc_layout(
     Label encoding (VOC style, simple on purpose): 0 = background, ``class_id + 1`` for object
     pixels, so a VOC reader that drops background (0 -> ignore, c -> c - 1) gets back exactly the
     in-memory labels (class id, ignore = background). Train ids are samples ``0..n_train-1``, val ids
-    ``n_train..n_train+n_val-1`` of the same world. JPEG is lossy (quality 95, 4:4:4: mean error ~3 grey levels); labels are exact.
+    ``n_train..n_train+n_val-1`` of the same world. JPEG is lossy (quality 95, 4:4:4: mean error ~3 grey
+    levels); labels are exact.
 
     Returns:
         The ``VOCdevkit/VOC2012`` directory.

@@ -1,4 +1,5 @@
-"""The open-vocabulary table's columns, rows and cells from evaluation folders (zegclip/engine/benchmark_table.py)."""
+"""The open-vocabulary table's columns, rows and cells from evaluation folders
+(zegclip/engine/benchmark_table.py)."""
 
 from __future__ import annotations
 
@@ -101,7 +102,8 @@ def test_no_table_without_evaluations(tmp_path: Path) -> None:
 
 
 def test_ignored_keys_join_the_seeds_of_transductive_runs(tmp_path: Path) -> None:
-    """Each seed's transductive run starts from its own inductive run: ``--ignore init_from`` makes one row."""
+    """Each seed's transductive run starts from its own inductive run: ``--ignore init_from`` makes one
+    row."""
     ckpts = [
         write_training_run(tmp_path / "train" / str(s), s, "setting=transductive", f"init_from=/runs/ind{s}")
         for s in (0, 1)

@@ -70,7 +70,8 @@ def test_export_cli_errors(tmp_path, capsys):
         "python -m zegclip.export: error: give OUTPUT (a small zegclip file) or --onnx OUT.onnx"
     )
     assert export_error(capsys, ["shapes", str(tmp_path / "a.pt"), "--onnx", str(onnx)]) == (
-        "python -m zegclip.export: error: --onnx writes one file: give no OUTPUT and no --include-clip with it"
+        "python -m zegclip.export: error: --onnx writes one file: give no "
+        "OUTPUT and no --include-clip with it"
     )
     line = export_error(capsys, ["shapes", "--onnx", str(onnx), "--classes", "cat,dog", "--seen", "cow"])
     assert line.startswith("python -m zegclip.export: error: ") and "'cow'" in line and "'cat', 'dog'" in line

@@ -61,7 +61,8 @@ def test_learnable_parameters_of_vit_b16(prompt_tokens, official):
     assert model.embed_dim == 512
     expected = official - NEVER_USED - UNREAD
     assert count_trainable(model) == expected  # 8,039,168 (VOC) and 8,868,608 (COCO-Stuff)
-    # where they are: prompts, the descriptor's Linear(1024, 512), two full decoder layers + the last one's q/k
+    # where they are: prompts, the descriptor's Linear(1024, 512), two full decoder layers
+    # + the last one's q/k
     prompts = PROMPT_ROWS * prompt_tokens * 768 + (768 * 768 + 768) + 2 * 768
     full_layer = 4 * (512 * 512 + 512) + 2 * (2 * 512) + (512 * 2048 + 2048) + (2048 * 512 + 512)
     assert count_trainable(model.image_encoder) == prompts

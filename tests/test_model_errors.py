@@ -152,7 +152,7 @@ def test_unknown_config_key(model, tmp_path):
         zegclip.load(path)
 
 
-# ----------------------------------------------------------------------------- values that used to pass silently
+# ------------------------------------------------------------------------ values that used to pass silently
 
 
 @pytest.mark.parametrize(

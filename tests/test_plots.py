@@ -1,4 +1,5 @@
-"""Evaluation plots: what each figure shows (normalisation, split colours, mean lines, panels) and the PNG files."""
+"""Evaluation plots: what each figure shows (normalisation, split colours, mean lines, panels) and the PNG
+files."""
 
 from __future__ import annotations
 

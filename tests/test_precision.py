@@ -181,7 +181,8 @@ def test_lowered_cpu_auto_is_fp32_and_bf16_warns_once_in_one_line():
         "for _ in range(2):\n"
         "    bf16 = zegclip.load('shapes', precision='bf16')\n"
         "choose_trainer_precision('bf16-mixed', 'cpu')\n"
-        "print(json.dumps({'auto': auto.precision.to_dict(), 'auto_dtype': str(next(auto.parameters()).dtype),\n"
+        "print(json.dumps({'auto': auto.precision.to_dict(), "
+        "'auto_dtype': str(next(auto.parameters()).dtype),\n"
         "                  'bf16_dtype': str(next(bf16.parameters()).dtype)}))"
     )
     run = _python(code, **AVX2)

@@ -509,7 +509,9 @@ CHECKS: dict[str, Callable[[Done, DocumentedRuns], None]] = {
     "predict.py inputs=photo.jpg": check_predict,
     "train.py tuning=pseudo_unseen": check_tuning,
     STUDY: check_study,
-    f"train.py -m seed=0,1,2 {FROM_FILE}logs/train/optuna/shapes_inductive/best_overrides.txt": check_best_retrain,
+    (
+        f"train.py -m seed=0,1,2 {FROM_FILE}logs/train/optuna/shapes_inductive/best_overrides.txt"
+    ): check_best_retrain,
 }
 
 
@@ -584,7 +586,8 @@ def test_export_onnx_command_of_the_bundled_model(tmp_path: Path) -> None:
     assert json.loads(meta["class_names"]) == classes and json.loads(meta["seen"]) == [classes.index(seen)]
     assert float(meta["seen_bias"]) == 0.1  # the default offset with --seen
     assert re.search(
-        rf"wrote {re.escape(out.name)} \([\d.]+ MiB\): {len(classes)} classes, seen offset -0\.1 on 1 classes",
+        rf"wrote {re.escape(out.name)} \([\d.]+ MiB\): {len(classes)} classes, "
+        r"seen offset -0\.1 on 1 classes",
         stdout.replace("\n", " "),
     )
 

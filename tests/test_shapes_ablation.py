@@ -70,7 +70,8 @@ def test_ablation_runs_dependent_rows_after_the_inductive_run(tmp_path, monkeypa
     assert "PARTIAL" not in table
     for row in ("inductive", "transductive", "calibration"):
         assert (tmp_path / "runs" / row / "seed0" / "metrics.json").is_file()
-    # the transductive row is the one-command recipe: 2 inductive + 2 transductive steps (4, as the inductive row)
+    # the transductive row is the one-command recipe: 2 inductive + 2 transductive steps
+    # (4, as the inductive row)
     staged = json.loads((tmp_path / "runs" / "transductive" / "seed0" / "metrics.json").read_text())
     assert [(s["setting"], s["last_step"]) for s in staged["stages"]] == [
         ("inductive", 2),

@@ -1,7 +1,7 @@
 """Pretrain the tiny shapes CLIP contrastively on the shapes world, then test it zero-shot.
 
-Run ``python tools/pretrain_shapes_clip.py --steps 3000 --seed 0 --out zegclip/assets/shapes_clip.pt`` (a one-off tool:
-the bundled weights came from it; see their manifest ``zegclip/assets/shapes_clip.json``).
+Run ``python tools/pretrain_shapes_clip.py --steps 3000 --seed 0 --out zegclip/assets/shapes_clip.pt``
+(a one-off tool: the bundled weights came from it; see their manifest ``zegclip/assets/shapes_clip.json``).
 
 Images come from the world of all 4 colours x 8 shapes (:data:`~zegclip.data.shapes.ALL_COLOUR_SHAPES`),
 generated on the fly (a fresh batch every step). Every caption names every object, the classes

@@ -1,4 +1,5 @@
-"""``python -m zegclip.demo``: the browser demo. A command name only; the program is :mod:`zegclip.apps.demo`."""
+"""``python -m zegclip.demo``: the browser demo. A command name only; the program is
+:mod:`zegclip.apps.demo`."""
 
 if __name__ == "__main__":
     import runpy

@@ -1,4 +1,5 @@
-"""``python -m zegclip.export``: ONNX / TorchScript export. A command name only; the program is :mod:`zegclip.apps.export`."""
+"""``python -m zegclip.export``: ONNX / TorchScript export. A command name only; the program is
+:mod:`zegclip.apps.export`."""
 
 if __name__ == "__main__":
     import runpy

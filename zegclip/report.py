@@ -1,4 +1,5 @@
-"""``python -m zegclip.report``: the sweep report. A command name only; the program is :mod:`zegclip.apps.sweep_report`."""
+"""``python -m zegclip.report``: the sweep report. A command name only; the program is
+:mod:`zegclip.apps.sweep_report`."""
 
 if __name__ == "__main__":
     import runpy

@@ -53,7 +53,8 @@ class ZegclipOptunaSweeper(Sweeper):
             if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
                 raise
             raise RuntimeError(
-                f"no trial of study {self.impl.study_name} completed: report.md in {self.config.hydra.sweep.dir} "
+                f"no trial of study {self.impl.study_name} completed: report.md in "
+                f"{self.config.hydra.sweep.dir} "
                 "lists why each one failed"
             ) from err
         finally:

@@ -1,4 +1,5 @@
-"""Class lists and zero-shot splits: the configs against the official lists (docs/data.md), and split validation."""
+"""Class lists and zero-shot splits: the configs against the official lists (docs/data.md), and split
+validation."""
 
 from __future__ import annotations
 

@@ -62,7 +62,8 @@ def test_vocabulary_files_hold_the_peers_lists():
     assert sum(", " in c for c in ade847.classes) == 217  # entries listing synonyms
     ids = ade847_ids()
     assert len(set(ids)) == 847 and ids[0] == 2978 and ids[1] == 312 and ids[846] == 3148
-    # PC-59 is PC-459 restricted to 59 ids: the two lists agree on every kept id (CAT-Seg spells table "diningtable")
+    # PC-59 is PC-459 restricted to 59 ids: the two lists agree on every kept id
+    # (CAT-Seg spells table "diningtable")
     pc459, pc59 = load_vocabulary("pc459").classes, load_vocabulary("pc59").classes
     assert [pc459[i - 1] for i in CONTEXT59_IDS] == list(CONTEXT59_CLASSES)
     assert [(a, b) for a, b in zip(pc59, CONTEXT59_CLASSES) if a != b] == [("diningtable", "table")]

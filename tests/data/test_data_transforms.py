@@ -88,7 +88,8 @@ def test_cat_max_ratio_rule():
     assert not crop.accepts(np.array([IGNORE_INDEX] * 90 + [1] * 10))  # a single class
     assert not crop.accepts(np.array([0] * 76 + [1] * 24))
     assert crop.accepts(np.array([0] * 74 + [1] * 26))
-    # class 0 fills x < 48; alternating columns of classes 1 / 2 fill x >= 48: a 16-wide crop passes iff x >= 37
+    # class 0 fills x < 48; alternating columns of classes 1 / 2 fill x >= 48:
+    # a 16-wide crop passes iff x >= 37
     mask = np.zeros((16, 64), np.uint8)
     mask[:, 48::2], mask[:, 49::2] = 1, 2
     image = np.zeros((16, 64, 3), np.uint8)

@@ -139,7 +139,8 @@ def test_shapes_tuning_split_never_builds_val_or_test_and_drops_unseen() -> None
     held = {m["name"] for b in dm.test_dataloader() for m in b["meta"]}
     trained = {m["name"] for b in dm.train_dataloader() for m in b["meta"]}
     assert len(held) == 20 and not held & trained  # held-out images are never trained on
-    # labels: tuning ids or ignore; every pixel of a true unseen class became ignore, the others were renumbered
+    # labels: tuning ids or ignore; every pixel of a true unseen class became ignore,
+    # the others were renumbered
     raw = build_shapes_dataset(None, "train", train_size=80, val_size=0, test_size=0)
     lut = np.full(IGNORE + 1, IGNORE)
     lut[list(source.seen)] = np.arange(12)
@@ -181,7 +182,8 @@ def test_voc_tuning_split_works_without_the_test_split_files(voc_root: Path) -> 
     labels = [dm.test_dataset[i]["label"] for i in range(len(dm.test_dataset))]
     labels += [dm.train_dataset[i]["label"] for i in range(len(dm.train_dataset))]
     values = set(torch.cat([lb.flatten() for lb in labels]).tolist())
-    # raw VOC 16 (pottedplant) and 20 (tvmonitor) are unseen: ignored; 1, 2, 3, 5, 6, 7 -> ids 0, 1, 2, 4, 5, 6
+    # raw VOC 16 (pottedplant) and 20 (tvmonitor) are unseen: ignored;
+    # 1, 2, 3, 5, 6, 7 -> ids 0, 1, 2, 4, 5, 6
     assert values <= {0, 1, 2, 4, 5, 6, IGNORE} and IGNORE in values
     assert dm.unseen == (4, 5) and [dm.class_names[i] for i in dm.unseen] == ["bottle", "bus"]
 

@@ -76,15 +76,16 @@ def same_file(good: Path, out: Path) -> Path:
     return good
 
 
-# (name, how to make the file, extra overrides of the resumed run, the message expected after "ckpt_path=<file>")
+# (name, how to make the file, extra overrides of the resumed run,
+#  the message expected after "ckpt_path=<file>")
 CASES: list[tuple[str, Callable[[Path, Path], Path], list[str], str]] = [
     (
         "truncated",
         truncated,
         [],
         r"cannot resume from ckpt_path: Cannot read '{f}' \([\d,]+ bytes\) as a torch "
-        r"checkpoint: it is truncated or not a checkpoint \(RuntimeError: PytorchStreamReader failed reading zip "
-        r"archive: failed finding central directory\); use an intact copy",
+        r"checkpoint: it is truncated or not a checkpoint \(RuntimeError: PytorchStreamReader failed reading "
+        r"zip archive: failed finding central directory\); use an intact copy",
     ),
     (
         "not a checkpoint",
@@ -105,16 +106,16 @@ CASES: list[tuple[str, Callable[[Path, Path], Path], list[str], str]] = [
         same_file,
         ["model.prompt_tokens=3"],
         r"ckpt_path={f} was trained with another "
-        r"architecture: model.prompt_tokens=4 in the checkpoint, 3 in this run. Resuming continues that run: give the "
-        r"checkpoint's values \(model.prompt_tokens=4\), or leave ckpt_path out to start a new run",
+        r"architecture: model.prompt_tokens=4 in the checkpoint, 3 in this run. Resuming continues that run: "
+        r"give the checkpoint's values \(model.prompt_tokens=4\), or leave ckpt_path out to start a new run",
     ),
     (
         "another dataset's vocabulary",
         same_file,
         ["dataset=shapes_hard"],
         r"ckpt_path={f} was trained on another "
-        r"vocabulary: dataset 'shapes' \(16 classes: red circle, .*\), this run 'shapes_hard' \(8 classes: circle, "
-        r".*\); class 0 is 'red circle' there, 'circle' here. Resume with the checkpoint's dataset",
+        r"vocabulary: dataset 'shapes' \(16 classes: red circle, .*\), this run 'shapes_hard' \(8 classes: "
+        r"circle, .*\); class 0 is 'red circle' there, 'circle' here. Resume with the checkpoint's dataset",
     ),
     (
         "another zero-shot split",

@@ -43,10 +43,10 @@ def test_a_full_disk_fails_the_second_checkpoint_in_one_line_and_keeps_the_first
     lines = [line for line in run.output.splitlines() if "Error" in line]
     assert len(lines) == 1 and "Traceback" not in run.output, run.output[-3000:]
     match = re.fullmatch(
-        rf"CheckpointWriteError: step 4: could not write checkpoint {re.escape(str(last))}: No space left on device; "
-        rf"it needs (\d+\.\d) MB, (\d+\.\d) MB free on {re.escape(str(disk))}; free some space or write to another "
-        rf"disk; last good checkpoint: {re.escape(str(last))} \(step 2\), resume with the same command plus "
-        rf"ckpt_path={re.escape(str(last))}",
+        rf"CheckpointWriteError: step 4: could not write checkpoint {re.escape(str(last))}: No space left on "
+        rf"device; it needs (\d+\.\d) MB, (\d+\.\d) MB free on {re.escape(str(disk))}; free some space or "
+        rf"write to another disk; last good checkpoint: {re.escape(str(last))} \(step 2\), resume with the "
+        rf"same command plus ckpt_path={re.escape(str(last))}",
         lines[0],
     )
     assert match, lines[0]

@@ -28,26 +28,29 @@ PROBES = [
     (
         "eval.py ckpt_path=missing",
         ["eval.py", "ckpt_path={tmp}/missing.ckpt"],
-        "CheckpointNotFoundError: Checkpoint not found: '{tmp}/missing.ckpt' (no such file); give a checkpoint file (a "
-        "run folder's checkpoints/last.ckpt, an official ZegCLIP .pth, an exported file) or 'shapes'",
+        "CheckpointNotFoundError: Checkpoint not found: '{tmp}/missing.ckpt' (no such file); give a "
+        "checkpoint file (a run folder's checkpoints/last.ckpt, an official ZegCLIP "
+        ".pth, an exported file) or 'shapes'",
     ),
     (
         "predict.py inputs=missing",
         ["predict.py", "inputs={tmp}/missing.jpg"],
-        "InputNotFoundError: inputs: '{tmp}/missing.jpg' is neither a file, a folder nor a glob pattern that matches "
-        "files; give an image, a folder of images or a quoted pattern (inputs='photos/*.jpg')",
+        "InputNotFoundError: inputs: '{tmp}/missing.jpg' is neither a file, a folder nor a glob pattern that "
+        "matches files; give an image, a folder of images or a quoted pattern (inputs='photos/*.jpg')",
     ),
     (
         "demo ckpt_path=missing",
         ["-m", "zegclip.demo", "ckpt_path={tmp}/missing.ckpt"],
-        "CheckpointNotFoundError: Checkpoint not found: '{tmp}/missing.ckpt' (no such file); give a checkpoint file (a "
-        "run folder's checkpoints/last.ckpt, an official ZegCLIP .pth, an exported file) or 'shapes'",
+        "CheckpointNotFoundError: Checkpoint not found: '{tmp}/missing.ckpt' (no such file); give a "
+        "checkpoint file (a run folder's checkpoints/last.ckpt, an official ZegCLIP "
+        ".pth, an exported file) or 'shapes'",
     ),
     (
         "export missing",
         ["-m", "zegclip.export", "{tmp}/missing.ckpt", "{tmp}/out.pt"],
-        "CheckpointNotFoundError: Checkpoint not found: '{tmp}/missing.ckpt' (no such file); give a checkpoint file (a "
-        "run folder's checkpoints/last.ckpt, an official ZegCLIP .pth, an exported file) or 'shapes'",
+        "CheckpointNotFoundError: Checkpoint not found: '{tmp}/missing.ckpt' (no such file); give a "
+        "checkpoint file (a run folder's checkpoints/last.ckpt, an official ZegCLIP "
+        ".pth, an exported file) or 'shapes'",
     ),
 ]
 

@@ -3,8 +3,9 @@
     python text_cache_worker.py CACHE_DIR GO_FILE N
 
 Builds the tiny CLIP's text tower (torch seed 0: every process has the same weights, so the same
-cache files), says it is ready (``ready-<pid>`` beside GO_FILE), waits for GO_FILE, then computes N vocabularies. Writes go through a slow disk (half
-the file, a pause, the rest), so that two processes write the same file at the same time.
+cache files), says it is ready (``ready-<pid>`` beside GO_FILE), waits for GO_FILE, then computes N
+vocabularies. Writes go through a slow disk (half the file, a pause, the rest), so that two processes
+write the same file at the same time.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""``python train.py -m ...`` ends with the sweep report (zegclip.engine.report.callback.SweepReportCallback)."""
+"""``python train.py -m ...`` ends with the sweep report
+(zegclip.engine.report.callback.SweepReportCallback)."""
 
 from __future__ import annotations
 

@@ -42,7 +42,8 @@ def shares_table(prediction: Prediction) -> str:
         for name, share in prediction.shares().items()
     )
     return (
-        f'<table id="{SHARES_ID}" data-count="{len(prediction.shares())}"><thead><tr><th>class</th><th style="text-align:right">pixel share</th></tr></thead>'
+        f'<table id="{SHARES_ID}" data-count="{len(prediction.shares())}"><thead><tr><th>class</th>'
+        '<th style="text-align:right">pixel share</th></tr></thead>'
         f"<tbody>{rows}</tbody></table>"
     )
 
@@ -180,8 +181,10 @@ def _argv_with_keys(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m zegclip.demo",
-        description="Web demo: upload an image, type class names, see the segmentation with a legend and class shares.",
-        epilog="Keys also work as key=value, e.g. `python -m zegclip.demo ckpt_path=ZegCLIP_voc_inductive.pth`.",
+        description="Web demo: upload an image, type class names, see the segmentation with a legend and "
+        "class shares.",
+        epilog="Keys also work as key=value, e.g. "
+        "`python -m zegclip.demo ckpt_path=ZegCLIP_voc_inductive.pth`.",
     )
     parser.add_argument(
         "--ckpt_path",

@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         choices=["auto", "fp32", "bf16", "fp16"],
         help="weights of the written file: auto (default) = fp32, which the file keeps wherever it is loaded "
-        "(zegclip.load then picks that machine's precision); bf16 / fp16 halve a checkpoint file (not --onnx)",
+        "(zegclip.load then picks that machine's precision); bf16 / fp16 halve "
+        "a checkpoint file (not --onnx)",
     )
     onnx = parser.add_argument_group("ONNX export")
     onnx.add_argument(
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         _describe_conversion(model, official)
     size = args.output.stat().st_size
     print(
-        f"wrote {args.output} ({size / 2**20:.2f} MiB, CLIP {'included' if include_clip else 'referenced: ' + str(model.config.clip.weights)})"
+        f"wrote {args.output} ({size / 2**20:.2f} MiB, CLIP "
+        f"{'included' if include_clip else 'referenced: ' + str(model.config.clip.weights)})"
     )
     return 0
 
@@ -138,11 +140,13 @@ def _describe_conversion(model: Any, official: dict) -> None:
     config, _, metadata, dropped = convert_official(official)
     print(f"  architecture: {config.to_dict()}")
     print(
-        f"  classes: {len(metadata['class_names'])} ({len(metadata['unseen'])} unseen), setting: {metadata['setting']}"
+        f"  classes: {len(metadata['class_names'])} ({len(metadata['unseen'])} unseen), setting: "
+        f"{metadata['setting']}"
     )
     print(f"  learnable parameters: {sum(p.numel() for p in model.trainable_parameters()):,}")
     print(
-        f"  dropped {len(dropped)} unused official tensors ({sum(t.numel() for t in dropped.values()):,} values):"
+        f"  dropped {len(dropped)} unused official tensors "
+        f"({sum(t.numel() for t in dropped.values()):,} values):"
     )
     for key in sorted(dropped):
         print(f"    {key}")
@@ -171,9 +175,11 @@ def _export_onnx(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     templates = args.templates or model.metadata.get("templates") or "single"
     export_onnx(model, args.onnx, names, seen, seen_bias, templates, opset=args.opset)
     size = sum(p.stat().st_size for p in args.onnx.parent.glob(args.onnx.name + "*"))
+    offset = (
+        "-" + format(seen_bias, "g") + " on " + str(len(seen)) + " classes" if seen and seen_bias else "none"
+    )
     print(
-        f"wrote {args.onnx} ({size / 2**20:.2f} MiB): {len(names)} classes, seen offset "
-        f"{'-' + format(seen_bias, 'g') + ' on ' + str(len(seen)) + ' classes' if seen and seen_bias else 'none'}; "
+        f"wrote {args.onnx} ({size / 2**20:.2f} MiB): {len(names)} classes, seen offset {offset}; "
         "input pixel_values (B, 3, H, W) normalised, output scores (B, C, H, W)"
     )
     return 0

@@ -79,8 +79,8 @@ def collect_inputs(inputs: str | Sequence[str]) -> list[Path]:
                 raise InputNotFoundError(f"inputs: the pattern {entry!r} matches no file")
         else:
             raise InputNotFoundError(
-                f"inputs: {entry!r} is neither a file, a folder nor a glob pattern that matches files; give an image, "
-                "a folder of images or a quoted pattern (inputs='photos/*.jpg')"
+                f"inputs: {entry!r} is neither a file, a folder nor a glob pattern that matches files; give "
+                "an image, a folder of images or a quoted pattern (inputs='photos/*.jpg')"
             )
         found.extend(matches)
     unique = dict.fromkeys(p.resolve() for p in found)

@@ -22,8 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m zegclip.report",
         description="Mean ± std over seeds of every group of runs of a sweep (jobs with the same overrides "
-        "except seed); writes report.md and report.csv, and for evaluation jobs (eval.py) the open-vocabulary "
-        "table benchmark_table.md / .csv (a row per model, a column per benchmark).",
+        "except seed); writes report.md and report.csv, and for evaluation jobs (eval.py) the "
+        "open-vocabulary table benchmark_table.md / .csv (a row per model, a column per benchmark).",
     )
     parser.add_argument(
         "paths", nargs="+", help="multirun folder(s) (logs/train/multiruns/<time>) or run folders"

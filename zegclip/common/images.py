@@ -46,7 +46,8 @@ def open_image(path: str | Path, what: str = "image", expected: str = "a complet
     """``path`` fully decoded (a truncated file raises here, not later).
 
     Raises:
-        InputNotFoundError: no such file. ImageReadError: the file cannot be decoded (names it and ``expected``).
+        InputNotFoundError: no such file.
+        ImageReadError: the file cannot be decoded (names it and ``expected``).
     """
     if not Path(path).is_file():
         raise InputNotFoundError(f"{what} not found: {str(path)!r}")

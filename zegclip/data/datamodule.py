@@ -298,8 +298,8 @@ class SegmentationDataModule(L.LightningDataModule):
         sampler.set_epoch(epoch)
         if len(sampler) < self.batch_size:
             raise ConfigError(
-                f"{len(self.train_dataset)} training images give {len(sampler)} per rank over {world} rank(s): "  # type: ignore[arg-type]
-                f"fewer than one batch of dataset.batch_size={self.batch_size}"
+                f"{len(self.train_dataset)} training images give {len(sampler)} per rank "  # type: ignore[arg-type]
+                f"over {world} rank(s): fewer than one batch of dataset.batch_size={self.batch_size}"
             )
         return ResumableDataLoader(
             SeededSamples(self.train_dataset),

@@ -228,7 +228,10 @@ class VOCDataset(SegmentationDataset):
         base = root / self.BASE
         _require_dir(base, "VOC 2012 folder", self.EXPECTED_TREE)
         sets = base / "ImageSets" / "Segmentation"
-        hint = "Create it with: python -m zegclip.data.prepare voc --src <dir with benchmark_RELEASE> --dst <root>"
+        hint = (
+            "Create it with: python -m zegclip.data.prepare voc "
+            "--src <dir with benchmark_RELEASE> --dst <root>"
+        )
         if split == "train":
             parts = [("train", "SegmentationClass")] + ([("aug", "SegmentationClassAug")] if use_aug else [])
         else:
@@ -239,7 +242,8 @@ class VOCDataset(SegmentationDataset):
             if list_name == "aug":
                 if not (sets / "aug.txt").is_file():
                     raise DataRootError(
-                        f"aug list file not found: {sets / 'aug.txt'}\n{hint}\nExpected layout:\n{self.EXPECTED_TREE}"
+                        f"aug list file not found: {sets / 'aug.txt'}\n{hint}"
+                        f"\nExpected layout:\n{self.EXPECTED_TREE}"
                     )
                 _require_dir(base / label_dir, "SBD label folder", self.EXPECTED_TREE, hint)
             else:
@@ -258,8 +262,8 @@ class VOCDataset(SegmentationDataset):
             leaked = sorted(set(seen_ids) & val_ids)
             if leaked:
                 raise SplitListError(
-                    f"{len(leaked)} VOC val id(s) (e.g. {leaked[:5]}) appear in the training lists under {sets}: "
-                    "expected aug.txt without val images (regenerate it with prepare voc)"
+                    f"{len(leaked)} VOC val id(s) (e.g. {leaked[:5]}) appear in the training lists "
+                    f"under {sets}: expected aug.txt without val images (regenerate it with prepare voc)"
                 )
         _check_exist(samples, f"voc {split} ({', '.join(p for p, _ in parts)}.txt)")
         super().__init__(samples, num_classes, reduce_zero_label, transform)
@@ -348,7 +352,10 @@ class ContextDataset(SegmentationDataset):
         _require_dir(root, "data root", self.EXPECTED_TREE)
         base = root / self.BASE
         _require_dir(base, "VOC 2010 folder", self.EXPECTED_TREE)
-        hint = "Create it with: python -m zegclip.data.prepare context --src <dir with the 459-class .mat files> --dst <root>"
+        hint = (
+            "Create it with: python -m zegclip.data.prepare context "
+            "--src <dir with the 459-class .mat files> --dst <root>"
+        )
         _require_dir(base / "SegmentationClassContext", "Context label folder", self.EXPECTED_TREE, hint)
         list_path = base / "ImageSets" / "SegmentationContext" / f"{self.LISTS[split]}.txt"
         if not list_path.is_file():
@@ -503,9 +510,13 @@ class ADE847Dataset(SegmentationDataset):
 <root>/ADE20K_2021_17_01/
     images_detectron2/validation/<name>.jpg        (2,000 images; python -m zegclip.data.prepare ade847)
     annotations_detectron2/validation/<name>.tif   (16-bit: 0..846, 65535 = ignore)
-    images_detectron2/training/, annotations_detectron2/training/   (only with prepare ade847 --splits training)"""
+    images_detectron2/training/, annotations_detectron2/training/   \
+(only with prepare ade847 --splits training)"""
     FOLDERS: ClassVar[Mapping[str, str]] = {"train": "training", "val": "validation", "test": "validation"}
-    HINT = "Create it with: python -m zegclip.data.prepare ade847 --src <dir with ADE20K_2021_17_01> --dst <root>"
+    HINT = (
+        "Create it with: python -m zegclip.data.prepare ade847 "
+        "--src <dir with ADE20K_2021_17_01> --dst <root>"
+    )
 
     def __init__(
         self,
@@ -555,9 +566,13 @@ class Context459Dataset(SegmentationDataset):
     EXPECTED_TREE = """\
 <root>/VOCdevkit/VOC2010/
     JPEGImages/<id>.jpg
-    annotations_detectron2/pc459_val/<id>.tif    (python -m zegclip.data.prepare context459; 16-bit 0..458, 65535 = ignore)
+    annotations_detectron2/pc459_val/<id>.tif    (python -m zegclip.data.prepare context459; \
+16-bit 0..458, 65535 = ignore)
     ImageSets/SegmentationContext459/val.txt     (5,105 ids; optional: else every .tif of pc459_val)"""
-    HINT = "Create it with: python -m zegclip.data.prepare context459 --src <dir with the 459-class .mat files> --dst <root>"
+    HINT = (
+        "Create it with: python -m zegclip.data.prepare context459 "
+        "--src <dir with the 459-class .mat files> --dst <root>"
+    )
 
     def __init__(
         self,

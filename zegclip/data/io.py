@@ -82,7 +82,8 @@ def make_label_lut(
             f"{num_classes} classes do not fit {bits}-bit label maps with {raw_ignore} = ignore "
             f"(reduce_zero_label={reduce_zero_label})"
             + (
-                "; more classes need a layout with 16-bit label maps (65535 = ignore), as ade847 and context459"
+                "; more classes need a layout with 16-bit label maps "
+                "(65535 = ignore), as ade847 and context459"
                 if bits == 8
                 else ""
             )
@@ -125,7 +126,8 @@ def decode_label(raw: np.ndarray, lut: np.ndarray, path: str | Path = "<array>")
         if raw.size and (raw.min() < 0 or raw.max() > top):
             bad = np.unique(raw[(raw < 0) | (raw > top)])
             raise LabelValueError(
-                f"label map {path} holds values {bad[:10].tolist()} outside the expected ids {describe_lut(lut)}"
+                f"label map {path} holds values {bad[:10].tolist()} outside the expected ids "
+                f"{describe_lut(lut)}"
             )
         raw = raw.astype(np.uint8 if top <= 255 else np.uint16)
     out = lut[raw]

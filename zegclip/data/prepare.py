@@ -131,10 +131,12 @@ VOC_SOURCES_TREE = """\
 COCO_SOURCES_TREE = """\
 --src (default <dst>/coco_stuff164k/annotations): stuffthingmaps_trainval2017.zip extracted:
     train2017/<id>.png, val2017/<id>.png   (raw ids 0..181, 255 unlabeled)
---dst: the data root; outputs go to <dst>/coco_stuff164k/annotations/{train2017,val2017}/<id>_labelTrainIds.png
+--dst: the data root; outputs go to \
+<dst>/coco_stuff164k/annotations/{train2017,val2017}/<id>_labelTrainIds.png
     (put the images in <dst>/coco_stuff164k/images/{train2017,val2017}/)"""
 CONTEXT_SOURCES_TREE = """\
---src: the 459-class release (trainval.tar.gz extracted): trainval/<id>.mat with LabelMap (or the folder of .mat files)
+--src: the 459-class release (trainval.tar.gz extracted): trainval/<id>.mat with LabelMap \
+(or the folder of .mat files)
 --dst: the data root, holding the VOC 2010 trainval tar extracted:
     VOCdevkit/VOC2010/JPEGImages, ImageSets/Main/{train,val}.txt"""
 
@@ -481,7 +483,8 @@ def prepare_coco(
             report.notes.append(f"{split}: images still missing: put them in {base / 'images' / split}")
     if not found:
         raise PreparationError(
-            f"neither {src_dir / 'train2017'} nor {src_dir / 'val2017'} exists\nExpected:\n{COCO_SOURCES_TREE}"
+            f"neither {src_dir / 'train2017'} nor {src_dir / 'val2017'} exists"
+            f"\nExpected:\n{COCO_SOURCES_TREE}"
         )
     return _finish(report)
 
@@ -682,7 +685,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-list",
         type=Path,
         default=None,
-        help="ids to convert (default VOC2010 ImageSets/Main/val.txt, 5,105; CAT-Seg's pascalcontext_val.txt: 5,104)",
+        help="ids to convert (default VOC2010 ImageSets/Main/val.txt, 5,105; "
+        "CAT-Seg's pascalcontext_val.txt: 5,104)",
     )
     common(p)
     p = sub.add_parser("check", help="read every sample of a prepared dataset")

@@ -250,7 +250,8 @@ def prepare_ade847(
         ]
         run_tasks(tasks, report, workers, f"ADE20K {split}")
         report.notes.append(
-            f"{split}: {len(images)} images (official: {ADE_OFFICIAL_COUNTS[split]:,}) -> {out / 'annotations_detectron2' / split}"
+            f"{split}: {len(images)} images (official: {ADE_OFFICIAL_COUNTS[split]:,}) -> "
+            f"{out / 'annotations_detectron2' / split}"
         )
     if "objectnames" in index:
         report.notes += check_objectnames(index["objectnames"])
@@ -334,8 +335,8 @@ def prepare_context459(
     run_tasks(tasks, report, workers, "Context .mat -> tif")
     _write_list(voc / CONTEXT459_LIST, ids, report, overwrite)
     report.notes.append(
-        f"val.txt: {len(ids)} ids from {list_src} (VOC2010 val: {CONTEXT459_OFFICIAL:,}, the images PC-59, SAN and "
-        f"FC-CLIP evaluate; CAT-Seg's pascalcontext_val.txt: {CATSEG_VAL_COUNT:,})"
+        f"val.txt: {len(ids)} ids from {list_src} (VOC2010 val: {CONTEXT459_OFFICIAL:,}, the images PC-59, "
+        f"SAN and FC-CLIP evaluate; CAT-Seg's pascalcontext_val.txt: {CATSEG_VAL_COUNT:,})"
     )
     if val_list and main_val.is_file():
         main = set(_read_ids(main_val))

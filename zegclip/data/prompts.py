@@ -51,7 +51,8 @@ def _as_class_ids(values: Sequence[Any], num_classes: int, num_prompts: int) -> 
     for p, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < num_classes:
             raise ClassSplitError(
-                f"`prompt_to_class[{p}]` is {v!r}: expected a class index 0..{num_classes - 1} ({num_classes} label classes)"
+                f"`prompt_to_class[{p}]` is {v!r}: expected a class index 0..{num_classes - 1} "
+                f"({num_classes} label classes)"
             )
         out.append(v)
     return tuple(out)
@@ -108,8 +109,8 @@ def build_text_prompts(
             )
             raise ClassSplitError(
                 f"the text prompts differ from vocabulary {vocab.name!r} ({vocab.path}) at entry {diff} "
-                f"({len(prompts)} prompts, {len(vocab.classes)} names in the file): set `vocabulary` to the list "
-                "the prompts come from, or null"
+                f"({len(prompts)} prompts, {len(vocab.classes)} names in the file): set `vocabulary` to the "
+                "list the prompts come from, or null"
             )
         record = vocab.describe()
     return TextPrompts(prompts, mapping, synonyms, record)

@@ -37,7 +37,8 @@ def _as_indices(values: Sequence[int], key: str, num_classes: int) -> tuple[int,
             raise ClassSplitError(f"`{key}` must hold integer class indices, got {v!r} ({type(v).__name__})")
         if not 0 <= v < num_classes:
             raise ClassSplitError(
-                f"`{key}` index {v} is out of range: expected 0..{num_classes - 1} (0-based, {num_classes} classes)"
+                f"`{key}` index {v} is out of range: expected 0..{num_classes - 1} "
+                f"(0-based, {num_classes} classes)"
             )
         out.append(v)
     dup = sorted({v for v in out if out.count(v) > 1})
@@ -77,7 +78,8 @@ def build_class_split(
         raise ClassSplitError(f"`class_names` holds duplicates: {dup_names}")
     if expected_num_classes is not None and len(names) != expected_num_classes:
         raise ClassSplitError(
-            f"`class_names` has {len(names)} entries but the dataset's labels encode {expected_num_classes} classes"
+            f"`class_names` has {len(names)} entries but the dataset's labels encode "
+            f"{expected_num_classes} classes"
         )
     n = len(names)
     unseen_t = _as_indices(unseen or (), "unseen", n)

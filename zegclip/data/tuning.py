@@ -193,8 +193,9 @@ class PseudoUnseenDataModule(SegmentationDataModule):
         names = self.source_split.class_names
         pseudo = ", ".join(names[i] for i in self.tuning.pseudo_unseen)
         return (
-            f"tuning split of {self.benchmark}: pseudo-unseen {pseudo}; {len(self.source_split.unseen)} unseen "
-            f"classes left out; {self.holdout_fraction:g} of the training images held out (seed {self.tuning_seed})"
+            f"tuning split of {self.benchmark}: pseudo-unseen {pseudo}; {len(self.source_split.unseen)} "
+            f"unseen classes left out; {self.holdout_fraction:g} of the training images held out (seed "
+            f"{self.tuning_seed})"
         )
 
     def build_split(self, split: str, train: bool) -> Dataset:

@@ -164,8 +164,8 @@ def collect_table(report: Report) -> BenchmarkTable | None:
             seen_datasets.append(dataset)
     order = [d for d in COLUMNS if d in seen_datasets] + [d for d in seen_datasets if d not in COLUMNS]
     note = (
-        "mIoU over the classes present in the ground truth (detectron2's SemSegEvaluator; `mIoU_gt` in metrics.json)"
-        + ("; files without it: their `mIoU`" if fallback else "")
+        "mIoU over the classes present in the ground truth (detectron2's SemSegEvaluator; `mIoU_gt` in "
+        "metrics.json)" + ("; files without it: their `mIoU`" if fallback else "")
     )
     return BenchmarkTable(list(rows.values()), order, note, sorted(common_extra))
 

@@ -1,4 +1,5 @@
-"""Build what a run needs from its composed config: the LightningModule, callbacks, loggers, trainer settings."""
+"""Build what a run needs from its composed config: the LightningModule, callbacks, loggers, trainer
+settings."""
 
 from __future__ import annotations
 
@@ -164,7 +165,8 @@ def evaluation_module(cfg: DictConfig, model: Any, datamodule: Any) -> ZegCLIPMo
     text_file = cfg.text.embedding_file or (meta.get("text_embedding_file") if own_vocabulary else None)
     if text_file and not Path(str(text_file)).is_file():
         announce(
-            f"[yellow]text-embedding file {text_file} not found; computing embeddings with the text tower[/yellow]"
+            f"[yellow]text-embedding file {text_file} not found; computing "
+            "embeddings with the text tower[/yellow]"
         )
         text_file = None
     return ZegCLIPModule(

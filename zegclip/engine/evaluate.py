@@ -48,7 +48,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_seed(cfg.get("seed"))
     if not cfg.get("ckpt_path"):
         raise ConfigError(
-            "eval.py needs ckpt_path=PATH (an official .pth, a converted file, a .ckpt, a run folder, or 'shapes')"
+            "eval.py needs ckpt_path=PATH (an official .pth, a converted file, a "
+            ".ckpt, a run folder, or 'shapes')"
         )
     folder = claim(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)

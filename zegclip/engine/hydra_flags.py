@@ -57,7 +57,8 @@ def show_sweep_configs(config_name: str, argv: Sequence[str]) -> bool:
     else:
         swept = [o.input_line for o in parsed if o.is_sweep_override()]
         print(
-            f"# {sweeper} chooses each job's values while it runs (swept: {swept or 'its configured params'}); "
+            f"# {sweeper} chooses each job's values while it runs (swept: "
+            f"{swept or 'its configured params'}); "
             "the fixed configuration of every job:"
         )
         jobs = [fixed]

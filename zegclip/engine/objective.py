@@ -57,15 +57,15 @@ def check_objective(cfg: DictConfig, sweeper: str | None = None) -> None:
     if metric is None:
         if sweeper is not None and sweeper != BASIC_SWEEPER:
             raise ObjectiveError(
-                f"hydra.sweeper={sweeper.rsplit('.', 1)[-1]} optimises what train.py returns, but optimized_metric "
-                f"is null (nothing). Set a fair objective: {FAIR_EXAMPLE}"
+                f"hydra.sweeper={sweeper.rsplit('.', 1)[-1]} optimises what train.py returns, but "
+                f"optimized_metric is null (nothing). Set a fair objective: {FAIR_EXAMPLE}"
             )
         return
     stage, _, name = str(metric).partition("/")
     if stage not in STAGES or name not in OBJECTIVE_KEYS:
         raise ObjectiveError(
-            f"optimized_metric={metric}: expected <split>/<metric> with split tune ({STAGES['tune']}) or test, "
-            f"and metric one of {', '.join(OBJECTIVE_KEYS)}"
+            f"optimized_metric={metric}: expected <split>/<metric> with split tune ({STAGES['tune']}) or "
+            f"test, and metric one of {', '.join(OBJECTIVE_KEYS)}"
         )
     if stage == "tune" and tuning is None:
         raise ObjectiveError(
@@ -79,10 +79,10 @@ def check_objective(cfg: DictConfig, sweeper: str | None = None) -> None:
     if stage == "test" and is_zero_shot(cfg):
         if not cfg.get("allow_unfair_objective", False):
             raise ObjectiveError(
-                f"optimized_metric={metric} would tune the {cfg.setting} zero-shot method on its test split, with "
-                f"the labels of the unseen classes it must never see; its result would no longer be zero-shot. "
-                f"A fair objective is tune/{name} on held-out training images with pseudo-unseen classes: "
-                f"{FAIR_EXAMPLE}. (allow_unfair_objective=true does it anyway.)"
+                f"optimized_metric={metric} would tune the {cfg.setting} zero-shot method on its test split, "
+                "with the labels of the unseen classes it must never see; its result would no longer be "
+                f"zero-shot. A fair objective is tune/{name} on held-out training images with pseudo-unseen "
+                f"classes: {FAIR_EXAMPLE}. (allow_unfair_objective=true does it anyway.)"
             )
         _warn_unfair(str(metric))
     if not cfg.get("test_after_training", True):
@@ -91,8 +91,9 @@ def check_objective(cfg: DictConfig, sweeper: str | None = None) -> None:
         )
     if tuning is not None and cfg.get("text", {}).get("embedding_file"):
         raise ObjectiveError(
-            "tuning=pseudo_unseen: text.embedding_file holds embeddings of the benchmark's classes, not of the "
-            "tuning vocabulary (its seen classes); set text.embedding_file=null (the text tower computes them)"
+            "tuning=pseudo_unseen: text.embedding_file holds embeddings of the benchmark's classes, not of "
+            "the tuning vocabulary (its seen classes); set text.embedding_file=null "
+            "(the text tower computes them)"
         )
 
 
@@ -100,9 +101,9 @@ def _warn_unfair(metric: str) -> None:
     from zegclip.training.console import console
 
     console.print(
-        f"[bold red]allow_unfair_objective=true: optimising {metric}, measured with the test split's unseen-class "
-        "labels. Hyper-parameters chosen this way make the results not zero-shot; do not report them as such."
-        "[/bold red]"
+        f"[bold red]allow_unfair_objective=true: optimising {metric}, measured with the test split's "
+        "unseen-class labels. Hyper-parameters chosen this way make the results not zero-shot; do not report "
+        "them as such.[/bold red]"
     )
 
 
@@ -148,7 +149,7 @@ def check_tuning_start(init_from: str | None, datamodule: Any) -> None:
         leaked = sorted(set(trained) & set(datamodule.class_split.unseen_names))
         raise ObjectiveError(
             f"init_from={init_from} was not trained on this tuning split (its seen classes: {len(trained)}, "
-            f"including the pseudo-unseen {leaked or '(none)'}; its vocabulary differs): it would carry labels the "
-            "tuning run must not see. Start from a checkpoint of an inductive run with the same tuning=pseudo_unseen "
-            "split, or leave init_from unset"
+            f"including the pseudo-unseen {leaked or '(none)'}; its vocabulary differs): it would carry "
+            "labels the tuning run must not see. Start from a checkpoint of an inductive run with the same "
+            "tuning=pseudo_unseen split, or leave init_from unset"
         )

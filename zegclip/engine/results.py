@@ -69,7 +69,8 @@ def write_metrics(cfg: DictConfig, summary: dict[str, Any], unseen_names: Sequen
     for stage in info.get("stages") or []:
         if stage.get("checkpoint"):
             console.print(
-                f"{stage['setting']} stage (steps {stage['first_step']}-{stage['last_step']}): {stage['checkpoint']}"
+                f"{stage['setting']} stage (steps {stage['first_step']}-{stage['last_step']}): "
+                f"{stage['checkpoint']}"
             )
     console.print(
         f"tested: {weights.get('checkpoint')} ({weights.get('selection')}, step {weights.get('step')})"

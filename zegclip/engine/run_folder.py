@@ -3,8 +3,8 @@
 ``run.json`` is created exclusively (complete, then hard-linked into place) when a run starts, so two
 runs can never write into one folder; it is rewritten atomically when the run ends (``finished``,
 ``interrupted``, ``failed``), which is what a sweep report reads to list failed jobs. A run that
-cannot record its failure (a full disk) says so on stderr and keeps the first error. A SLURM job that was requeued
-finds its own ``run.json`` (same job id) and resumes from the folder's ``checkpoints/last.ckpt``.
+cannot record its failure (a full disk) says so on stderr and keeps the first error. A SLURM job that was
+requeued finds its own ``run.json`` (same job id) and resumes from the folder's ``checkpoints/last.ckpt``.
 """
 
 from __future__ import annotations

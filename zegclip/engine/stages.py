@@ -1,4 +1,5 @@
-"""The transductive setting's two stages in one run (``inductive_stage`` of conf/setting/transductive.yaml)."""
+"""The transductive setting's two stages in one run (``inductive_stage`` of
+conf/setting/transductive.yaml)."""
 
 from __future__ import annotations
 

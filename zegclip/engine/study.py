@@ -67,8 +67,8 @@ def lock(folder: Path) -> TextIO:
         holder = handle.read().strip() or "another process"
         handle.close()
         raise StudyInUseError(
-            f"the study folder {folder} is in use by another search ({holder}); wait for it to end, or give this "
-            "search its own study: hydra.sweeper.study_name=<name>"
+            f"the study folder {folder} is in use by another search ({holder}); wait for it to end, or give "
+            "this search its own study: hydra.sweeper.study_name=<name>"
         ) from None
     handle.seek(0)
     handle.truncate()
@@ -125,9 +125,9 @@ def check_same_search(study: Any, config: DictConfig) -> None:
         return
     if list(started) != ours:
         raise ValueError(
-            f"study {study.study_name} was started by a search with the overrides {list(started)}; this command has "
-            f"{ours}. Continue it with the same overrides (hydra.sweeper.n_trials may differ), or start another "
-            "study: hydra.sweeper.study_name=<new name>"
+            f"study {study.study_name} was started by a search with the overrides {list(started)}; this "
+            f"command has {ours}. Continue it with the same overrides (hydra.sweeper.n_trials may differ), "
+            "or start another study: hydra.sweeper.study_name=<new name>"
         )
 
 
@@ -170,7 +170,8 @@ def prepare(impl: Any, config: DictConfig) -> StudyState | None:
         announce(f"new study {impl.study_name}: {state.remaining} trials in {where}")
     if state.remaining == 0:
         announce(
-            f"study {impl.study_name} has its {state.finished} trials: raise hydra.sweeper.n_trials to run more"
+            f"study {impl.study_name} has its {state.finished} trials: raise "
+            "hydra.sweeper.n_trials to run more"
         )
         write_results(study, folder)
         return None

@@ -143,7 +143,8 @@ def study_markdown(folder: Path, write_best: bool = True) -> list[str]:
         best = study.best_trial
         params = ", ".join(f"`{k}={_param(v)}`" for k, v in best.params.items())
         lines.append(
-            f"**Best trial: #{best.number}**, `{metric}` = {_value(best)}: {params} (run folder `{best.number}/`)."
+            f"**Best trial: #{best.number}**, `{metric}` = {_value(best)}: {params} (run folder "
+            f"`{best.number}/`)."
         )
         if (folder / str(best.number) / ".hydra").is_dir():
             overrides = trial_overrides(folder, best.number)
@@ -151,7 +152,8 @@ def study_markdown(folder: Path, write_best: bool = True) -> list[str]:
                 write_text(folder / BEST_FILE, "\n".join(overrides) + "\n", what="best trial overrides")
             lines += [
                 "",
-                "Re-train it on the real split with seeds 0, 1, 2 (test mean ± std in that sweep's report.md):",
+                "Re-train it on the real split with seeds 0, 1, 2 (test mean ± "
+                "std in that sweep's report.md):",
                 "",
                 "```bash",
                 f"python train.py -m seed=0,1,2 $(cat {_shown(folder / BEST_FILE)})",

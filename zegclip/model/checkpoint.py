@@ -102,7 +102,8 @@ def build_from_state(
         )
     if other_missing or unexpected:
         raise CheckpointError(
-            f"{source}: weights do not fit the model: missing {other_missing[:8]}, unexpected {unexpected[:8]}"
+            f"{source}: weights do not fit the model: missing {other_missing[:8]}, unexpected "
+            f"{unexpected[:8]}"
         )
     model.metadata = dict(metadata)
     return model
@@ -131,8 +132,9 @@ def read_checkpoint(
         return config, state, metadata
     keys = sorted(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
     raise CheckpointError(
-        f"{str(path)!r} is neither an official ZegCLIP checkpoint (state_dict with backbone.*/decode_head.*), "
-        f"a zegclip file (format='zegclip') nor a zegclip Lightning checkpoint; top-level content: {keys}"
+        f"{str(path)!r} is neither an official ZegCLIP checkpoint (state_dict with "
+        "backbone.*/decode_head.*), a zegclip file (format='zegclip') nor a zegclip Lightning checkpoint; "
+        f"top-level content: {keys}"
     )
 
 
@@ -162,17 +164,18 @@ def unreadable_message(path: Path, err: BaseException, weights_only: bool = True
     found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
     if weights_only and isinstance(err, pickle.UnpicklingError) and found:
         return (
-            f"Cannot read {str(path)!r} as a torch checkpoint: it holds pickled Python objects ({found.group(1)}) "
-            "beyond tensors and plain values, which zegclip checkpoints never do (another program's file?). "
-            "If it is a trusted file holding pickled objects, pass weights_only=False."
+            f"Cannot read {str(path)!r} as a torch checkpoint: it holds pickled Python objects "
+            f"({found.group(1)}) beyond tensors and plain values, which zegclip checkpoints never do "
+            "(another program's file?). If it is a trusted file holding pickled objects, pass "
+            "weights_only=False."
         )
     size = path.stat().st_size if path.is_file() else 0
     detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
     first = detail.group(1).strip() if detail else text.strip().split("\n")[0].split(". ")[0]
     return (
-        f"Cannot read {str(path)!r} ({size:,} bytes) as a torch checkpoint: it is truncated or not a checkpoint "
-        f"({type(err).__name__}: {first}); use an intact copy (zegclip writes checkpoints atomically, so a run "
-        "folder's checkpoints/last.ckpt is complete unless it was copied or edited)"
+        f"Cannot read {str(path)!r} ({size:,} bytes) as a torch checkpoint: it is truncated or not a "
+        f"checkpoint ({type(err).__name__}: {first}); use an intact copy (zegclip writes checkpoints "
+        "atomically, so a run folder's checkpoints/last.ckpt is complete unless it was copied or edited)"
     )
 
 
@@ -180,8 +183,8 @@ def check_version(path: str | Path, version: Any) -> None:
     """Refuse a checkpoint written in a newer format than this code reads."""
     if not isinstance(version, int) or version > VERSION:
         raise CheckpointError(
-            f"{str(path)!r} was written by a newer zegclip (checkpoint format {version!r}; this version reads "
-            f"up to {VERSION}): upgrade zegclip (pip install -U zegclip) to use it"
+            f"{str(path)!r} was written by a newer zegclip (checkpoint format {version!r}; this version "
+            f"reads up to {VERSION}): upgrade zegclip (pip install -U zegclip) to use it"
         )
 
 

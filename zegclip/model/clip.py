@@ -128,7 +128,8 @@ def resolve_weights_path(weights: str) -> Path | None:
 def _create_from_pretrained_tag(config: CLIPConfig) -> CLIP:
     if config.arch is not None:
         raise ValueError(
-            f"An open_clip pretrained tag ({config.weights!r}) needs model.clip.model_name, not an inline arch"
+            f"An open_clip pretrained tag ({config.weights!r}) needs "
+            "model.clip.model_name, not an inline arch"
         )
     try:
         known = open_clip.get_pretrained_cfg(config.model_name, str(config.weights))

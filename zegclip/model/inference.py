@@ -1,5 +1,5 @@
-"""Inference helpers: seen-class calibration, whole-image and sliding-window scoring (docs/method.md §1.5, docs/data.md §5),
-and multi-scale + flip test-time augmentation."""
+"""Inference helpers: seen-class calibration, whole-image and sliding-window scoring (docs/method.md §1.5,
+docs/data.md §5), and multi-scale + flip test-time augmentation."""
 
 from __future__ import annotations
 

@@ -557,8 +557,8 @@ def _check_pixel_values(pixel_values: Any, patch_size: int) -> None:
         raise ValueError(f"pixel_values must be a (B, 3, H, W) tensor of normalised RGB, got {shape}")
     if not pixel_values.is_floating_point():
         raise ValueError(
-            f"pixel_values has dtype {pixel_values.dtype}: segment() takes float pixels normalised with the ImageNet "
-            "mean/std of 0-255 RGB (zegclip.data.IMAGENET_MEAN / IMAGENET_STD), not raw image values"
+            f"pixel_values has dtype {pixel_values.dtype}: segment() takes float pixels normalised with the "
+            "ImageNet mean/std of 0-255 RGB (zegclip.data.IMAGENET_MEAN / IMAGENET_STD), not raw image values"
         )
     if pixel_values.shape[0] == 0:
         raise ValueError("pixel_values is an empty batch (B = 0): give at least one image")

@@ -127,7 +127,10 @@ class LastCheckpoint(L.Callback):
         if self.last_good is None:
             return "no checkpoint was saved before"
         step = f" (step {self.saved_step})" if self.saved_step >= 0 else ""
-        return f"last good checkpoint: {self.last_good}{step}, resume with the same command plus ckpt_path={self.last_good}"
+        return (
+            f"last good checkpoint: {self.last_good}{step}, resume with the same command plus "
+            f"ckpt_path={self.last_good}"
+        )
 
     def _pending(self, trainer: L.Trainer) -> bool:
         local = self.interrupts is not None and self.interrupts.received is not None
@@ -184,7 +187,7 @@ def check_selection_metric(monitor: str, setting: str, has_unseen: bool) -> None
     zero_shot = has_unseen and setting in ("inductive", "transductive")
     if zero_shot and monitor.startswith("val/") and monitor not in SELECTION_SAFE:
         raise ConfigError(
-            f"callbacks.best_checkpoint.monitor={monitor} would choose weights with unseen-class labels, which "
-            f"a {setting} zero-shot method may not use (the validation split is the test split for VOC, "
-            f"COCO-Stuff and Context); allowed: {', '.join(SELECTION_SAFE)} or a train/ metric"
+            f"callbacks.best_checkpoint.monitor={monitor} would choose weights with unseen-class labels, "
+            f"which a {setting} zero-shot method may not use (the validation split is the test split for "
+            f"VOC, COCO-Stuff and Context); allowed: {', '.join(SELECTION_SAFE)} or a train/ metric"
         )

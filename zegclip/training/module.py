@@ -86,7 +86,8 @@ def check_prompts(
     if len(mapping) != len(prompts) or any(not 0 <= c < len(class_names) for c in mapping):
         raise ValueError(
             f"prompt_to_class must give one class index in 0..{len(class_names) - 1} for each of the "
-            f"{len(prompts)} text prompts, got {mapping[:10]}{'...' if len(mapping) > 10 else ''} ({len(mapping)} entries)"
+            f"{len(prompts)} text prompts, got {mapping[:10]}{'...' if len(mapping) > 10 else ''} "
+            f"({len(mapping)} entries)"
         )
     return prompts, mapping
 
@@ -288,7 +289,8 @@ class ZegCLIPModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[LIGHTNING_FORMAT_KEY] = VERSION  # a newer format is refused with a clear message
-        # the weights' own setting and calibration: a staged run's inductive-stage checkpoints load as inductive
+        # the weights' own setting and calibration: a staged run's inductive-stage checkpoints load as
+        # inductive
         checkpoint.setdefault("hyper_parameters", {})["metadata"] = self.metadata()
         if not self.hparams.get("save_frozen_clip", True):
             config = self.model.config
@@ -342,9 +344,9 @@ class ZegCLIPModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if not self._plain_prompts:
             raise ValueError(
-                f"dataset {self.hparams.get('dataset_name')!r} scores {len(self.text_prompts)} text prompts for "
-                f"{len(self.class_names)} label classes (text_prompts / prompt_to_class): such a benchmark is for "
-                "evaluation (eval.py); training embeds one prompt per class, the class names"
+                f"dataset {self.hparams.get('dataset_name')!r} scores {len(self.text_prompts)} text prompts "
+                f"for {len(self.class_names)} label classes (text_prompts / prompt_to_class): such a "
+                "benchmark is for evaluation (eval.py); training embeds one prompt per class, the class names"
             )
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -357,8 +359,9 @@ class ZegCLIPModule(L.LightningModule):
 
     def _start_second_stage(self) -> None:
         """Stage 2 starts as the official second run does (``load_from``: weights only): fresh
-        optimiser moments (the schedule restarts by itself, see :func:`zegclip.training.optim.build_optimizer`).
-        Idempotent: called before each micro-batch of the first stage-2 step."""
+        optimiser moments (the schedule restarts by itself, see
+        :func:`zegclip.training.optim.build_optimizer`). Idempotent: called before each micro-batch of the
+        first stage-2 step."""
         for optimizer in self.trainer.optimizers:
             optimizer.state.clear()
 

@@ -106,14 +106,16 @@ def _check_kind(path: str, ckpt: Any) -> None:
     hp = ckpt.get("hyper_parameters")
     if "loops" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(
-            f"ckpt_path={path} is not a Lightning training checkpoint (top-level keys: {sorted(map(str, ckpt))[:8]}); "
+            f"ckpt_path={path} is not a Lightning training checkpoint (top-level keys: "
+            f"{sorted(map(str, ckpt))[:8]}); "
             "resume from a run folder's checkpoints/last.ckpt"
         )
     if not isinstance(hp, dict) or not isinstance(hp.get("model_config"), dict):
         name = ckpt.get("hparams_name") or "no hyper-parameters"
         keys = sorted(hp)[:8] if isinstance(hp, dict) else []
         raise CheckpointError(
-            f"ckpt_path={path} is a Lightning checkpoint of another model ({name}{': ' + ', '.join(keys) if keys else ''}; "
+            f"ckpt_path={path} is a Lightning checkpoint of another model "
+            f"({name}{': ' + ', '.join(keys) if keys else ''}; "
             "no model_config), not of a zegclip train.py run"
         )
 
@@ -131,16 +133,17 @@ def _check_vocabulary(path: str, hp: dict[str, Any], module: Any) -> None:
         at = saved[first] if first < len(saved) else "(none)"
         here = ours[first] if first < len(ours) else "(none)"
         raise CheckpointError(
-            f"ckpt_path={path} was trained on another vocabulary: dataset {dataset!r} ({_names(saved)}), this run "
-            f"{module.hparams.get('dataset_name')!r} ({_names(ours)}); class {first} is {at!r} there, {here!r} here. "
-            "Resume with the checkpoint's dataset, or start a new run from its weights with init_from=PATH"
+            f"ckpt_path={path} was trained on another vocabulary: dataset {dataset!r} ({_names(saved)}), "
+            f"this run {module.hparams.get('dataset_name')!r} ({_names(ours)}); class {first} is {at!r} "
+            f"there, {here!r} here. Resume with the checkpoint's dataset, or start a new run from its "
+            "weights with init_from=PATH"
         )
     for key in ("seen", "unseen"):
         a, b = [int(i) for i in hp.get(key) or []], [int(i) for i in getattr(module, key)]
         if a != b:
             raise CheckpointError(
-                f"ckpt_path={path} was trained with another zero-shot split: {key} classes {a} in the checkpoint, "
-                f"{b} in this run (dataset.unseen); resume with the checkpoint's split"
+                f"ckpt_path={path} was trained with another zero-shot split: {key} classes {a} in the "
+                f"checkpoint, {b} in this run (dataset.unseen); resume with the checkpoint's split"
             )
 
 

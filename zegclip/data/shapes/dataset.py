@@ -1,4 +1,5 @@
-"""The shapes world as a dataset in the datamodule's format (``layout: zegclip.data.shapes.build_shapes_dataset``)."""
+"""The shapes world as a dataset in the datamodule's format
+(``layout: zegclip.data.shapes.build_shapes_dataset``)."""
 
 from __future__ import annotations
 

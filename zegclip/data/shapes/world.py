@@ -15,7 +15,8 @@ Vocabularies (class names are plain English, so a CLIP text tower can name them)
 
 Label convention (the same as the real datasets after their conversion): object pixels carry
 the 0-based class id in the vocabulary, background pixels are ``IGNORE_INDEX`` (ignored, as the
-study evaluated object pixels only; the VOC layout on disk writes background as 0). Where objects overlap, the one drawn last is on top.
+study evaluated object pixels only; the VOC layout on disk writes background as 0). Where objects overlap,
+the one drawn last is on top.
 
 Rendering follows the feasibility study (docs/data.md, "The shapes world") at 64x64; at another
 ``image_size`` every length scales with ``image_size / 64``. Pure numpy + OpenCV.

@@ -53,7 +53,8 @@ class SweepReportCallback(Callback):
             sweep = self._sweep_dir or Path(str(config.hydra.sweep.dir))
             if not (sweep / "multirun.yaml").is_file():
                 _warn(
-                    f"no multirun folder at {sweep}: no sweep report (run `python -m zegclip.report DIR` later)"
+                    f"no multirun folder at {sweep}: no sweep report (run "
+                    "`python -m zegclip.report DIR` later)"
                 )
                 return
             run([sweep], per_class=self.per_class)

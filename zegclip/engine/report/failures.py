@@ -21,7 +21,10 @@ def failure_reason(folder: Path) -> str:
         if status in ("failed", "interrupted"):
             return f"{status}: {error}" if error else status
         if status == "running":  # never finished: still running, or killed without a chance to record it
-            return f"no metrics.json; run.json says running (pid {run_record.get('pid')} on {run_record.get('host')}): killed, or still running"
+            return (
+                f"no metrics.json; run.json says running (pid {run_record.get('pid')} on "
+                f"{run_record.get('host')}): killed, or still running"
+            )
         if status == "finished":
             return "finished without metrics.json (no test after training?)"
     status = folder / STATUS_FILE

@@ -122,11 +122,13 @@ def print_report(report: Report, paths: dict[str, Path]) -> None:
         console.print("overrides of every job: " + escape(" ".join(common)), highlight=False)
     for job in report.failed:
         console.print(
-            f"[yellow]job {job.name} ({escape(report.short(job.overrides))}): {escape(job.reason or '')}[/yellow]"
+            f"[yellow]job {job.name} ({escape(report.short(job.overrides))}): "
+            f"{escape(job.reason or '')}[/yellow]"
         )
     for miss in report.missing:
         console.print(
-            f"[yellow]job {miss.name} ({escape(report.short(miss.overrides))}): {escape(miss.reason)}[/yellow]"
+            f"[yellow]job {miss.name} ({escape(report.short(miss.overrides))}): "
+            f"{escape(miss.reason)}[/yellow]"
         )
     console.print(f"report written to {paths['md']} and {paths['csv'].name}")
 
