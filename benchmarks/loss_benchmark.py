@@ -25,9 +25,9 @@ Memory: the peak beyond the inputs (the logits leaf and labels exist before; the
 as large as the logits, is part of the figure). On CUDA, ``torch.cuda.max_memory_allocated`` minus
 what was allocated before the call. On CPU, each method runs in a fresh subprocess and the figure is
 the growth of the resident set's high-water mark (``resource.getrusage(RUSAGE_SELF).ru_maxrss``)
-over the first forward+backward, relative to the resident set just before it: it includes allocator overhead and
-is an estimate. Both methods see the same inputs (seeded), so their losses and gradients are
-compared exactly.
+over the first forward+backward, relative to the resident set just before it: it includes allocator
+overhead and is an estimate. Both methods see the same inputs (seeded), so their losses and
+gradients are compared exactly.
 """
 
 from __future__ import annotations
