@@ -42,7 +42,8 @@ ROWS: dict[str, list[str]] = {
 
 
 def evaluate(overrides: list[str], run_dir: Path) -> tuple[dict, float, float]:
-    """Run eval.py; returns (metrics.json, wall seconds, CPU seconds)."""
+    """Run eval.py in fp32 (the same numbers on every CPU); returns (metrics.json, wall seconds, CPU
+    seconds)."""
     env = {**os.environ, "WANDB_MODE": "disabled"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -50,7 +51,7 @@ def evaluate(overrides: list[str], run_dir: Path) -> tuple[dict, float, float]:
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         proc = subprocess.run(
-            [sys.executable, "eval.py", *overrides, f"hydra.run.dir={run_dir}"],
+            [sys.executable, "eval.py", "precision=fp32", *overrides, f"hydra.run.dir={run_dir}"],
             cwd=ROOT,
             env=env,
             stdout=out,

@@ -185,3 +185,32 @@ def test_predict_uses_the_chunked_labels(tiny_eval_model):
     assert without.scores is None
     assert (with_scores.label == without.label).all()
     assert (with_scores.label == with_scores.scores.argmax(0).numpy()).all()
+
+
+@pytest.mark.parametrize("mode", ["whole", "slide"])
+def test_chunks_are_the_full_scores_with_the_models_own_bf16_mixed(tiny_eval_model, text, mode):
+    """``zegclip.load(..., precision="bf16-mixed")`` (what ``auto`` picks on a CPU with native bf16):
+    the model's own autocast, scores in float32, the same labels as ``segment`` in both paths."""
+    from zegclip.model.precision import choose
+
+    torch.manual_seed(6)
+    images = torch.randn(1, 3, 64, 107)
+    kwargs = {"seen": [1, 70], "seen_bias": 0.1, "mode": mode, "crop": 64, "stride": 43}
+    saved = tiny_eval_model.precision
+    tiny_eval_model.precision = choose("bf16-mixed", "cpu")
+    try:
+        full = full_path(tiny_eval_model, images, text, (90, 150), **kwargs)
+        reused = [
+            s.clone()
+            for _, _, s in tiny_eval_model.segment_chunks(
+                images, text_embeddings=text, out_size=(90, 150), max_bytes=2**16, _reuse=True, **kwargs
+            )
+        ]
+        labels = tiny_eval_model.segment_labels(
+            images, text_embeddings=text, out_size=(90, 150), max_bytes=2**16, **kwargs
+        )
+    finally:
+        tiny_eval_model.precision = saved
+    assert full.dtype == reused[0].dtype == torch.float32
+    assert torch.equal(torch.cat(reused, dim=1), full)
+    assert torch.equal(labels, full.argmax(1))

@@ -194,7 +194,8 @@ class DocumentedRuns:
             make_user_images(workdir, args)
         study = any(a.startswith("hparams_search=") for a in args)
         trials = ["hydra.sweeper.n_trials=2"] if study else []  # an Optuna study: two trials
-        shorten = [] if key == "eval.py" else SHORTEN[ENTRY_POINTS[entry]]  # `python eval.py`: as written
+        as_written = key in ("eval.py", "eval.py precision=fp32")  # the README's figures: the full test set
+        shorten = [] if as_written else SHORTEN[ENTRY_POINTS[entry]]
         stdout = run([sys.executable, str(REPO / entry), *args, *trials, *shorten], workdir)
         return Done(key, workdir, stdout)
 
@@ -335,12 +336,22 @@ def check_train(done: Done, documented: DocumentedRuns) -> None:
 
 def check_eval(done: Done, documented: DocumentedRuns) -> None:
     """`python eval.py`, as written (the bundled model, the full 1,000-image test set): the summary
-    line is the README's, digit for digit (evaluation of fixed weights does not depend on the CPU)."""
+    line is the README's for the precision ``auto`` picks here, digit for digit (evaluation of fixed
+    weights does not depend on the CPU at a given precision); ``precision=fp32`` gives the fp32 line,
+    which is also the end of `python train.py`'s output."""
+    from zegclip.model.precision import choose
+
     (run_dir,) = done.folders("runs", "eval")
-    stated = readme_block("prints, on every CPU")[0]
+    fp32_line, bf16_mixed_line = (line.strip() for line in readme_block("prints, on every CPU we tried"))
+    assert fp32_line == README_SUMMARY
+    auto = choose("auto", "cpu").precision
+    assert auto in ("fp32", "bf16-mixed"), auto
     printed = [line.strip() for line in done.stdout.splitlines() if line.startswith("mIoU_seen:")]
-    assert printed == [stated.strip()] == [README_SUMMARY]  # and the end of `python train.py`'s output
+    assert printed == [fp32_line if auto == "fp32" else bf16_mixed_line], f"precision=auto chose {auto}"
     check_test_output(done.stdout, run_dir, done.workdir)
+    if auto != "fp32":  # the fp32 line too, on this CPU
+        fp32 = documented.get("eval.py", ["precision=fp32"])
+        assert [ln.strip() for ln in fp32.stdout.splitlines() if ln.startswith("mIoU_seen:")] == [fp32_line]
 
 
 def check_transductive(done: Done, documented: DocumentedRuns) -> None:
@@ -536,9 +547,9 @@ TTA = tta_rows()
     [
         pytest.param(c, v, marks=[pytest.mark.slow] if "scales=" in c else [])
         for c, v in TTA
-        if c != "eval.py"
+        if c != "eval.py precision=fp32"  # the fp32 line of `python eval.py`: check_eval
     ],
-    ids=[c for c, _ in TTA if c != "eval.py"],
+    ids=[c for c, _ in TTA if c != "eval.py precision=fp32"],
 )
 def test_tta_table_rows(command: str, stated: list[str], tmp_path: Path) -> None:
     """Each row of the TTA table, run as written (the bundled model, the full test set): the printed

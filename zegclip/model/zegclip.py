@@ -390,16 +390,23 @@ class ZegCLIP(nn.Module):
         text = text_embeddings.to(device=device, dtype=dtype)
         seen_idx = _check_indices(seen, text.shape[0])
         crop = crop or self.config.image_size
-        views = grid_views(
-            lambda images: self(images, text).logits,
-            pixel_values,
-            mode=mode,
-            crop=crop,
-            stride=stride or (crop * 5) // 6,
-            window_batch=window_batch,
-            scales=scales,
-            flip=flip,
-        )
+        mixed = self.precision is not None and self.precision.autocast_dtype is not None
+
+        def grid_logits(images: torch.Tensor) -> torch.Tensor:
+            logits = self(images, text).logits
+            return logits.float() if mixed else logits  # bf16-mixed: scores in fp32, as in segment()
+
+        with autocast(self.precision, device.type):  # the windows' forward passes run here, at once
+            views = grid_views(
+                grid_logits,
+                pixel_values,
+                mode=mode,
+                crop=crop,
+                stride=stride or (crop * 5) // 6,
+                window_batch=window_batch,
+                scales=scales,
+                flip=flip,
+            )
 
         def to_scores(
             logits: torch.Tensor,
