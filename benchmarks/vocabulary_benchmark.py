@@ -72,7 +72,7 @@ def _build(spec: dict[str, Any], impl: str) -> Any:
     import zegclip
 
     if spec.get("weights"):
-        return zegclip.load(spec["weights"]).eval()
+        return zegclip.load(spec["weights"], precision="fp32").eval()  # bf16 rows: autocast in _call
     from zegclip import CLIPConfig, ZegCLIPConfig
 
     torch.manual_seed(0)
