@@ -144,6 +144,7 @@ def test_train_without_frozen_clip_in_checkpoints(cfg_train) -> None:
         zegclip.load(last)
 
 
+@pytest.mark.slow  # torch.compile: about 40 s in a fresh environment
 def test_compile_and_bf16_mixed_precision(cfg_train, monkeypatch) -> None:
     """`compile=true trainer.precision=bf16-mixed` trains through the compiled forward under bf16
     autocast, and evaluates (CPU inductor: 10-60 s)."""
