@@ -12,7 +12,6 @@ import ctypes
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,13 +37,8 @@ def set_threads(threads: int = THREADS) -> None:
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU model, as the precision choice names it (``zegclip.model.precision.cpu_info``)."""
+    return machine()["cpu"]
 
 
 CAPABILITIES = {
