@@ -30,6 +30,7 @@ def test_nan_loss_stops_training_naming_the_step_and_saves_no_nan_model(tmp_path
     assert match, run.output[-3000:]
     nan_step = int(match.group(2))
     assert f"Last good checkpoint: {run.last}" in run.output
+    assert f"or resume from it (ckpt_path={run.last})" in run.output  # the command to continue
     assert run.step() == nan_step - 1  # the update that would have used the NaN loss never happened
     state = torch.load(run.last, map_location="cpu", weights_only=True)["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())

@@ -406,11 +406,12 @@ class ZegCLIPModule(L.LightningModule):
         if self._trainer is not None:
             finite = bool(self.trainer.strategy.reduce_boolean_decision(finite, all=True))
         if not finite:
-            step = self.global_step + 1
+            step, last = self.global_step + 1, self.last_good_checkpoint()
+            then = f"or resume from it (ckpt_path={last})" if last else "and start again"
             raise NonFiniteLossError(
                 f"the training loss is {loss.item()} at step {step}: training stopped before the update. "
-                f"Last good checkpoint: {self.last_good_checkpoint() or 'none written yet'}. "
-                "Lower optimizer.lr, check the data, or resume from that checkpoint."
+                f"Last good checkpoint: {last or 'none written yet'}. "
+                f"Lower optimizer.lr, check the data, {then}."
             )
 
     def last_good_checkpoint(self) -> str | None:
